@@ -1,0 +1,31 @@
+"""Command-line switches both tools share: the framing of a link.
+
+The dialect picks a default framing (:data:`specs.framing.DEFAULT_FRAMING`); each switch here
+overrides one part of it, because real links mix them (domain.md §1.2).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import click
+
+from specs.framing import DEFAULT_FRAMING, Framing
+
+
+def framing_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--length-prefix``, ``--tpdu/--no-tpdu`` and ``--cup-header/--no-cup-header``."""
+    func = click.option("--length-prefix", type=click.Choice(["binary2", "ascii4"]), default=None,
+                        help="Length prefix: 2-byte binary or 4 ASCII digits (default: the dialect's).")(func)
+    func = click.option("--tpdu/--no-tpdu", default=None, help="5-byte TPDU after the length (default: the dialect's).")(func)
+    func = click.option("--cup-header/--no-cup-header", default=None,
+                        help="CUP 6-byte header after the TPDU (default: the dialect's).")(func)
+    return func
+
+
+def resolve_framing(dialect: str, length_prefix: str | None, tpdu: bool | None, cup_header: bool | None) -> Framing:
+    """The dialect's default framing with the given switches applied."""
+    base = DEFAULT_FRAMING[dialect]
+    return Framing(length_prefix=length_prefix or base.length_prefix,  # type: ignore[arg-type]
+                   tpdu=base.tpdu if tpdu is None else tpdu,
+                   cup_header=base.cup_header if cup_header is None else cup_header)
