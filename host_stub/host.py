@@ -23,36 +23,31 @@ from specs import codes
 from specs.codec import Message
 from specs.dialects import Dialect, response_mti
 from specs.masking import mask_pan
+from specs.transactions import identify
 from specs.totals import CUP_BALANCED, CUP_UNBALANCED, cup_field_48, parse_cup_field_48, parse_intl_field_63
 
 from host_stub.ledger import Authorization, Ledger
 
 #: Request fields a response echoes (the rest are the host's own or must not come back: 2, 35, 52, 55).
+_SUPPORTED = frozenset({"sign_on", "sign_off", "echo", "sale"})
+
 _ECHO = ("3", "4", "11", "24", "25", "41", "42", "49", "60", "70")
 
 
 def classify(request: Message, dialect: Dialect) -> str:
-    """Name the business meaning of a request: ``sign_on``, ``sale``, ``settlement``, ..., or ``unsupported``."""
-    mti, proc = request["t"], request.get("3", "")
-    if dialect.family == "cup":
-        nmic = request.get("60", "")[8:11]
-        txn_type = request.get("60", "")[:2]
-        if mti == "0800":
-            return "sign_on" if nmic in ("001", "003", "004") else "unsupported"
-        if mti == "0820":
-            return {"002": "sign_off", "301": "echo"}.get(nmic, "unsupported")
-        if mti == "0200" and proc.startswith("00") and txn_type == "22":
-            return "sale"
-        if mti == "0500":
-            return "settlement"
-        return "unsupported"
+    """Name the business meaning of a request: ``sign_on``, ``echo``, ``settlement``, a transaction
+    kind of :mod:`specs.transactions` (``sale``, ``refund``, ...), or ``unsupported``."""
+    mti = request["t"]
     if mti in ("0800", "0820"):
+        if dialect.family == "cup":
+            nmic = request.get("60", "")[8:11]
+            if mti == "0800":
+                return "sign_on" if nmic in ("001", "003", "004") else "unsupported"
+            return {"002": "sign_off", "301": "echo"}.get(nmic, "unsupported")
         return {"001": "sign_on", "002": "sign_off", "301": "echo"}.get(request.get("70", ""), "unsupported")
-    if mti == "0200" and proc.startswith("00"):
-        return "sale"
-    if mti == "0500" and proc in ("920000", "960000"):
-        return "settlement"
-    return "unsupported"
+    if mti == "0500":
+        return "settlement" if dialect.family == "cup" or request.get("3") in ("920000", "960000") else "unsupported"
+    return identify(request, dialect.family) or "unsupported"
 
 
 class Host:
@@ -76,7 +71,7 @@ class Host:
         response = self._base_response(request, now)
         if kind == "settlement":
             return self._settle(request, response, now)
-        rc = codes.APPROVED if kind != "unsupported" else codes.INVALID_TRANSACTION
+        rc = codes.APPROVED if kind in _SUPPORTED else codes.INVALID_TRANSACTION
         if kind == "sale" and rc == codes.APPROVED:
             seq = self.ledger.next_sequence("rrn")
             rrn = f"{now:%y%j}{seq % 10_000_000:07d}"

@@ -96,3 +96,87 @@ def parse_cup_field_48(value: str) -> tuple[Totals, str]:
         raise ValueError(f"Field 48 totals {value[:31]!r} are not 31 digits (N12 N3 N12 N3 N1)")
     return (Totals(debit_minor=int(value[0:12]), debit_count=int(value[12:15]),
                    credit_minor=int(value[15:27]), credit_count=int(value[27:30])), value[30])
+
+
+# --------------------------------------------------------------------------- batch upload (0320)
+#
+# INTL (domain.md §F9 step 5): one 0320 per record, processing code = original's with the last
+# digit '1', field 60 = original MTI (4) + original STAN (6) + 12 spaces, 62 = original invoice,
+# 37/38 = original RRN / approval code; the host answers 0330; then 0500 with 3 = 960000.
+#
+# CUP (domain.md §F10 step 3): 0320 with 60.3 = 201 and field 48 = count N2 (<= 8) followed by
+# count records of 40 digits: card organisation N2 ('00' CUP, '01' foreign) + original STAN N6 +
+# PAN N20 (zero-left-padded) + amount N12; the end message is 0320 with 60.3 = 202 (after an
+# unbalanced 0510) or 207 (balanced), field 48 = total records uploaded N4.
+
+CUP_UPLOAD_MAX_RECORDS = 8
+CUP_UPLOAD_RECORD_LENGTH = 40
+CUP_UPLOAD_DATA = "201"
+CUP_UPLOAD_END_UNBALANCED = "202"
+CUP_UPLOAD_END_BALANCED = "207"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class UploadRecord:
+    """One CUP magstripe upload record (field 48 of a 0320 with 60.3 = 201)."""
+
+    stan: str
+    pan: str
+    amount_minor: int
+    card_org: str = "00"
+
+
+def intl_upload_processing_code(original: str) -> str:
+    """The original processing code with its last digit set to '1' (PAX EDC ``TransUpLoad``).
+
+    >>> intl_upload_processing_code("000000")
+    '000001'
+    """
+    return original[:5] + "1"
+
+
+def intl_upload_field_60(original_mti: str, original_stan: str) -> str:
+    """>>> intl_upload_field_60("0200", "000123")
+    '0200000123            '
+    """
+    return f"{original_mti}{original_stan}" + " " * 12
+
+
+def parse_intl_upload_field_60(value: str) -> tuple[str, str]:
+    """(original MTI, original STAN) from an INTL 0320 field 60.
+
+    Raises:
+        ValueError: not 4 + 6 digits at the start.
+    """
+    if len(value) < 10 or not value[:10].isdigit():
+        raise ValueError(f"Field 60 {value[:10]!r} is not original MTI N4 + original STAN N6")
+    return value[:4], value[4:10]
+
+
+def cup_upload_field_48(records: list[UploadRecord]) -> str:
+    """>>> cup_upload_field_48([UploadRecord(stan="000002", pan="6229141777631700", amount_minor=1000)])
+    '0100000002000062291417776317000000000001000'
+    """
+    if not 1 <= len(records) <= CUP_UPLOAD_MAX_RECORDS:
+        raise ValueError(f"{len(records)} upload records, expecting 1 to {CUP_UPLOAD_MAX_RECORDS}")
+    return f"{len(records):02d}" + "".join(
+        f"{r.card_org}{r.stan}{r.pan.zfill(20)}{r.amount_minor:012d}" for r in records)
+
+
+def parse_cup_upload_field_48(value: str) -> list[UploadRecord]:
+    """Records of a CUP 0320 201 field 48.
+
+    Raises:
+        ValueError: count and length disagree, or a non-digit.
+    """
+    if len(value) < 2 or not value.isdigit():
+        raise ValueError(f"Field 48 upload data {value[:12]!r}... is not digits starting with a count N2")
+    count = int(value[:2])
+    expected = 2 + count * CUP_UPLOAD_RECORD_LENGTH
+    if len(value) != expected:
+        raise ValueError(f"Field 48 announces {count} records ({expected} digits), holds {len(value)} digits")
+    out = []
+    for i in range(count):
+        rec = value[2 + i * 40: 2 + (i + 1) * 40]
+        out.append(UploadRecord(card_org=rec[:2], stan=rec[2:8], pan=rec[8:28].lstrip("0"), amount_minor=int(rec[28:40])))
+    return out
