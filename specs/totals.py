@@ -136,7 +136,9 @@ def intl_upload_processing_code(original: str) -> str:
 
 
 def intl_upload_field_60(original_mti: str, original_stan: str) -> str:
-    """>>> intl_upload_field_60("0200", "000123")
+    """Field 60 of an INTL 0320.
+
+    >>> intl_upload_field_60("0200", "000123")
     '0200000123            '
     """
     return f"{original_mti}{original_stan}" + " " * 12
@@ -154,8 +156,10 @@ def parse_intl_upload_field_60(value: str) -> tuple[str, str]:
 
 
 def cup_upload_field_48(records: list[UploadRecord]) -> str:
-    """>>> cup_upload_field_48([UploadRecord(stan="000002", pan="6229141777631700", amount_minor=1000)])
-    '0100000002000062291417776317000000000001000'
+    """Field 48 of a CUP 0320 with 60.3 = 201.
+
+    >>> cup_upload_field_48([UploadRecord(stan="000002", pan="6229141777631700", amount_minor=1000)])
+    '010000000200006229141777631700000000001000'
     """
     if not 1 <= len(records) <= CUP_UPLOAD_MAX_RECORDS:
         raise ValueError(f"{len(records)} upload records, expecting 1 to {CUP_UPLOAD_MAX_RECORDS}")
