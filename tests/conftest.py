@@ -1,0 +1,59 @@
+"""Shared test helpers: bounded async runs, an in-process stub host on port 0.
+
+Every async test runs through :func:`run_bounded`, so a hang fails fast with a clear timeout
+instead of blocking the suite; nothing here sleeps to synchronise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import asynccontextmanager
+from typing import AsyncIterator, Awaitable, TypeVar
+
+import pytest
+
+from specs.dialects import get_dialect
+from specs.framing import DEFAULT_FRAMING
+
+from host_stub.clock import BusinessClock
+from host_stub.host import Host
+from host_stub.ledger import Ledger
+from host_stub.server import HostServer
+
+T = TypeVar("T")
+
+ASYNC_TEST_TIMEOUT_SECONDS = 20.0
+
+
+def run_bounded(coro: Awaitable[T], timeout_seconds: float = ASYNC_TEST_TIMEOUT_SECONDS) -> T:
+    """Run one async test body with a hard timeout, on a fresh event loop, and check no task leaks."""
+
+    async def bounded() -> T:
+        async with asyncio.timeout(timeout_seconds):
+            result = await coro
+        leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
+        assert not leftover, f"tasks left running after the test: {leftover}"
+        return result
+
+    return asyncio.run(bounded())
+
+
+@asynccontextmanager
+async def running_host(dialect_name: str, ledger: Ledger | None = None) -> AsyncIterator[HostServer]:
+    """An in-process stub host on 127.0.0.1 port 0; ``server.port`` is the bound port."""
+    dialect = get_dialect(dialect_name)
+    books = ledger or Ledger(":memory:")
+    server = HostServer(Host(books, dialect), dialect=dialect, framing=DEFAULT_FRAMING[dialect_name],
+                        clock=BusinessClock())
+    server.port = await server.start("127.0.0.1", 0)  # type: ignore[attr-defined]
+    try:
+        yield server
+    finally:
+        await server.stop()
+        if ledger is None:
+            books.close()
+
+
+@pytest.fixture(params=["intl-ascii", "intl-bcd", "cup"])
+def dialect_name(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
