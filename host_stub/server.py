@@ -35,12 +35,14 @@ class HostServer:
         self.framing = framing
         self.clock = clock
         self._server: asyncio.Server | None = None
+        self.port: int | None = None
         self._connections: set[asyncio.Task[None]] = set()
 
     async def start(self, bind: str = "127.0.0.1", port: int = 0) -> int:
         """Start listening; returns the bound port (useful with port 0)."""
         self._server = await asyncio.start_server(self._serve_connection, bind, port)
-        return int(self._server.sockets[0].getsockname()[1])
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        return self.port
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight answers finish, then close every connection."""

@@ -45,7 +45,7 @@ async def running_host(dialect_name: str, ledger: Ledger | None = None) -> Async
     books = ledger or Ledger(":memory:")
     server = HostServer(Host(books, dialect), dialect=dialect, framing=DEFAULT_FRAMING[dialect_name],
                         clock=BusinessClock())
-    server.port = await server.start("127.0.0.1", 0)  # type: ignore[attr-defined]
+    await server.start("127.0.0.1", 0)
     try:
         yield server
     finally:
