@@ -39,6 +39,7 @@ def configure_logging(*, json: bool = False, level: str = "info") -> None:
     structlog.configure(
         processors=[*processors, structlog.processors.format_exc_info, renderer] if json else [*processors, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # Resolve sys.stderr when a logger is made, not now, so redirected stderr (tests) is honoured.
+        logger_factory=lambda *_args: structlog.PrintLogger(sys.stderr),
         cache_logger_on_first_use=False,
     )

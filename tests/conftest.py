@@ -57,3 +57,12 @@ async def running_host(dialect_name: str, ledger: Ledger | None = None) -> Async
 @pytest.fixture(params=["intl-ascii", "intl-bcd", "cup"])
 def dialect_name(request: pytest.FixtureRequest) -> str:
     return str(request.param)
+
+
+@pytest.fixture(autouse=True)
+def _reset_logging() -> object:
+    """Each test starts from structlog's defaults, whatever an earlier test configured."""
+    yield
+    import structlog
+
+    structlog.reset_defaults()
