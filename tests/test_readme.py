@@ -1,0 +1,27 @@
+"""The README's quick start is exactly two commands, and CI runs exactly those."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _quick_start_commands() -> list[str]:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```sh\n(.+?)\n```", section)
+
+
+def test_quick_start_has_two_commands() -> None:
+    commands = _quick_start_commands()
+    assert len(commands) == 2
+    assert commands[0].endswith("pos-terminal demo") or "matrix" in commands[0]
+    assert commands[1].endswith("pytest")
+
+
+def test_ci_runs_the_readme_commands_verbatim() -> None:
+    ci_lines = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+    for command in _quick_start_commands():
+        assert command in ci_lines, f"{command!r} is not a line of .ci/run"
