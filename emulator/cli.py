@@ -47,7 +47,7 @@ class Settings:
         self.port: int | None = options["port"]
         self.dialect = get_dialect(options["dialect"])
         self.framing: Framing = resolve_framing(options["dialect"], options["length_prefix"], options["tpdu"],
-                                                options["cup_header"])
+                                                options["cup_header"], options["max_frame_bytes"])
         self.journal_path: str = options["journal"]
         self.profile = Profile(tid=options["tid"], mid=options["mid"], family=self.dialect.family, nii=options["nii"])
         self.timeout: float = options["timeout"]

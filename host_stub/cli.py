@@ -48,9 +48,9 @@ def main(log_json: bool, log_level: str) -> None:
               help="SQLite ledger file; a restarted host with the same file keeps its books.")
 @framing_options
 def serve(dialect: str, bind: str, port: int, ledger_path: str, length_prefix: str | None,
-          tpdu: bool | None, cup_header: bool | None) -> None:
+          tpdu: bool | None, cup_header: bool | None, max_frame_bytes: int) -> None:
     """Serve terminals until SIGTERM or SIGINT."""
-    framing = resolve_framing(dialect, length_prefix, tpdu, cup_header)
+    framing = resolve_framing(dialect, length_prefix, tpdu, cup_header, max_frame_bytes)
     try:
         asyncio.run(_serve(dialect, bind, port, ledger_path, framing))
     except OSError as exc:

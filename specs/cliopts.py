@@ -10,22 +10,26 @@ from typing import Any, Callable
 
 import click
 
-from specs.framing import DEFAULT_FRAMING, Framing
+from specs.framing import DEFAULT_FRAMING, DEFAULT_MAX_FRAME_BYTES, Framing
 
 
 def framing_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Add ``--length-prefix``, ``--tpdu/--no-tpdu`` and ``--cup-header/--no-cup-header``."""
+    """Add ``--length-prefix``, ``--tpdu/--no-tpdu``, ``--cup-header/--no-cup-header`` and ``--max-frame-bytes``."""
     func = click.option("--length-prefix", type=click.Choice(["binary2", "ascii4"]), default=None,
                         help="Length prefix: 2-byte binary or 4 ASCII digits (default: the dialect's).")(func)
     func = click.option("--tpdu/--no-tpdu", default=None, help="5-byte TPDU after the length (default: the dialect's).")(func)
     func = click.option("--cup-header/--no-cup-header", default=None,
                         help="CUP 6-byte header after the TPDU (default: the dialect's).")(func)
+    func = click.option("--max-frame-bytes", type=click.IntRange(16, 65535), default=DEFAULT_MAX_FRAME_BYTES,
+                        show_default=True, help="Reject a frame whose declared length is larger.")(func)
     return func
 
 
-def resolve_framing(dialect: str, length_prefix: str | None, tpdu: bool | None, cup_header: bool | None) -> Framing:
+def resolve_framing(dialect: str, length_prefix: str | None, tpdu: bool | None, cup_header: bool | None,
+                    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> Framing:
     """The dialect's default framing with the given switches applied."""
     base = DEFAULT_FRAMING[dialect]
     return Framing(length_prefix=length_prefix or base.length_prefix,  # type: ignore[arg-type]
                    tpdu=base.tpdu if tpdu is None else tpdu,
-                   cup_header=base.cup_header if cup_header is None else cup_header)
+                   cup_header=base.cup_header if cup_header is None else cup_header,
+                   max_frame_bytes=max_frame_bytes)
