@@ -1,13 +1,33 @@
-"""The host's books in SQLite: every request received, and every settlement.
+"""The host's books in SQLite: authorizations, settlements and uploads, payouts, tombstones, registry.
 
-* ``authorizations``: one row per request (network management included), with its fate:
-  ``approved``, ``declined``, later ``reversed``/``voided``; the batch it was settled in.
-* ``settlements``: one row per settlement request: the terminal's totals, the host's totals, the
-  result (``balanced``/``unbalanced``).
+Tables (domain.md §7):
 
-A file ledger uses WAL and ``synchronous=FULL``; every write is one transaction, so a row is either
-fully there or not there at all, and a restarted host with the same file continues the same books.
-``":memory:"`` gives a throw-away ledger for tests.
+``authorizations``
+    One row per request received (network management, settlement and uploads included) and its
+    fate.  ``status``: ``approved`` (posted and standing), ``declined`` (not posted), ``reversed``,
+    ``voided``, ``refunded`` (fully refunded; still counts in its batch), ``completed`` (a
+    pre-auth consumed by its completion), ``repeat`` (an advice repeat answered 00, not posted
+    again).  ``reason`` says why (``duplicate``, ``limit``, ``fault:<id>`` ...).  ``batch`` is the
+    host's batch the record belongs to; ``settled`` is 1 once that batch closed.
+``tombstones``
+    Reversals whose original the host never saw, keyed TID + STAN + local date (field 13): an
+    original arriving later is never posted.
+``settlements``
+    One row per terminal batch being settled: the terminal's totals, the host's totals, the
+    totals rebuilt from the batch upload, the result (``balanced``, ``unbalanced`` while waiting for
+    the upload, ``uploaded``, ``upload_mismatch``), and when it closed.
+``uploads``
+    Batch-upload rows (0320) per settlement, plus the host's verdict per record: ``matched``,
+    ``amount_differs``, ``terminal_only`` (uploaded, unknown to the host) or ``host_only`` (on the
+    host's books, not uploaded).
+``payouts``
+    Funds owed to the merchant per closed batch: gross, fee, net, value date, status
+    (``scheduled``, ``paid``, ``held``, ``failed``) with hold and failure reasons.
+
+A file ledger uses WAL and ``synchronous=FULL``.  :meth:`Ledger.transaction` nests: the host core
+wraps everything one request changes (its row, the original it reverses, card balance, batch
+close, payout) in one transaction, so a request is either fully on the books or not at all, and a
+restarted host with the same file continues the same books.  ``":memory:"`` gives throw-away books.
 """
 
 from __future__ import annotations
@@ -15,15 +35,22 @@ from __future__ import annotations
 import json
 import sqlite3
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
-from typing import Any, Iterator
+from dataclasses import asdict
+from typing import Any, Iterable, Iterator, Mapping
 
 from specs.totals import SETTLEMENT_CLASS, Totals, totals_of
+
+#: Statuses of records that count in their batch's totals.
+STANDING = ("approved", "refunded")
+#: Kinds that are financial transactions (everything else is network management or settlement).
+FINANCIAL_KINDS = ("balance", "sale", "void", "refund", "preauth", "preauth_void", "completion",
+                   "completion_void", "offline_sale", "adjust", "reversal")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS authorizations (
     id INTEGER PRIMARY KEY,
     received_at TEXT NOT NULL,
+    business_date TEXT NOT NULL,
     mti TEXT NOT NULL,
     kind TEXT NOT NULL,
     tid TEXT NOT NULL,
@@ -31,51 +58,116 @@ CREATE TABLE IF NOT EXISTS authorizations (
     stan TEXT NOT NULL,
     processing_code TEXT,
     amount_minor INTEGER,
+    currency TEXT,
     pan_masked TEXT,
+    pan_token TEXT,
+    local_date TEXT,
+    local_time TEXT,
     rrn TEXT,
     auth_code TEXT,
     rc TEXT NOT NULL,
     status TEXT NOT NULL,
+    reason TEXT,
     batch TEXT,
+    terminal_batch TEXT,
+    settled INTEGER NOT NULL DEFAULT 0,
     settlement_date TEXT,
-    settled INTEGER NOT NULL DEFAULT 0
+    original_id INTEGER,
+    refunded_minor INTEGER NOT NULL DEFAULT 0,
+    reversal_reason TEXT,
+    faults TEXT
 );
 CREATE INDEX IF NOT EXISTS authorizations_open ON authorizations (tid, settled, status);
+CREATE INDEX IF NOT EXISTS authorizations_rrn ON authorizations (tid, rrn);
+CREATE INDEX IF NOT EXISTS authorizations_stan ON authorizations (tid, stan);
+CREATE INDEX IF NOT EXISTS authorizations_card_day ON authorizations (pan_token, business_date);
+CREATE INDEX IF NOT EXISTS authorizations_merchant_day ON authorizations (mid, business_date);
+CREATE INDEX IF NOT EXISTS authorizations_terminal_day ON authorizations (tid, business_date);
+CREATE TABLE IF NOT EXISTS tombstones (
+    id INTEGER PRIMARY KEY,
+    tid TEXT NOT NULL,
+    stan TEXT NOT NULL,
+    local_date TEXT NOT NULL,
+    processing_code TEXT,
+    amount_minor INTEGER,
+    created_at TEXT NOT NULL,
+    reversal_id INTEGER,
+    UNIQUE (tid, stan, local_date)
+);
 CREATE TABLE IF NOT EXISTS settlements (
     id INTEGER PRIMARY KEY,
-    at TEXT NOT NULL,
     tid TEXT NOT NULL,
     mid TEXT NOT NULL,
     batch TEXT NOT NULL,
-    processing_code TEXT,
+    family TEXT NOT NULL,
+    status TEXT NOT NULL,
+    result TEXT NOT NULL,
+    opened_at TEXT NOT NULL,
+    closed_at TEXT,
+    business_date TEXT,
     terminal_totals TEXT NOT NULL,
     host_totals TEXT NOT NULL,
-    result TEXT NOT NULL,
-    rc TEXT NOT NULL
+    uploaded_totals TEXT,
+    rc TEXT NOT NULL,
+    request_key TEXT,
+    response_48 TEXT,
+    attempts INTEGER NOT NULL DEFAULT 1,
+    upload_count INTEGER NOT NULL DEFAULT 0,
+    end_count INTEGER,
+    exceptions TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS settlements_batch ON settlements (tid, batch);
+CREATE TABLE IF NOT EXISTS uploads (
+    id INTEGER PRIMARY KEY,
+    settlement_id INTEGER,
+    tid TEXT NOT NULL,
+    batch TEXT NOT NULL,
+    original_mti TEXT,
+    original_stan TEXT NOT NULL,
+    upload_stan TEXT,
+    processing_code TEXT,
+    kind TEXT,
+    amount_minor INTEGER,
+    pan_masked TEXT,
+    pan_token TEXT,
+    rrn TEXT,
+    auth_code TEXT,
+    invoice TEXT,
+    match TEXT NOT NULL DEFAULT 'pending',
+    host_record_id INTEGER,
+    host_amount_minor INTEGER,
+    repeats INTEGER NOT NULL DEFAULT 0,
+    received_at TEXT NOT NULL,
+    UNIQUE (tid, batch, original_stan)
+);
+CREATE TABLE IF NOT EXISTS payouts (
+    id INTEGER PRIMARY KEY,
+    mid TEXT NOT NULL,
+    tid TEXT NOT NULL,
+    batch TEXT NOT NULL,
+    settlement_id INTEGER NOT NULL,
+    business_date TEXT NOT NULL,
+    value_date TEXT NOT NULL,
+    gross_minor INTEGER NOT NULL,
+    fee_minor INTEGER NOT NULL,
+    net_minor INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    hold_reason TEXT,
+    failure_reason TEXT,
+    delay_days INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL,
+    paid_at TEXT,
+    released_at TEXT
 );
 CREATE TABLE IF NOT EXISTS sequences (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS merchants (key TEXT PRIMARY KEY, document TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS terminals (key TEXT PRIMARY KEY, document TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS cards (key TEXT PRIMARY KEY, document TEXT NOT NULL);
 """
 
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Authorization:
-    """One request as the host saw it (card data masked before it reaches the ledger)."""
-
-    received_at: str
-    mti: str
-    kind: str
-    tid: str
-    mid: str
-    stan: str
-    processing_code: str | None
-    amount_minor: int | None
-    pan_masked: str | None
-    rrn: str | None
-    auth_code: str | None
-    rc: str
-    status: str
-    batch: str | None
-    settlement_date: str | None
+_BOOK_TABLES = ("authorizations", "tombstones", "settlements", "uploads", "payouts", "sequences")
+_REGISTRY_TABLES = ("merchants", "terminals", "cards")
+_JSON_COLUMNS = {"settlements": ("terminal_totals", "host_totals", "uploaded_totals", "exceptions")}
 
 
 class Ledger:
@@ -89,78 +181,339 @@ class Ledger:
             self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        self._depth = 0
+        self._columns: dict[str, frozenset[str]] = {
+            table: frozenset(r["name"] for r in self._db.execute(f"PRAGMA table_info({table})"))
+            for table in (*_BOOK_TABLES, *_REGISTRY_TABLES)}
 
     def close(self) -> None:
         self._db.close()
 
+    # ------------------------------------------------------------------ transactions
+
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic unit of writes; nested uses join the outermost transaction."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield self._db
+            finally:
+                self._depth -= 1
+            return
         self._db.execute("BEGIN IMMEDIATE")
+        self._depth = 1
         try:
             yield self._db
         except BaseException:
+            self._depth = 0
             self._db.execute("ROLLBACK")
             raise
+        self._depth = 0
         self._db.execute("COMMIT")
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._depth > 0
 
     def next_sequence(self, name: str) -> int:
         """Monotonic counter (RRNs, auth codes) that survives restarts."""
-        with self._transaction() as db:
+        with self.transaction() as db:
             db.execute("INSERT INTO sequences (name, value) VALUES (?, 1) "
                        "ON CONFLICT(name) DO UPDATE SET value = value + 1", (name,))
             return int(db.execute("SELECT value FROM sequences WHERE name = ?", (name,)).fetchone()[0])
 
-    def record(self, auth: Authorization) -> int:
+    def reset(self, *, registry: bool = True) -> None:
+        """Empty the books (and the registry unless told otherwise), atomically."""
+        with self.transaction() as db:
+            for table in (*_BOOK_TABLES, *(_REGISTRY_TABLES if registry else ())):
+                db.execute(f"DELETE FROM {table}")
+
+    # ------------------------------------------------------------------ authorizations
+
+    def insert_authorization(self, row: Mapping[str, Any]) -> int:
         """Append one request and its fate; returns the row id."""
-        with self._transaction() as db:
-            cur = db.execute(
-                "INSERT INTO authorizations (received_at, mti, kind, tid, mid, stan, processing_code, amount_minor,"
-                " pan_masked, rrn, auth_code, rc, status, batch, settlement_date)"
-                " VALUES (:received_at, :mti, :kind, :tid, :mid, :stan, :processing_code, :amount_minor,"
-                " :pan_masked, :rrn, :auth_code, :rc, :status, :batch, :settlement_date)", asdict(auth))
+        self._check_columns("authorizations", row)
+        names = list(row)
+        with self.transaction() as db:
+            cur = db.execute(f"INSERT INTO authorizations ({', '.join(names)}) VALUES "
+                             f"({', '.join(':' + n for n in names)})", dict(row))
             return int(cur.lastrowid or 0)
+
+    def update_authorization(self, row_id: int, **changes: Any) -> None:
+        self._check_columns("authorizations", changes)
+        with self.transaction() as db:
+            db.execute(f"UPDATE authorizations SET {', '.join(f'{k} = :{k}' for k in changes)} WHERE id = :id",
+                       {**changes, "id": row_id})
+
+    def set_status(self, row_id: int, status: str) -> None:
+        """Change one authorization's status (tests altering the books)."""
+        self.update_authorization(row_id, status=status)
+
+    def authorization(self, row_id: int) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT * FROM authorizations WHERE id = ?", (row_id,)).fetchone()
+        return dict(row) if row else None
+
+    def find_duplicate_request(self, *, tid: str, stan: str, local_date: str | None,
+                               amount_minor: int | None) -> dict[str, Any] | None:
+        """A financial request (0100/0200) already on the books with the same TID, STAN, 13 and amount."""
+        row = self._db.execute(
+            "SELECT * FROM authorizations WHERE tid = ? AND stan = ? AND mti IN ('0100', '0200')"
+            " AND local_date IS ? AND amount_minor IS ? ORDER BY id DESC LIMIT 1",
+            (tid, stan, local_date, amount_minor)).fetchone()
+        return dict(row) if row else None
+
+    def find_posted_advice(self, *, tid: str, stan: str, processing_code: str | None,
+                           amount_minor: int | None) -> dict[str, Any] | None:
+        """An advice (0220/0221, 0120/0121) already posted with the same TID, STAN, 3 and amount."""
+        row = self._db.execute(
+            "SELECT * FROM authorizations WHERE tid = ? AND stan = ? AND mti IN ('0220', '0221', '0120', '0121')"
+            " AND processing_code IS ? AND amount_minor IS ? AND status NOT IN ('declined', 'repeat')"
+            " ORDER BY id DESC LIMIT 1", (tid, stan, processing_code, amount_minor)).fetchone()
+        return dict(row) if row else None
+
+    def find_reversal_original(self, *, tid: str, stan: str, processing_code: str | None,
+                               amount_minor: int | None) -> dict[str, Any] | None:
+        """The request a reversal names: TID + STAN + 3 + amount among the terminal's unsettled requests."""
+        row = self._db.execute(
+            "SELECT * FROM authorizations WHERE tid = ? AND stan = ? AND settled = 0 AND mti IN ('0100', '0200')"
+            " AND processing_code IS ? AND amount_minor IS ? AND kind != 'reversal'"
+            # the posted original first (not a later duplicate the host declined with 94), then a reversed one
+            " ORDER BY CASE WHEN status IN ('approved', 'refunded') THEN 0 WHEN status = 'reversed' THEN 1 ELSE 2 END,"
+            " id DESC LIMIT 1",
+            (tid, stan, processing_code, amount_minor)).fetchone()
+        return dict(row) if row else None
+
+    def find_by_rrn(self, *, tid: str, rrn: str, kinds: Iterable[str]) -> dict[str, Any] | None:
+        """The newest approved-at-some-point record of one of ``kinds`` with this TID and RRN."""
+        kinds = tuple(kinds)
+        row = self._db.execute(
+            f"SELECT * FROM authorizations WHERE tid = ? AND rrn = ? AND kind IN ({', '.join('?' * len(kinds))})"
+            " AND status != 'declined' ORDER BY id DESC LIMIT 1", (tid, rrn, *kinds)).fetchone()
+        return dict(row) if row else None
+
+    def daily_usage(self, *, column: str, value: str, business_date: str, kinds: Iterable[str]) -> tuple[int, int]:
+        """(count, amount) of standing records of ``kinds`` for one merchant/terminal/card on one business date."""
+        if column not in ("mid", "tid", "pan_token"):
+            raise ValueError(f"Daily usage by {column!r}, expecting mid, tid or pan_token")
+        kinds = tuple(kinds)
+        row = self._db.execute(
+            f"SELECT COUNT(*), COALESCE(SUM(amount_minor), 0) FROM authorizations WHERE {column} = ?"
+            f" AND business_date = ? AND status IN ('approved', 'refunded')"
+            f" AND kind IN ({', '.join('?' * len(kinds))})", (value, business_date, *kinds)).fetchone()
+        return int(row[0]), int(row[1])
+
+    def open_records(self, tid: str) -> list[dict[str, Any]]:
+        """The terminal's standing, unsettled records that count in settlement totals."""
+        rows = self._db.execute(
+            "SELECT * FROM authorizations WHERE tid = ? AND settled = 0 AND status IN ('approved', 'refunded')"
+            f" AND kind IN ({', '.join('?' * len(SETTLEMENT_CLASS))}) ORDER BY id", (tid, *SETTLEMENT_CLASS))
+        return [dict(r) for r in rows]
 
     def open_batch_totals(self, tid: str) -> Totals:
         """Totals of the terminal's approved, unsettled financial records (the host's open batch)."""
-        rows = self._db.execute(
-            "SELECT kind, amount_minor FROM authorizations WHERE tid = ? AND settled = 0 AND status = 'approved'"
-            f" AND kind IN ({', '.join('?' * len(SETTLEMENT_CLASS))})", (tid, *SETTLEMENT_CLASS)).fetchall()
-        return totals_of((r["kind"], r["amount_minor"] or 0) for r in rows)
+        return totals_of((r["kind"], r["amount_minor"] or 0) for r in self.open_records(tid))
 
-    def record_settlement(self, *, at: str, tid: str, mid: str, batch: str, processing_code: str | None,
-                          terminal: Totals, host: Totals, result: str, rc: str, close_batch: bool) -> None:
-        """Record one settlement request; when ``close_batch``, mark the open batch settled, atomically."""
-        with self._transaction() as db:
-            db.execute(
-                "INSERT INTO settlements (at, tid, mid, batch, processing_code, terminal_totals, host_totals, result, rc)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (at, tid, mid, batch, processing_code, json.dumps(asdict(terminal)), json.dumps(asdict(host)), result, rc))
-            if close_batch:
-                db.execute("UPDATE authorizations SET settled = 1, batch = ? WHERE tid = ? AND settled = 0"
-                           " AND status = 'approved'", (batch, tid))
+    def settle_open_records(self, *, tid: str, batch: str) -> int:
+        """Mark every unsettled financial record of the terminal as belonging to the closed ``batch``."""
+        with self.transaction() as db:
+            cur = db.execute(
+                f"UPDATE authorizations SET settled = 1, batch = ? WHERE tid = ? AND settled = 0"
+                f" AND kind IN ({', '.join('?' * len(FINANCIAL_KINDS))})", (batch, tid, *FINANCIAL_KINDS))
+            return cur.rowcount
+
+    # ------------------------------------------------------------------ tombstones
+
+    def tombstone(self, *, tid: str, stan: str, local_date: str) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT * FROM tombstones WHERE tid = ? AND stan = ? AND local_date = ?",
+                               (tid, stan, local_date)).fetchone()
+        return dict(row) if row else None
+
+    def add_tombstone(self, *, tid: str, stan: str, local_date: str, processing_code: str | None,
+                      amount_minor: int | None, created_at: str) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR IGNORE INTO tombstones (tid, stan, local_date, processing_code, amount_minor,"
+                       " created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                       (tid, stan, local_date, processing_code, amount_minor, created_at))
+
+    def tombstones(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._db.execute("SELECT * FROM tombstones ORDER BY id")]
+
+    # ------------------------------------------------------------------ settlements and uploads
+
+    def insert_settlement(self, row: Mapping[str, Any]) -> int:
+        row = self._json_out("settlements", row)
+        names = list(row)
+        with self.transaction() as db:
+            cur = db.execute(f"INSERT INTO settlements ({', '.join(names)}) VALUES "
+                             f"({', '.join(':' + n for n in names)})", row)
+            return int(cur.lastrowid or 0)
+
+    def update_settlement(self, settlement_id: int, **changes: Any) -> None:
+        changes = self._json_out("settlements", changes)
+        with self.transaction() as db:
+            db.execute(f"UPDATE settlements SET {', '.join(f'{k} = :{k}' for k in changes)} WHERE id = :id",
+                       {**changes, "id": settlement_id})
+
+    def settlement(self, settlement_id: int) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT * FROM settlements WHERE id = ?", (settlement_id,)).fetchone()
+        return self._json_in("settlements", dict(row)) if row else None
+
+    def latest_settlement(self, *, tid: str, batch: str | None = None,
+                          status: str | None = None) -> dict[str, Any] | None:
+        sql, args = "SELECT * FROM settlements WHERE tid = ?", [tid]
+        if batch is not None:
+            sql, args = sql + " AND batch = ?", [*args, batch]
+        if status is not None:
+            sql, args = sql + " AND status = ?", [*args, status]
+        row = self._db.execute(sql + " ORDER BY id DESC LIMIT 1", args).fetchone()
+        return self._json_in("settlements", dict(row)) if row else None
+
+    def upsert_upload(self, row: Mapping[str, Any]) -> bool:
+        """Store one uploaded record; a second upload of the same (TID, batch, original STAN) only
+        counts a repeat.  Returns True when the record is new."""
+        self._check_columns("uploads", row)
+        with self.transaction() as db:
+            existing = db.execute("SELECT id FROM uploads WHERE tid = ? AND batch = ? AND original_stan = ?",
+                                  (row["tid"], row["batch"], row["original_stan"])).fetchone()
+            if existing:
+                db.execute("UPDATE uploads SET repeats = repeats + 1 WHERE id = ?", (existing["id"],))
+                return False
+            names = list(row)
+            db.execute(f"INSERT INTO uploads ({', '.join(names)}) VALUES ({', '.join(':' + n for n in names)})",
+                       dict(row))
+            return True
+
+    def uploads_of(self, *, tid: str, batch: str) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._db.execute(
+            "SELECT * FROM uploads WHERE tid = ? AND batch = ? AND match != 'host_only' ORDER BY id", (tid, batch))]
+
+    def update_upload(self, upload_id: int, **changes: Any) -> None:
+        self._check_columns("uploads", changes)
+        with self.transaction() as db:
+            db.execute(f"UPDATE uploads SET {', '.join(f'{k} = :{k}' for k in changes)} WHERE id = :id",
+                       {**changes, "id": upload_id})
+
+    def insert_upload(self, row: Mapping[str, Any]) -> int:
+        self._check_columns("uploads", row)
+        names = list(row)
+        with self.transaction() as db:
+            cur = db.execute(f"INSERT INTO uploads ({', '.join(names)}) VALUES ({', '.join(':' + n for n in names)})",
+                             dict(row))
+            return int(cur.lastrowid or 0)
+
+    # ------------------------------------------------------------------ payouts
+
+    def insert_payout(self, row: Mapping[str, Any]) -> int:
+        self._check_columns("payouts", row)
+        names = list(row)
+        with self.transaction() as db:
+            cur = db.execute(f"INSERT INTO payouts ({', '.join(names)}) VALUES ({', '.join(':' + n for n in names)})",
+                             dict(row))
+            return int(cur.lastrowid or 0)
+
+    def update_payout(self, payout_id: int, **changes: Any) -> None:
+        self._check_columns("payouts", changes)
+        with self.transaction() as db:
+            db.execute(f"UPDATE payouts SET {', '.join(f'{k} = :{k}' for k in changes)} WHERE id = :id",
+                       {**changes, "id": payout_id})
+
+    def payout(self, payout_id: int) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT * FROM payouts WHERE id = ?", (payout_id,)).fetchone()
+        return dict(row) if row else None
+
+    def pay_due_payouts(self, *, today: str, at: str) -> int:
+        """Scheduled payouts whose value date has come are paid; returns how many."""
+        with self.transaction() as db:
+            return db.execute("UPDATE payouts SET status = 'paid', paid_at = ? WHERE status = 'scheduled'"
+                              " AND value_date <= ?", (at, today)).rowcount
+
+    # ------------------------------------------------------------------ reading with filters
 
     def authorizations(self, **filters: Any) -> list[dict[str, Any]]:
         """Rows of the authorization ledger, oldest first, filtered by equality on any column."""
         return self._select("authorizations", filters)
 
     def settlements(self, **filters: Any) -> list[dict[str, Any]]:
-        """Rows of the settlement ledger, oldest first; totals decoded from JSON."""
+        """Settlement rows, oldest first, with their ``uploads``; ``stan`` filters on uploaded STANs."""
+        stan = filters.pop("stan", None)
         rows = self._select("settlements", filters)
         for row in rows:
-            row["terminal_totals"] = json.loads(row["terminal_totals"])
-            row["host_totals"] = json.loads(row["host_totals"])
+            row["uploads"] = [dict(r) for r in self._db.execute(
+                "SELECT * FROM uploads WHERE settlement_id = ? ORDER BY id", (row["id"],))]
+        if stan is not None:
+            rows = [r for r in rows if any(u["original_stan"] == str(stan) for u in r["uploads"])]
         return rows
 
+    def payouts(self, **filters: Any) -> list[dict[str, Any]]:
+        """Payout rows, oldest first; ``stan`` selects payouts of batches that hold that STAN."""
+        stan = filters.pop("stan", None)
+        rows = self._select("payouts", filters)
+        if stan is not None:
+            rows = [r for r in rows if self._db.execute(
+                "SELECT 1 FROM authorizations WHERE tid = ? AND batch = ? AND stan = ? AND settled = 1 LIMIT 1",
+                (r["tid"], r["batch"], str(stan))).fetchone()]
+        return rows
+
+    def uploads(self, **filters: Any) -> list[dict[str, Any]]:
+        return self._select("uploads", filters)
+
+    def filter_keys(self, table: str) -> frozenset[str]:
+        """Columns a listing of ``table`` can be filtered on (settlements and payouts also take ``stan``)."""
+        extra = {"stan"} if table in ("settlements", "payouts") else set()
+        return self._columns[table] | extra
+
     def _select(self, table: str, filters: dict[str, Any]) -> list[dict[str, Any]]:
-        columns = {r["name"] for r in self._db.execute(f"PRAGMA table_info({table})")}
-        unknown = sorted(set(filters) - columns)
+        unknown = sorted(set(filters) - self._columns[table])
         if unknown:
-            raise ValueError(f"Unknown {table} filter {unknown[0]!r}, expecting one of {', '.join(sorted(columns))}")
+            raise ValueError(f"Unknown {table} filter {unknown[0]!r}, expecting one of "
+                             f"{', '.join(sorted(self.filter_keys(table)))}")
         where = " AND ".join(f"{k} = ?" for k in filters)
         sql = f"SELECT * FROM {table}" + (f" WHERE {where}" if where else "") + " ORDER BY id"
-        return [dict(r) for r in self._db.execute(sql, tuple(filters.values()))]
+        return [self._json_in(table, dict(r)) for r in self._db.execute(sql, tuple(filters.values()))]
 
-    def set_status(self, row_id: int, status: str) -> None:
-        """Change one authorization's status (reversal, void; tests altering the books)."""
-        with self._transaction() as db:
-            db.execute("UPDATE authorizations SET status = ? WHERE id = ?", (status, row_id))
+    # ------------------------------------------------------------------ registry documents
+
+    def registry_get(self, kind: str, key: str) -> dict[str, Any] | None:
+        row = self._db.execute(f"SELECT document FROM {self._registry_table(kind)} WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def registry_put(self, kind: str, key: str, document: dict[str, Any]) -> None:
+        with self.transaction() as db:
+            db.execute(f"INSERT INTO {self._registry_table(kind)} (key, document) VALUES (?, ?)"
+                       " ON CONFLICT(key) DO UPDATE SET document = excluded.document", (key, json.dumps(document)))
+
+    def registry_all(self, kind: str) -> list[dict[str, Any]]:
+        return [json.loads(r[0]) for r in self._db.execute(
+            f"SELECT document FROM {self._registry_table(kind)} ORDER BY rowid")]
+
+    def _registry_table(self, kind: str) -> str:
+        if kind not in _REGISTRY_TABLES:
+            raise ValueError(f"Unknown registry kind {kind!r}, expecting one of {', '.join(_REGISTRY_TABLES)}")
+        return kind
+
+    # ------------------------------------------------------------------ helpers
+
+    def _check_columns(self, table: str, row: Mapping[str, Any]) -> None:
+        unknown = sorted(set(row) - self._columns[table])
+        if unknown:
+            raise ValueError(f"Unknown {table} column {unknown[0]!r}")
+
+    def _json_out(self, table: str, row: Mapping[str, Any]) -> dict[str, Any]:
+        self._check_columns(table, row)
+        out = dict(row)
+        for column in _JSON_COLUMNS.get(table, ()):
+            if column in out and out[column] is not None and not isinstance(out[column], str):
+                value = out[column]
+                out[column] = json.dumps(asdict(value) if isinstance(value, Totals) else value)
+        return out
+
+    def _json_in(self, table: str, row: dict[str, Any]) -> dict[str, Any]:
+        for column in _JSON_COLUMNS.get(table, ()):
+            if row.get(column) is not None:
+                row[column] = json.loads(row[column])
+        return row
+
+
+def totals_from_dict(data: Mapping[str, Any]) -> Totals:
+    return Totals(**{k: int(data[k]) for k in ("debit_count", "debit_minor", "credit_count", "credit_minor")})

@@ -1,25 +1,40 @@
-"""asyncio TCP server around :class:`host_stub.host.Host`: frames in, answers out.
+"""asyncio TCP server around :class:`host_stub.host.Host`: frames in, the fault plan's steps out.
 
-Each connection has its own :class:`~specs.framing.FrameReader`; one bad connection (bad framing,
-an undecodable message, a peer that vanishes) is logged and closed, and never stops the server or
-delays another connection.  An answer carries the request's TPDU with source and destination
-swapped and the request's CUP header.
+Each connection has its own task and :class:`~specs.framing.FrameReader`; a fault's delay sleeps
+in that task only, so a slow or faulted connection never delays another.  One bad connection (bad
+framing, an undecodable message, a peer that vanishes) is logged, masked, and closed, and never
+stops the server.  For every request:
+
+1. decode (repeat MTIs 0221/0401 accepted); an undecodable message gets ``30`` when its MTI, STAN
+   and TID can still be read, otherwise the connection is closed;
+2. the fault engine folds the faults firing on it into a :class:`~host_stub.faults.Plan`;
+3. unless the plan closes first, the core decides and posts (one ledger transaction);
+4. the answer (TPDU swapped, the request's CUP header, 处理要求 as the plan says) is written by
+   the plan's steps (write / sleep / close).
+
+Stopping (SIGTERM): no new connections; a connection in the middle of a request finishes it (its
+ledger transaction and its answer, within ``grace_seconds``); idle connections are closed.
 """
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import datetime
+from typing import Any
 
 import structlog
 
 from specs import codes
-from specs.codec import CodecError, Message, decode, decode_unvalidated, encode
+from specs.codec import CodecError, Message, decode_unvalidated
 from specs.dialects import Dialect, is_request, response_mti
 from specs.framing import Frame, FrameReader, Framing, FramingError, pack
 
 from host_stub.clock import BusinessClock
-from host_stub.host import Host
+from host_stub.faults import Close, FaultEngine, Plan, Sleep, Write, steps
+from host_stub.host import Host, classify
+from host_stub.journal import RequestJournal
+from host_stub.wire import decode_request, encode_response
 
 log = structlog.get_logger("pos_host")
 
@@ -27,16 +42,33 @@ READ_CHUNK_BYTES = 4096
 
 
 class HostServer:
-    """Serves one host core on one TCP port."""
+    """Serves one host core on one TCP port.
 
-    def __init__(self, host: Host, *, dialect: Dialect, framing: Framing, clock: BusinessClock) -> None:
+    Args:
+        host: the core.
+        dialect, framing: how messages are encoded and framed on this port.
+        clock: the business clock (``now`` for the core and the faults).
+        faults: the active faults (empty by default).
+        journal: where received requests are logged (masked).
+        grace_seconds: how long :meth:`stop` lets in-flight requests finish.
+    """
+
+    def __init__(self, host: Host, *, dialect: Dialect, framing: Framing, clock: BusinessClock,
+                 faults: FaultEngine | None = None, journal: RequestJournal | None = None,
+                 grace_seconds: float = 5.0) -> None:
         self.host = host
         self.dialect = dialect
         self.framing = framing
         self.clock = clock
+        self.faults = faults if faults is not None else FaultEngine()
+        self.journal = journal if journal is not None else RequestJournal()
+        self.grace_seconds = grace_seconds
         self._server: asyncio.Server | None = None
         self.port: int | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self._busy: set[asyncio.Task[None]] = set()
+        self._idle = asyncio.Event()
+        self._stopping = False
 
     async def start(self, bind: str = "127.0.0.1", port: int = 0) -> int:
         """Start listening; returns the bound port (useful with port 0)."""
@@ -45,10 +77,21 @@ class HostServer:
         return self.port
 
     async def stop(self) -> None:
-        """Stop accepting, let in-flight answers finish, then close every connection."""
+        """Stop accepting, let in-flight requests finish (within the grace period), close every connection."""
         if self._server is None:
             return
+        self._stopping = True
         self._server.close()
+        for task in list(self._connections - self._busy):
+            task.cancel()
+        if self._busy:
+            try:
+                async with asyncio.timeout(self.grace_seconds):
+                    while self._busy:
+                        self._idle.clear()
+                        await self._idle.wait()
+            except TimeoutError:
+                log.warning("in-flight requests cut off at stop", connections=len(self._busy))
         for task in list(self._connections):
             task.cancel()
         await asyncio.gather(*self._connections, return_exceptions=True)
@@ -59,24 +102,34 @@ class HostServer:
         task = asyncio.current_task()
         assert task is not None
         self._connections.add(task)
-        peer = writer.get_extra_info("peername")
-        bound = log.bind(peer=f"{peer[0]}:{peer[1]}" if peer else "?")
+        peername = writer.get_extra_info("peername")
+        peer = f"{peername[0]}:{peername[1]}" if peername else "?"
+        bound = log.bind(peer=peer)
         frames = FrameReader(self.framing)
         try:
-            while True:
+            refusing = self.faults.refuses_connection(self.clock.now())
+            if refusing:
+                bound.info("connection refused by fault", fault=refusing)
+                self.journal.add(at=self._at(), peer=peer, outcome="refused", faults=(refusing,))
+                return
+            while not self._stopping:
                 data = await reader.read(READ_CHUNK_BYTES)
                 if not data:
                     frames.close()  # raises on a truncated frame
                     bound.debug("connection closed by peer")
                     return
                 for frame in frames.feed(data):
-                    answer = self._answer(frame, bound)
-                    if answer is None:
+                    self._busy.add(task)
+                    try:
+                        keep_open = await self._serve_frame(frame, writer, bound, peer)
+                    finally:
+                        self._busy.discard(task)
+                        self._idle.set()
+                    if not keep_open:
                         return
-                    writer.write(answer)
-                    await writer.drain()
         except FramingError as exc:
             bound.warning("bad frame, closing connection", error=str(exc))
+            self.journal.add(at=self._at(), peer=peer, outcome="bad_frame", error=str(exc))
         except (ConnectionError, asyncio.IncompleteReadError) as exc:
             bound.info("connection lost", error=repr(exc))
         except asyncio.CancelledError:
@@ -89,29 +142,62 @@ class HostServer:
             except (ConnectionError, asyncio.CancelledError):
                 pass
 
-    def _answer(self, frame: Frame, bound: structlog.typing.FilteringBoundLogger) -> bytes | None:
-        """Bytes to send back for one frame, or None to close the connection."""
+    async def _serve_frame(self, frame: Frame, writer: asyncio.StreamWriter, bound: Any, peer: str) -> bool:
+        """Answer one frame by its plan; returns False when the connection must close."""
+        now = self.clock.now()
         try:
-            request = decode(frame.message, self.dialect)
+            request = decode_request(frame.message, self.dialect)
         except CodecError as exc:
             bound.warning("undecodable message", error=str(exc))
-            return self._format_error(frame, exc)
+            answer = self._format_error(frame, exc, now, peer)
+            if answer is None:
+                return False
+            writer.write(answer)
+            await writer.drain()
+            return True
         if not is_request(request["t"]):
             bound.warning("not a request, closing connection", mti=request["t"])
-            return None
-        now: datetime = self.clock.now()
-        bound.info("request", message=request)
-        response = self.host.handle(request, now=now)
-        bound.info("response", message=response)
-        return self._frame(response, frame)
+            self.journal.add(at=now.isoformat(timespec="seconds"), peer=peer, outcome="not_a_request", request=request)
+            return False
+        plan = self.faults.plan_for(request, kind=classify(request, self.dialect), now=now)
+        fault_ids = plan.directives.fault_ids
+        bound.info("request", message=request, faults=list(fault_ids))
+        if not plan.process:
+            bound.info("closing before processing (fault)", faults=list(fault_ids))
+            self.journal.add(at=now.isoformat(timespec="seconds"), peer=peer, outcome="closed_before_processing",
+                             request=request, faults=fault_ids)
+            return False
+        try:
+            response = self.host.handle(request, now=now, directives=plan.directives)
+        except Exception as exc:  # a bug in the core must not take the server down: answer 96
+            bound.error("host core failed; answering 96", error=repr(exc), exc_info=True)
+            response = {"t": response_mti(request["t"]), **{k: request[k] for k in ("3", "11", "41", "42", "60")
+                                                             if k in request}, "39": codes.SYSTEM_MALFUNCTION}
+        answer = self._frame(response, frame, plan)
+        interim = self._interim(response, frame, plan) if plan.interim_count else None
+        outcome = "answered" if plan.send else ("closed_after_processing" if plan.close_after else "dropped")
+        self.journal.add(at=now.isoformat(timespec="seconds"), peer=peer, outcome=outcome, request=request,
+                         response=response, faults=fault_ids)
+        bound.info("response", message=response, outcome=outcome)
+        for step in steps(plan, answer, self.framing, interim=interim):
+            match step:
+                case Write(data=data):
+                    writer.write(data)
+                    await writer.drain()
+                case Sleep(seconds=seconds):
+                    await asyncio.sleep(seconds)
+                case Close():
+                    return False
+        return True
 
-    def _format_error(self, frame: Frame, exc: CodecError) -> bytes | None:
+    def _format_error(self, frame: Frame, exc: CodecError, now: datetime, peer: str) -> bytes | None:
         """Answer 30 when the MTI, STAN and TID could be read; otherwise close (None)."""
         try:
             partial = decode_unvalidated(frame.message, self.dialect)
         except CodecError:
-            return None
+            partial = {}
         if not (partial.get("t") and is_request(partial["t"]) and "11" in partial and "41" in partial):
+            self.journal.add(at=now.isoformat(timespec="seconds"), peer=peer, outcome="undecodable", error=str(exc))
             return None
         response: Message = {"t": response_mti(partial["t"]), "11": partial["11"], "41": partial["41"],
                              "39": codes.FORMAT_ERROR}
@@ -119,12 +205,28 @@ class HostServer:
             if k not in response and k in partial:
                 response[k] = partial[k]
         try:
-            return self._frame(response, frame)
+            answer = self._frame(response, frame, Plan())
         except CodecError:
+            self.journal.add(at=now.isoformat(timespec="seconds"), peer=peer, outcome="undecodable", error=str(exc))
             return None
+        self.host.record_rejected(partial, reason=exc.msg, now=now)
+        self.journal.add(at=now.isoformat(timespec="seconds"), peer=peer, outcome="format_error",
+                         request=partial, response=response, error=str(exc))
+        return answer
 
-    def _frame(self, response: Message, request_frame: Frame) -> bytes:
-        return pack(Frame(message=encode(response, self.dialect),
+    def _frame(self, response: Message, request_frame: Frame, plan: Plan) -> bytes:
+        header = request_frame.header
+        if header is not None and plan.processing_requirement is not None:
+            header = replace(header, processing_requirement=plan.processing_requirement)
+        return pack(Frame(message=encode_response(response, self.dialect),
                           tpdu=request_frame.tpdu.swapped() if request_frame.tpdu else None,
-                          header=request_frame.header), self.framing)
+                          header=header), self.framing)
 
+    def _interim(self, response: Message, request_frame: Frame, plan: Plan) -> bytes:
+        """An interim answer: the response without approval data or MAC, 39 = 09 (request in progress)."""
+        interim = {k: v for k, v in response.items() if k not in ("15", "37", "38", "54", "62", "64")}
+        interim["39"] = codes.REQUEST_IN_PROGRESS
+        return self._frame(interim, request_frame, plan)
+
+    def _at(self) -> str:
+        return self.clock.now().isoformat(timespec="seconds")

@@ -1,0 +1,135 @@
+"""Checking plain dicts (YAML config, control-API bodies) against what a dataclass accepts.
+
+Every error names the bad key, what was found and what was expected, and where (``where`` is the
+path of the object, e.g. ``faults[2].when``); the key is also the :attr:`ConfigError.key`
+attribute so that the control API can return it as JSON without parsing text.
+
+>>> check_keys({"mti": "0200", "tdi": "x"}, {"mti", "tid"}, where="when")
+Traceback (most recent call last):
+...
+host_stub.validation.ConfigError: Unknown key 'tdi', expecting one of mti, tid: when.tdi
+>>> want_int({"n": "3"}, "n", where="when")
+Traceback (most recent call last):
+...
+host_stub.validation.ConfigError: Key 'n' holds '3' (str), expecting an integer: when.n
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time
+from typing import Any, Collection, Mapping
+
+
+class ConfigError(ValueError):
+    """A configuration or request body is wrong.
+
+    Attributes:
+        msg: what was found and what was expected.
+        key: the offending key (last path element).
+        where: dotted path of the object holding the key.
+    """
+
+    def __init__(self, msg: str, *, key: str, where: str) -> None:
+        path = f"{where}.{key}" if where else key
+        super().__init__(f"{msg}: {path}")
+        self.msg = msg
+        self.key = key
+        self.where = where
+        self.path = path
+
+
+def check_keys(data: Mapping[str, Any], allowed: Collection[str], *, where: str) -> None:
+    """Reject any key not in ``allowed``."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"Found {type(data).__name__}, expecting an object", key="", where=where)
+    for key in data:
+        if key not in allowed:
+            raise ConfigError(f"Unknown key {key!r}, expecting one of {', '.join(sorted(allowed))}",
+                              key=str(key), where=where)
+
+
+def _found(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def want_int(data: Mapping[str, Any], key: str, *, where: str, minimum: int | None = None) -> int:
+    value = data[key]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"Key {key!r} holds {_found(value)}, expecting an integer", key=key, where=where)
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"Key {key!r} holds {value}, expecting at least {minimum}", key=key, where=where)
+    return value
+
+
+def want_number(data: Mapping[str, Any], key: str, *, where: str) -> float:
+    value = data[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"Key {key!r} holds {_found(value)}, expecting a number", key=key, where=where)
+    return float(value)
+
+
+def want_bool(data: Mapping[str, Any], key: str, *, where: str) -> bool:
+    value = data[key]
+    if not isinstance(value, bool):
+        raise ConfigError(f"Key {key!r} holds {_found(value)}, expecting true or false", key=key, where=where)
+    return value
+
+
+def want_str(data: Mapping[str, Any], key: str, *, where: str, choices: Collection[str] | None = None,
+             digits: int | None = None) -> str:
+    value = data[key]
+    if isinstance(value, int) and not isinstance(value, bool) and digits is not None:
+        value = f"{value:0{digits}d}"  # YAML reads 0200 as an int: accept numbers for digit strings
+    if not isinstance(value, str):
+        raise ConfigError(f"Key {key!r} holds {_found(value)}, expecting a string", key=key, where=where)
+    if choices is not None and value not in choices:
+        raise ConfigError(f"Key {key!r} holds {value!r}, expecting one of {', '.join(sorted(choices))}",
+                          key=key, where=where)
+    if digits is not None and (len(value) != digits or not value.isdigit()):
+        raise ConfigError(f"Key {key!r} holds {value!r}, expecting {digits} digits", key=key, where=where)
+    return value
+
+
+def want_str_list(data: Mapping[str, Any], key: str, *, where: str) -> tuple[str, ...]:
+    """A string or a list of strings (numbers accepted and turned into strings)."""
+    value = data[key]
+    items = value if isinstance(value, list) else [value]
+    out = []
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, (str, int)):
+            raise ConfigError(f"Key {key!r} holds {_found(item)}, expecting a string or a list of strings",
+                              key=key, where=where)
+        out.append(str(item))
+    return tuple(out)
+
+
+def want_date(data: Mapping[str, Any], key: str, *, where: str) -> date:
+    value = data[key]
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    try:
+        return date.fromisoformat(str(value))
+    except ValueError:
+        raise ConfigError(f"Key {key!r} holds {value!r}, expecting an ISO date YYYY-MM-DD",
+                          key=key, where=where) from None
+
+
+def want_datetime(data: Mapping[str, Any], key: str, *, where: str) -> datetime:
+    value = data[key]
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=None)
+    try:
+        return datetime.fromisoformat(str(value)).replace(tzinfo=None)
+    except ValueError:
+        raise ConfigError(f"Key {key!r} holds {value!r}, expecting an ISO datetime YYYY-MM-DDTHH:MM[:SS]",
+                          key=key, where=where) from None
+
+
+def want_time(data: Mapping[str, Any], key: str, *, where: str) -> time:
+    value = data[key]
+    if isinstance(value, int) and not isinstance(value, bool):  # YAML 1.1 reads 23:00 as 1380 (sexagesimal)
+        return time(value // 60 % 24, value % 60)
+    try:
+        return time.fromisoformat(str(value))
+    except ValueError:
+        raise ConfigError(f"Key {key!r} holds {value!r}, expecting a time HH:MM[:SS]", key=key, where=where) from None
