@@ -1,29 +1,46 @@
-"""asyncio shell around :class:`emulator.terminal.Terminal`: owns the socket, the timer and nothing else.
+"""asyncio shell around :class:`emulator.terminal.Terminal`: owns the socket, the timers, the MAC on
+the wire, the printer and nothing else.
 
 It turns I/O outcomes into the core's inputs (``Connected``, ``ConnectFailed``, ``MessageReceived``,
-``MessageUnreadable``, ``TimerExpired``, ``ConnectionLost``) and performs the core's actions in
-order: durable ones through the :class:`~emulator.journal.Journal`, wire ones on the socket.
+``MessageUnreadable``, ``TimerExpired``, ``ConnectionLost``, ``Printed``, ``PrinterFailed``) and
+performs the core's actions in order: durable ones through the :class:`~emulator.journal.Journal`
+(each one on disk before the next action runs), wire ones on the socket.
+
+Retries and backoff are tenacity's: connecting retries refused or timed-out attempts
+(``AsyncRetrying``), and the pause before a repeated reversal or advice is tenacity's
+``wait_exponential`` for that attempt number.  The core counts the attempts against its limits,
+because the count must survive a restart (it is durable, in the journal).
+
+A :class:`~emulator.terminal.CrashPoint` the settings arm (``crash_at``) ends the process on the
+spot with :func:`os._exit`: no ``finally``, no flush, no socket close — a power cut.  What the
+journal committed before it survives; the next invocation recovers from there.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from dataclasses import dataclass
 
 import structlog
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from specs.codec import CodecError, decode, encode
+from specs.crypto import sign, verify
 from specs.dialects import Dialect
 from specs.framing import CupHeader, Frame, FrameReader, Framing, FramingError, Tpdu, pack
 
 from emulator.journal import Journal
-from emulator.terminal import (Connect, ConnectFailed, Connected, ConnectionLost, Finish, Input, MessageReceived,
-                               MessageUnreadable, Operation, Result, Send, StartTimer, Terminal, TimerExpired)
+from emulator.settings import TerminalSettings
+from emulator.terminal import (Backoff, Connect, ConnectFailed, Connected, ConnectionLost, CrashPoint, Disconnect,
+                               Finish, Input, MessageReceived, MessageUnreadable, Operation, Print, Printed,
+                               PrinterFailed, Result, Send, StartTimer, Terminal, TimerExpired)
 
 log = structlog.get_logger("pos_terminal")
 
 READ_CHUNK_BYTES = 4096
+#: Exit status of a process that died at an armed crash point (as if killed by SIGKILL).
+CRASH_EXIT_CODE = 137
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -45,6 +62,7 @@ class Link:
         self.framing, self.dialect, self.tpdu = framing, dialect, tpdu
         self.frames = FrameReader(framing)
         self._pending: list[Frame] = []
+        self._mac: tuple[bytes, str] | None = None
 
     @classmethod
     async def open(cls, endpoint: Endpoint, framing: Framing, dialect: Dialect, tpdu: Tpdu | None) -> "Link":
@@ -57,11 +75,18 @@ class Link:
                     reader, writer = await asyncio.open_connection(endpoint.host, endpoint.port)
         return cls(reader, writer, framing, dialect, tpdu)
 
-    async def send(self, message: dict[str, str]) -> None:
+    async def send(self, message: dict[str, str], *, mac_key: bytes | None = None, mac_algorithm: str = "") -> dict[str, str]:
+        """Frame and write one request; with ``mac_key``, field 64 is set first.  Returns what was sent."""
+        if mac_key is not None:
+            message = sign(message, self.dialect, mac_key, mac_algorithm)
+            self._mac = (mac_key, mac_algorithm)
+        else:
+            self._mac = None
         header = CupHeader() if self.framing.cup_header else None
         self.writer.write(pack(Frame(message=encode(message, self.dialect), tpdu=self.tpdu, header=header),
                                self.framing))
         await self.writer.drain()
+        return message
 
     async def next_input(self, deadline: float | None) -> Input:
         """Wait for the next thing that happens on the wire and name it as an input."""
@@ -81,9 +106,12 @@ class Link:
             return ConnectionLost(reason=repr(exc))
         frame = self._pending.pop(0)
         try:
-            return MessageReceived(message=decode(frame.message, self.dialect))
+            message = decode(frame.message, self.dialect)
         except CodecError as exc:
             return MessageUnreadable(reason=str(exc))
+        mac_valid = verify(message, self.dialect, *self._mac) if self._mac is not None else None
+        return MessageReceived(message=message, mac_valid=mac_valid,
+                               processing_requirement=frame.header.processing_requirement if frame.header else None)
 
     async def close(self) -> None:
         self.writer.close()
@@ -91,6 +119,25 @@ class Link:
             await self.writer.wait_closed()
         except ConnectionError:
             pass
+
+
+def backoff_seconds(settings: TerminalSettings, attempt: int) -> float:
+    """tenacity's exponential wait before repeat number ``attempt`` (1 = the first repeat).
+
+    >>> s = TerminalSettings(backoff_initial_seconds=0.5, backoff_max_seconds=3.0)
+    >>> [backoff_seconds(s, n) for n in (1, 2, 3, 4)]
+    [0.5, 1.0, 2.0, 3.0]
+    """
+    strategy = wait_exponential(multiplier=settings.backoff_initial_seconds, max=settings.backoff_max_seconds)
+    state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
+    state.attempt_number = attempt
+    return float(strategy(state))
+
+
+def crash_now(point: str) -> None:
+    """Die like a power cut: no cleanup of any kind (domain.md §3.1 crash points)."""
+    os.write(2, f"pos-terminal: crashed at point {point} (--crash-at)\n".encode())
+    os._exit(CRASH_EXIT_CODE)
 
 
 async def run_operation(operation: Operation, *, terminal: Terminal, journal: Journal, endpoint: Endpoint,
@@ -106,6 +153,7 @@ async def run_operation(operation: Operation, *, terminal: Terminal, journal: Jo
     Returns:
         The core's result (also available as ``terminal.result``).
     """
+    settings = terminal.settings
     tpdu = Tpdu(destination=terminal.profile.nii.zfill(4), source="0000") if framing.tpdu else None
     link: Link | None = None
     deadline: float | None = None
@@ -122,15 +170,34 @@ async def run_operation(operation: Operation, *, terminal: Terminal, journal: Jo
                         except (OSError, TimeoutError) as exc:
                             follow_up = ConnectFailed(reason=f"{endpoint.host}:{endpoint.port}: "
                                                              f"{getattr(exc, 'strerror', None) or exc or 'timed out'}")
-                    case Send(message=message):
+                    case Disconnect():
+                        if link is not None:
+                            await link.close()
+                            link = None
+                    case Send(message=message, mac_key=mac_key, mac_algorithm=algorithm):
                         assert link is not None
-                        log.info("send", message=message)
                         try:
-                            await link.send(message)
+                            sent = await link.send(message, mac_key=mac_key, mac_algorithm=algorithm)
+                            log.info("send", message=sent)
                         except ConnectionError as exc:
                             follow_up = ConnectionLost(reason=repr(exc))
                     case StartTimer(seconds=seconds):
                         deadline = asyncio.get_running_loop().time() + seconds
+                    case Backoff(attempt=attempt, purpose=purpose):
+                        pause = backoff_seconds(settings, attempt)
+                        log.info("backoff", purpose=purpose, attempt=attempt, seconds=pause)
+                        await asyncio.sleep(pause)
+                        follow_up = TimerExpired()
+                    case Print(lines=lines):
+                        if settings.printer_fails:
+                            log.warning("printer failed", lines=list(lines))
+                            follow_up = PrinterFailed(reason="out of paper")
+                        else:
+                            log.info("receipt", lines=list(lines))
+                            follow_up = Printed()
+                    case CrashPoint(point=point):
+                        if point == settings.crash_at:
+                            crash_now(point)
                     case Finish(result=result):
                         log.info("result", **result.as_dict())
                         return result
@@ -140,7 +207,7 @@ async def run_operation(operation: Operation, *, terminal: Terminal, journal: Jo
                 assert link is not None, "the core waits for the wire only after connecting"
                 follow_up = await link.next_input(deadline)
                 if isinstance(follow_up, MessageReceived):
-                    log.info("receive", message=follow_up.message)
+                    log.info("receive", message=follow_up.message, mac_valid=follow_up.mac_valid)
                 elif not isinstance(follow_up, TimerExpired):
                     log.warning("link event", event_type=type(follow_up).__name__, reason=getattr(follow_up, "reason", ""))
             actions = terminal.handle(follow_up)

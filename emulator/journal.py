@@ -1,25 +1,34 @@
-"""The terminal's durable state in SQLite: counters, sign-on state and the open batch's journal.
+"""The terminal's durable state in SQLite (domain.md §3.1): counters, sign-on state and working
+keys, the journal J, the pending reversals R, the store-and-forward queue Q, the settlement state S
+with per-record upload flags, and the exception log of parked items.
 
-WAL with ``synchronous=FULL``: when a method returns, the change is on disk, so a power cut after
-it cannot undo it.  Each method is one transaction; a row is never half-written.  A second
-invocation of ``pos-terminal`` with the same file continues where the first stopped.
+WAL with ``synchronous=FULL``: when :meth:`Journal.apply` returns, the change is on disk, so a power
+cut after it cannot undo it.  Each durable action of the terminal core is *one* SQLite transaction
+(an approval and the deletion of its pending reversal commit together, or not at all); the core's
+in-memory mirror, :meth:`emulator.terminal.Books.apply`, performs the same changes, and a test
+checks that ``Journal.load()`` equals the core's books after every flow.
 
-Like a real terminal, the journal keeps the PAN (batch upload needs it); everything that shows
-the journal to a person masks it.
+Like a real terminal, the journal keeps the PAN (batch upload needs it) and the working keys only
+as the host sent them, encrypted under the TMK; everything that shows the journal to a person
+masks it.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from contextlib import contextmanager
 from dataclasses import asdict, fields
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
-from emulator.terminal import (Action, AppendJournal, Books, CloseBatch, JournalRecord, SaveCounters,
-                               SaveSignOn)
+from emulator.terminal import (Action, Advice, AppendJournal, Books, CloseBatch, CommitApproval, Edit, JournalRecord,
+                               MarkUploaded, ParkAdvice, ParkReversal, PendingReversal, RemoveAdvice, SaveAdvice,
+                               SaveCounters, SaveMarkers, SaveReversal, SaveSettlement, SaveSignOn, SettlementStage,
+                               SettlementState, UpdateAdvice, UpdateJournal, UpdateReversal, DeleteReversal)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS state (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS journal (
     id INTEGER PRIMARY KEY,
     invoice TEXT NOT NULL,
@@ -34,11 +43,71 @@ CREATE TABLE IF NOT EXISTS journal (
     local_date TEXT NOT NULL,
     local_time TEXT NOT NULL,
     settlement_date TEXT,
+    mti TEXT NOT NULL DEFAULT '0200',
+    processing_code TEXT NOT NULL DEFAULT '000000',
+    condition TEXT NOT NULL DEFAULT '00',
+    status TEXT NOT NULL DEFAULT 'approved',
+    original_invoice TEXT,
+    tip_minor INTEGER NOT NULL DEFAULT 0,
+    offline INTEGER NOT NULL DEFAULT 0,
+    uploaded INTEGER NOT NULL DEFAULT 0,
+    printed INTEGER NOT NULL DEFAULT 0,
     settled INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS reversals (
+    seq INTEGER PRIMARY KEY,
+    stan TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    message TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    refusals INTEGER NOT NULL DEFAULT 0,
+    last_rc TEXT
+);
+CREATE TABLE IF NOT EXISTS saf (
+    seq INTEGER PRIMARY KEY,
+    stan TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    message TEXT NOT NULL,
+    invoice TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    record TEXT,
+    on_accept TEXT NOT NULL,
+    on_decline TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS exceptions (
+    id INTEGER PRIMARY KEY,
+    what TEXT NOT NULL,
+    stan TEXT NOT NULL,
+    why TEXT NOT NULL,
+    detail TEXT NOT NULL
 );
 """
 
 _RECORD_COLUMNS = [f.name for f in fields(JournalRecord)]
+_BOOL_COLUMNS = ("offline", "uploaded", "printed")
+
+
+def _record_row(record: JournalRecord) -> dict[str, Any]:
+    row = asdict(record)
+    for name in _BOOL_COLUMNS:
+        row[name] = int(row[name])
+    return row
+
+
+def _record_of(row: Mapping[str, Any]) -> JournalRecord:
+    values = {c: row[c] for c in _RECORD_COLUMNS}
+    for name in _BOOL_COLUMNS:
+        values[name] = bool(values[name])
+    return JournalRecord(**values)
+
+
+def _edits_json(edits: tuple[Edit, ...]) -> str:
+    return json.dumps([[invoice, dict(changes)] for invoice, changes in edits])
+
+
+def _edits_of(text: str) -> tuple[Edit, ...]:
+    return tuple((invoice, changes) for invoice, changes in json.loads(text))
 
 
 class Journal:
@@ -52,6 +121,15 @@ class Journal:
             self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """A journal written by an older version lacks the newer journal columns: add them."""
+        have = {r["name"] for r in self._db.execute("PRAGMA table_info(journal)")}
+        for line in _SCHEMA.split("CREATE TABLE IF NOT EXISTS journal (", 1)[1].split(");", 1)[0].splitlines():
+            name = line.strip().split(" ", 1)[0]
+            if name and name not in have and "DEFAULT" in line:
+                self._db.execute(f"ALTER TABLE journal ADD COLUMN {line.strip().rstrip(',')}")
 
     def close(self) -> None:
         self._db.close()
@@ -66,35 +144,166 @@ class Journal:
             raise
         self._db.execute("COMMIT")
 
+    # ------------------------------------------------------------------- reading
+
     def load(self) -> Books:
         """The books as the terminal core needs them."""
-        counters = {r["name"]: r["value"] for r in self._db.execute("SELECT name, value FROM counters")}
-        rows = self._db.execute(f"SELECT {', '.join(_RECORD_COLUMNS)} FROM journal WHERE settled = 0 ORDER BY id")
+        db = self._db
+        counters = {r["name"]: r["value"] for r in db.execute("SELECT name, value FROM counters")}
+        state = {r["name"]: r["value"] for r in db.execute("SELECT name, value FROM state")}
+        columns = ", ".join(_RECORD_COLUMNS)
+        records = [_record_of(r) for r in db.execute(f"SELECT {columns} FROM journal WHERE settled = 0 ORDER BY id")]
+        history = [_record_of(r) for r in db.execute(f"SELECT {columns} FROM journal WHERE settled = 1 ORDER BY id")]
+        reversals = [PendingReversal(stan=r["stan"], kind=r["kind"], message=json.loads(r["message"]), reason=r["reason"],
+                                     attempts=r["attempts"], refusals=r["refusals"], last_rc=r["last_rc"])
+                     for r in db.execute("SELECT * FROM reversals ORDER BY seq")]
+        advices = [Advice(stan=r["stan"], kind=r["kind"], message=json.loads(r["message"]), invoice=r["invoice"],
+                          attempts=r["attempts"],
+                          record=_record_of(json.loads(r["record"])) if r["record"] else None,
+                          on_accept=_edits_of(r["on_accept"]), on_decline=_edits_of(r["on_decline"]))
+                   for r in db.execute("SELECT * FROM saf ORDER BY seq")]
+        settlement = None
+        if state.get("settlement"):
+            s = json.loads(state["settlement"])
+            settlement = SettlementState(batch=s["batch"], stage=SettlementStage(s["stage"]), result=s["result"],
+                                         uploaded=s["uploaded"], first_rc=s["first_rc"])
+        parked = [(r["what"], r["stan"], r["why"]) for r in db.execute("SELECT * FROM exceptions ORDER BY id")]
         return Books(stan=counters.get("stan", 0), invoice=counters.get("invoice", 0), batch=counters.get("batch", 1),
-                     signed_on=bool(counters.get("signed_on", 0)),
-                     records=[JournalRecord(**dict(r)) for r in rows])
-
-    def apply(self, action: Action) -> None:
-        """Perform one durable action of the terminal core; other actions are not ours."""
-        match action:
-            case SaveCounters(stan=stan, invoice=invoice, batch=batch):
-                self._set_counters(stan=stan, invoice=invoice, batch=batch)
-            case SaveSignOn(signed_on=signed_on):
-                self._set_counters(signed_on=int(signed_on))
-            case AppendJournal(record=record):
-                with self._transaction() as db:
-                    db.execute(f"INSERT INTO journal ({', '.join(_RECORD_COLUMNS)}) VALUES "
-                               f"({', '.join(':' + c for c in _RECORD_COLUMNS)})", asdict(record))
-            case CloseBatch(batch=batch):
-                with self._transaction() as db:
-                    db.execute("UPDATE journal SET settled = 1 WHERE batch = ? AND settled = 0", (batch,))
-
-    def _set_counters(self, **values: int) -> None:
-        with self._transaction() as db:
-            db.executemany("INSERT INTO counters (name, value) VALUES (?, ?) "
-                           "ON CONFLICT(name) DO UPDATE SET value = excluded.value", values.items())
+                     signed_on=bool(counters.get("signed_on", 0)), records=records, history=history,
+                     reversals=reversals, advices=advices, settlement=settlement,
+                     signon_required=state.get("signon_required") == "1", param_download=state.get("param_download", ""),
+                     key_block=state.get("key_block", ""), key_mode=state.get("key_mode", ""),
+                     clock_offset_seconds=float(state.get("clock_offset_seconds", "0")), parked=parked)
 
     def records(self, *, include_settled: bool = False) -> list[dict[str, Any]]:
         """Journal rows (PAN in clear: mask before showing)."""
         sql = "SELECT * FROM journal" + ("" if include_settled else " WHERE settled = 0") + " ORDER BY id"
         return [dict(r) for r in self._db.execute(sql)]
+
+    def exceptions(self) -> list[dict[str, Any]]:
+        """Parked reversals and advices (manual follow-up), oldest first."""
+        rows = [dict(r) for r in self._db.execute("SELECT * FROM exceptions ORDER BY id")]
+        for row in rows:
+            row["detail"] = json.loads(row["detail"])
+        return rows
+
+    # ------------------------------------------------------------------- writing
+
+    def apply(self, action: Action) -> None:
+        """Perform one durable action of the terminal core, as one transaction; other actions are
+        not ours and are ignored."""
+        match action:
+            case SaveCounters(stan=stan, invoice=invoice, batch=batch):
+                with self._transaction() as db:
+                    self._set_counters(db, stan=stan, invoice=invoice, batch=batch)
+            case SaveSignOn(signed_on=signed_on, key_block=block, key_mode=mode, clock_offset_seconds=offset):
+                with self._transaction() as db:
+                    self._set_counters(db, signed_on=int(signed_on))
+                    self._set_state(db, key_block=block, key_mode=mode,
+                                    **({"clock_offset_seconds": repr(offset)} if offset is not None else {}))
+            case SaveMarkers(signon_required=required, param_download=param):
+                values = {}
+                if required is not None:
+                    values["signon_required"] = "1" if required else "0"
+                if param is not None:
+                    values["param_download"] = param
+                with self._transaction() as db:
+                    self._set_state(db, **values)
+            case AppendJournal(record=record):
+                with self._transaction() as db:
+                    self._insert_record(db, record)
+            case CommitApproval(record=record, reversal_stan=stan, edits=edits):
+                with self._transaction() as db:
+                    self._insert_record(db, record)
+                    self._edit(db, edits)
+                    if stan is not None:
+                        db.execute("DELETE FROM reversals WHERE stan = ?", (stan,))
+            case UpdateJournal(edits=edits):
+                with self._transaction() as db:
+                    self._edit(db, edits)
+            case SaveReversal(reversal=r):
+                with self._transaction() as db:
+                    db.execute("INSERT INTO reversals (stan, kind, message, reason, attempts, refusals, last_rc) "
+                               "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(stan) DO UPDATE SET message = excluded.message,"
+                               " reason = excluded.reason, attempts = excluded.attempts, refusals = excluded.refusals,"
+                               " last_rc = excluded.last_rc",
+                               (r.stan, r.kind, json.dumps(dict(r.message)), r.reason, r.attempts, r.refusals,
+                                r.last_rc))
+            case UpdateReversal(stan=stan, changes=changes):
+                allowed = {"reason", "attempts", "refusals", "last_rc"}
+                assert set(changes) <= allowed, f"reversal changes {sorted(changes)}, expecting {sorted(allowed)}"
+                with self._transaction() as db:
+                    db.execute(f"UPDATE reversals SET {', '.join(f'{k} = ?' for k in changes)} WHERE stan = ?",
+                               (*changes.values(), stan))
+            case DeleteReversal(stan=stan):
+                with self._transaction() as db:
+                    db.execute("DELETE FROM reversals WHERE stan = ?", (stan,))
+            case ParkReversal(stan=stan, why=why):
+                with self._transaction() as db:
+                    row = db.execute("SELECT * FROM reversals WHERE stan = ?", (stan,)).fetchone()
+                    db.execute("INSERT INTO exceptions (what, stan, why, detail) VALUES ('reversal', ?, ?, ?)",
+                               (stan, why, json.dumps(dict(row) if row else {})))
+                    db.execute("DELETE FROM reversals WHERE stan = ?", (stan,))
+            case SaveAdvice(advice=a, record=record, edits=edits):
+                with self._transaction() as db:
+                    if record is not None:
+                        self._insert_record(db, record)
+                    self._edit(db, edits)
+                    db.execute("INSERT INTO saf (stan, kind, message, invoice, attempts, record, on_accept, on_decline)"
+                               " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                               (a.stan, a.kind, json.dumps(dict(a.message)), a.invoice, a.attempts,
+                                json.dumps(_record_row(a.record)) if a.record else None,
+                                _edits_json(a.on_accept), _edits_json(a.on_decline)))
+            case UpdateAdvice(stan=stan, attempts=attempts):
+                with self._transaction() as db:
+                    db.execute("UPDATE saf SET attempts = ? WHERE stan = ?", (attempts, stan))
+            case RemoveAdvice(stan=stan, record=record, edits=edits):
+                with self._transaction() as db:
+                    db.execute("DELETE FROM saf WHERE stan = ?", (stan,))
+                    if record is not None:
+                        self._insert_record(db, record)
+                    self._edit(db, edits)
+            case ParkAdvice(stan=stan, why=why):
+                with self._transaction() as db:
+                    row = db.execute("SELECT * FROM saf WHERE stan = ?", (stan,)).fetchone()
+                    db.execute("INSERT INTO exceptions (what, stan, why, detail) VALUES ('advice', ?, ?, ?)",
+                               (stan, why, json.dumps(dict(row) if row else {})))
+                    db.execute("DELETE FROM saf WHERE stan = ?", (stan,))
+            case SaveSettlement(state=s):
+                with self._transaction() as db:
+                    self._set_state(db, settlement=json.dumps(
+                        {"batch": s.batch, "stage": s.stage.value, "result": s.result, "uploaded": s.uploaded,
+                         "first_rc": s.first_rc}) if s else "")
+            case MarkUploaded(invoices=invoices):
+                with self._transaction() as db:
+                    db.executemany("UPDATE journal SET uploaded = 1 WHERE invoice = ? AND settled = 0",
+                                   [(i,) for i in invoices])
+            case CloseBatch(next_batch=next_batch):
+                with self._transaction() as db:
+                    db.execute("UPDATE journal SET settled = 1 WHERE settled = 0")
+                    self._set_state(db, settlement="")
+                    self._set_counters(db, batch=next_batch)
+
+    @staticmethod
+    def _set_counters(db: sqlite3.Connection, **values: int) -> None:
+        db.executemany("INSERT INTO counters (name, value) VALUES (?, ?) "
+                       "ON CONFLICT(name) DO UPDATE SET value = excluded.value", values.items())
+
+    @staticmethod
+    def _set_state(db: sqlite3.Connection, **values: str) -> None:
+        db.executemany("INSERT INTO state (name, value) VALUES (?, ?) "
+                       "ON CONFLICT(name) DO UPDATE SET value = excluded.value", values.items())
+
+    @staticmethod
+    def _insert_record(db: sqlite3.Connection, record: JournalRecord) -> None:
+        db.execute(f"INSERT INTO journal ({', '.join(_RECORD_COLUMNS)}) VALUES "
+                   f"({', '.join(':' + c for c in _RECORD_COLUMNS)})", _record_row(record))
+
+    @staticmethod
+    def _edit(db: sqlite3.Connection, edits: tuple[Edit, ...]) -> None:
+        for invoice, changes in edits:
+            unknown = set(changes) - set(_RECORD_COLUMNS)
+            assert not unknown, f"journal edit of unknown columns {sorted(unknown)}"
+            values = {k: int(v) if isinstance(v, bool) else v for k, v in changes.items()}
+            db.execute(f"UPDATE journal SET {', '.join(f'{k} = ?' for k in values)} WHERE invoice = ?",
+                       (*values.values(), invoice))

@@ -1,16 +1,36 @@
-"""Request messages a terminal builds, per dialect family (pure functions of the terminal's books).
+"""Request messages a terminal builds, per dialect family: pure functions of the terminal's books.
 
-INTL (domain.md §F1, §F2, §F4, §F9; D-zy and PAX EDC templates):
+The MTI, processing code, CUP 60.1 and field 25 of every transaction come from
+:func:`specs.transactions.layout`, the table the host recognises requests with, so the two sides
+cannot drift apart.  What this module adds is which data elements each request carries
+(domain.md §F1-§F10 and the wire contract shared with the host):
 
-* sign-on ``0800 70=001``, echo ``0800 70=301``, sign-off ``0800 70=002``; 24 = NII;
-* sale ``0200 3=000000`` with 2/14 (manual entry, 22=012), 24, 25=00, 62 = invoice;
-* settlement ``0500 3=920000`` with 60 = batch and 63 = totals.
+* network management: INTL ``0800`` 70 = 001 sign-on / 002 sign-off / 301 echo, 24 = NII;
+  CUP sign-on ``0800`` 60 = "00" + batch + 001|003|004, 63 = operator; CUP sign-off and echo
+  ``0820`` 60.3 = 002 / 301;
+* financial requests: 2/14 (manual entry, 22 = 012, or 011 with a PIN in 52), 3, 4, 11, 12, 13,
+  25, 41, 42; INTL adds 24 = NII and 62 = invoice; CUP adds 49 = currency and
+  60 = 60.1 + batch + "000";
+* references to an original (void, completion void, pre-auth void, completion, refund, adjust):
+  37 = original RRN, 38 = original approval code; CUP also 61 = original batch N6 + original STAN
+  N6 + original date MMDD N4;
+* reversal ``0400``: a copy of the original with MTI 0400, 52 and 64 removed (64 is recomputed at
+  send), the same STAN; CUP puts the reversal reason in 39 (98 / 96 / A0 / 06), INTL has no 39;
+* advice repeats: MTI last digit 1 (0220 -> 0221), same STAN;
+* settlement: INTL ``0500`` 3 = 920000 (960000 after batch upload), 60 = batch, 63 = totals;
+  CUP ``0500`` 48 = totals, 60 = "00" + batch + "201", 63 = operator;
+* batch upload: INTL ``0320`` per record (3 = original code ending in 1, 60 = original MTI +
+  STAN + 12 spaces, 62 = invoice); CUP ``0320`` 60.3 = 201 with up to 8 records in 48, then the
+  end ``0320`` 60.3 = 202 (unbalanced) or 207 (balanced) with 48 = records uploaded, N4.
 
-CUP (domain.md §F1, §F2, §F10, §4):
-
-* sign-on ``0800`` 60 = "00" + batch + "003", 63 = operator; echo ``0820`` 60.3 = 301;
-* sale ``0200 3=000000`` 25=00, 49=156, 60 = "22" + batch + "000";
-* settlement ``0500`` 48 = totals, 49, 60 = "00" + batch + "201", 63 = operator.
+>>> p = Profile(family="cup")
+>>> sale = financial_request(p, "sale", stan="000002", batch="000001", now=datetime(2026, 11, 22, 9, 30),
+...                          amount_minor=1234, pan="6229141777631700", expiry="3012", invoice="000001")
+>>> sale["t"], sale["3"], sale["25"], sale["60"]
+('0200', '000000', '00', '22000001000')
+>>> rev = reversal_request({**sale, "52": "00" * 8, "64": "11" * 8}, "cup", reason="98")
+>>> rev["t"], rev["11"], rev["39"], "52" in rev, "64" in rev
+('0400', '000002', '98', False, False)
 """
 
 from __future__ import annotations
@@ -18,9 +38,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from specs.cards import Card
 from specs.codec import Message
-from specs.totals import Totals, cup_field_48, intl_field_63
+from specs.totals import (CUP_UPLOAD_DATA, CUP_UPLOAD_END_BALANCED, CUP_UPLOAD_END_UNBALANCED, Totals,
+                          UploadRecord, cup_field_48, cup_upload_field_48, intl_field_63,
+                          intl_upload_field_60, intl_upload_processing_code)
+from specs.transactions import layout
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -35,6 +57,27 @@ class Profile:
     operator: str = "001"
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Original:
+    """What a request must say about the transaction it refers to (void, refund, completion...)."""
+
+    rrn: str
+    auth_code: str
+    batch: str
+    stan: str
+    local_date: str  # MMDD
+
+
+#: CUP 0800/0820 60.3 network management codes (domain.md §2.2).
+CUP_SIGN_OFF = "002"
+CUP_ECHO = "301"
+#: INTL field 70 network management codes.
+INTL_NMIC = {"sign_on": "001", "sign_off": "002", "echo": "301"}
+#: INTL settlement processing codes (domain.md §F9).
+INTL_SETTLE_FIRST = "920000"
+INTL_SETTLE_AFTER_UPLOAD = "960000"
+
+
 def _base(profile: Profile, mti: str, stan: str, now: datetime) -> Message:
     message: Message = {"t": mti, "11": stan, "12": f"{now:%H%M%S}", "13": f"{now:%m%d}", "41": profile.tid,
                         "42": profile.mid}
@@ -43,37 +86,151 @@ def _base(profile: Profile, mti: str, stan: str, now: datetime) -> Message:
     return message
 
 
-def network_request(profile: Profile, purpose: str, *, stan: str, batch: str, now: datetime) -> Message:
-    """Sign-on, sign-off or echo: ``purpose`` is ``sign_on``, ``sign_off`` or ``echo``."""
+def network_request(profile: Profile, purpose: str, *, stan: str, batch: str, now: datetime,
+                    key_mode: str = "003") -> Message:
+    """Sign-on, sign-off or echo: ``purpose`` is ``sign_on``, ``sign_off`` or ``echo``.
+
+    CUP sign-on asks for the key layout ``key_mode`` in 60.3 (001, 003 or 004).
+    """
     if profile.family == "cup":
-        code = {"sign_on": "003", "sign_off": "002", "echo": "301"}[purpose]
+        code = {"sign_on": key_mode, "sign_off": CUP_SIGN_OFF, "echo": CUP_ECHO}[purpose]
         message = _base(profile, "0800" if purpose == "sign_on" else "0820", stan, now)
         message["60"] = "00" + batch + code
         if purpose == "sign_on":
             message["63"] = profile.operator
         return message
     message = _base(profile, "0800", stan, now)
-    message["70"] = {"sign_on": "001", "sign_off": "002", "echo": "301"}[purpose]
+    message["70"] = INTL_NMIC[purpose]
     return message
 
 
-def sale_request(profile: Profile, card: Card, *, amount_minor: int, stan: str, invoice: str, batch: str,
-                 now: datetime) -> Message:
-    message = _base(profile, "0200", stan, now)
-    message.update({"2": card.pan, "3": "000000", "4": f"{amount_minor:012d}", "14": card.expiry, "22": "012",
-                    "25": "00"})
+def financial_request(profile: Profile, kind: str, *, stan: str, batch: str, now: datetime,
+                      amount_minor: int | None, pan: str, expiry: str, invoice: str | None,
+                      original: Original | None = None, pin_block: str | None = None,
+                      auth_code: str | None = None, original_amount_minor: int | None = None) -> Message:
+    """Any transaction kind of :mod:`specs.transactions` (sale, void, refund, pre-auth, advices...).
+
+    Args:
+        kind: the transaction kind (``sale``, ``balance``, ``void``...).
+        amount_minor: field 4; None for a balance inquiry.
+        pan, expiry: fields 2 and 14.
+        invoice: INTL field 62 (CUP carries no invoice).
+        original: the referenced transaction (37, 38; CUP 61).
+        pin_block: field 52 as hex, when a PIN was entered.
+        auth_code: field 38 of an offline sale (the terminal's own approval code).
+        original_amount_minor: INTL tip adjust: the amount before the adjust, in field 60.
+    """
+    lay = layout(kind, profile.family)
+    message = _base(profile, lay.mti, stan, now)
+    message.update({"2": pan, "3": lay.processing_code, "14": expiry, "22": "011" if pin_block else "012",
+                    "25": lay.condition})
+    if amount_minor is not None:
+        message["4"] = f"{amount_minor:012d}"
+    if pin_block:
+        message["52"] = pin_block
+        if profile.family == "cup":
+            message["26"] = "12"  # PIN capture: up to 12 digits
+            message["53"] = "2600000000000000"  # ANSI X9.8 format (with PAN), double-length key
+    if original is not None:
+        if original.rrn:
+            message["37"] = original.rrn
+        if original.auth_code:
+            message["38"] = original.auth_code
+        if profile.family == "cup":
+            message["61"] = original.batch + original.stan + original.local_date
+    if auth_code is not None:
+        message["38"] = auth_code
     if profile.family == "cup":
-        message.update({"49": profile.currency, "60": "22" + batch + "000"})
+        message.update({"49": profile.currency, "60": f"{lay.cup_type}{batch}000"})
     else:
-        message["62"] = invoice
+        if invoice is not None:
+            message["62"] = invoice
+        if original_amount_minor is not None:
+            message["60"] = f"{original_amount_minor:012d}"
     return message
 
 
-def settlement_request(profile: Profile, totals: Totals, *, stan: str, batch: str, now: datetime) -> Message:
+def reversal_request(original_request: Message, family: str, *, reason: str) -> Message:
+    """The 0400 for an original request: same fields and STAN, MTI 0400, no 52 (PIN) and no 64.
+
+    CUP carries the reversal reason in field 39 (98 no answer, 96 approved but not completed,
+    A0 approval with a bad MAC, 06 other); INTL has no 39 in the reversal.
+    """
+    message = {k: v for k, v in original_request.items() if k not in ("52", "64", "39")}
+    message["t"] = "0400"
+    if family == "cup":
+        message["39"] = reason
+    return message
+
+
+def repeat_mti(mti: str) -> str:
+    """The repeat (retransmission) MTI of an advice: last digit 1 (0220 -> 0221, 0120 -> 0121)."""
+    return mti[:3] + "1"
+
+
+def settlement_request(profile: Profile, totals: Totals, *, stan: str, batch: str, now: datetime,
+                       processing_code: str = INTL_SETTLE_FIRST) -> Message:
+    """INTL 0500 (920000, or 960000 after a batch upload) with 63 totals; CUP 0500 with 48 totals."""
     message = _base(profile, "0500", stan, now)
     if profile.family == "cup":
-        message.update({"48": cup_field_48(totals), "49": profile.currency, "60": "00" + batch + "201",
+        message.update({"48": cup_field_48(totals), "49": profile.currency, "60": "00" + batch + CUP_UPLOAD_DATA,
                         "63": profile.operator})
     else:
-        message.update({"3": "920000", "60": batch, "63": intl_field_63(totals)})
+        message.update({"3": processing_code, "60": batch, "63": intl_field_63(totals)})
+    return message
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class UploadItem:
+    """One journal record as a batch upload needs it."""
+
+    mti: str
+    processing_code: str
+    stan: str
+    invoice: str
+    amount_minor: int
+    pan: str
+    expiry: str
+    rrn: str
+    auth_code: str
+    local_date: str
+    local_time: str
+    condition: str
+
+
+def intl_upload_request(profile: Profile, item: UploadItem, *, stan: str, now: datetime) -> Message:
+    """INTL 0320 for one record (domain.md §F9 step 5)."""
+    message = _base(profile, "0320", stan, now)
+    message.update({"2": item.pan, "3": intl_upload_processing_code(item.processing_code),
+                    "4": f"{item.amount_minor:012d}", "12": item.local_time, "13": item.local_date,
+                    "14": item.expiry, "22": "012", "25": item.condition,
+                    "60": intl_upload_field_60(item.mti, item.stan), "62": item.invoice})
+    if item.rrn:
+        message["37"] = item.rrn
+    if item.auth_code:
+        message["38"] = item.auth_code
+    return message
+
+
+def cup_card_org(pan: str) -> str:
+    """CUP upload card organisation: '00' for UnionPay (BIN 62), '01' for foreign cards."""
+    return "00" if pan.startswith("62") else "01"
+
+
+def cup_upload_request(profile: Profile, items: list[UploadItem], *, stan: str, batch: str,
+                       now: datetime) -> Message:
+    """CUP 0320 60.3 = 201 carrying up to 8 records in field 48 (domain.md §F10 step 3)."""
+    message = _base(profile, "0320", stan, now)
+    records = [UploadRecord(stan=i.stan, pan=i.pan, amount_minor=i.amount_minor, card_org=cup_card_org(i.pan))
+               for i in items]
+    message.update({"48": cup_upload_field_48(records), "60": "00" + batch + CUP_UPLOAD_DATA})
+    return message
+
+
+def cup_upload_end(profile: Profile, *, stan: str, batch: str, now: datetime, balanced: bool,
+                   uploaded: int) -> Message:
+    """CUP end of batch upload: 0320 60.3 = 207 (balanced) or 202 (unbalanced), 48 = count N4."""
+    code = CUP_UPLOAD_END_BALANCED if balanced else CUP_UPLOAD_END_UNBALANCED
+    message = _base(profile, "0320", stan, now)
+    message.update({"48": f"{uploaded:04d}", "60": "00" + batch + code})
     return message

@@ -2,26 +2,44 @@
 
 Rules (after h11 ``_state.py``):
 
-1. Everything that decides a transition lives in this file: the table first, then the few guards
-   that do not fit it (response matching, which outcome a response code means).
-2. No sockets, no asyncio, no clock, no SQLite.  Time arrives inside the operator's input (``now``)
-   and as :class:`TimerExpired`; bytes are the shell's business; durable writes leave as actions
-   (:class:`SaveCounters`, :class:`AppendJournal`, ...) that the shell performs *in the order
-   given*, so the order of actions is the crash-safety contract: a counter is saved before the
-   message that uses it is sent, an approval is journalled before the operation finishes.
+1. Everything that decides what the terminal does lives in this file: the transition table first,
+   then the flows (one per operation, written as the domain spec writes them) and their guards.
+2. No sockets, no asyncio, no clock, no SQLite, no codec.  Time arrives inside the operator's input
+   (``now``) and as :class:`TimerExpired`; bytes, MACs on the wire and printing are the shell's
+   business; durable writes leave as actions (:class:`SaveReversal`, :class:`CommitApproval`, ...)
+   that the shell performs *in the order given*.  The order of actions is the crash-safety
+   contract: the pending reversal is stored before the request that needs it is sent, an approval
+   is journalled before the receipt is printed, the batch is closed only after the host closed it.
+   :class:`CrashPoint` markers sit at the points of domain.md §3.1 where a power cut is
+   interesting; the shell dies there when told to (``--crash-at``).
 3. Local misuse raises :class:`TerminalUsageError` (starting an operation while one is running).
-   Anything the host or the network does is an input and never raises: a stray, late or foreign
-   answer is :class:`ResponseStray`, garbage is :class:`MessageUnreadable`.
+   Anything the host, the network or the printer does is an input and never raises: a stray, late
+   or foreign answer is :class:`ResponseStray`, garbage is :class:`MessageUnreadable`.
 
-Theory of operation.  One operator operation (sign-on, echo, sale, settlement) is one exchange::
+Theory of operation.  The table below is about *waiting*: which inputs each state accepts and where
+they lead.  An operation (sale, settle, ...) is a *flow*: a generator that reads like domain.md
+§F4-§F10 — "send pending reversals; sign on if told to; store R; send the 0200; on 00 commit, then
+print; trickle one advice".  Each time a flow needs the outside world it yields what it waits for:
 
-    IDLE --operation--> CONNECTING --Connected--> AWAITING_RESPONSE --ResponseMatched--> DONE
-                             |                          |
-                             +--ConnectFailed--> DONE   +--TimerExpired / ConnectionLost--> DONE
+* an exchange (a request and its answer)  -> CONNECTING / AWAITING_RESPONSE
+* a receipt at the printer                -> PRINTING
+* a pause before a repeat (backoff)       -> BACKING_OFF
+
+and the table's ``FLOW`` entries hand the matching input back to it.  When the flow returns its
+:class:`Result`, the state is DONE.  The link is kept across the exchanges of one operation and
+dropped after any exchange that failed (timeout, lost link, garbage), so a late answer can never
+reach a later exchange.
 
 A response matches when its MTI is the request MTI + 10 and fields 11 (STAN) and 41 (TID) equal
-the request's (domain.md §1.4, jPOS QMUX key "41, 11").  Anything else is stray: logged by the
-shell and ignored here, never taken for an approval.
+the request's (domain.md §1.4, jPOS QMUX key "41, 11").  Anything else is stray: ignored here and
+never taken for an approval; the timer keeps running.
+
+What the flows guarantee (domain.md §8): no pending reversal is left behind when a financial
+request goes out (G5: reversals first, and a new STAN for every request); a financial request is
+never sent twice (only reversals, advices and uploads are repeated); an approval whose MAC fails
+is never committed and is reversed with reason A0; queued advices and pending reversals are gone
+before the 0500; the settlement state and the upload flags are durable, so an interrupted
+settlement resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -29,15 +47,22 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Union
+from typing import Any, Generator, Mapping, Union
 
 from specs import codes
 from specs.cards import Card
 from specs.codec import Message
+from specs.crypto import KEY_BLOCK_LAYOUT, default_mac_algorithm, parse_key_block, pin_block
 from specs.dialects import response_mti
-from specs.totals import CUP_BALANCED, Totals, parse_cup_field_48, totals_of
+from specs.masking import mask_pan
+from specs.totals import (CUP_BALANCED, CUP_UPLOAD_MAX_RECORDS, SETTLEMENT_CLASS, Totals, parse_cup_field_48,
+                          totals_of)
+from specs.transactions import layout
 
-from emulator.messages import Profile, network_request, sale_request, settlement_request
+from emulator.messages import (INTL_SETTLE_AFTER_UPLOAD, INTL_SETTLE_FIRST, Original, Profile, UploadItem,
+                               cup_upload_end, cup_upload_request, financial_request, intl_upload_request,
+                               network_request, repeat_mti, reversal_request, settlement_request)
+from emulator.settings import TerminalSettings
 
 
 class TerminalUsageError(RuntimeError):
@@ -47,20 +72,28 @@ class TerminalUsageError(RuntimeError):
 class State(enum.Enum):
     #: No operation in progress.
     IDLE = "idle"
-    #: An operation was started; waiting for the link to the host.
+    #: The running flow needs the link to the host; waiting for Connected or ConnectFailed.
     CONNECTING = "connecting"
-    #: Request written; response timer running.
+    #: A request is on the wire; the response timer runs.
     AWAITING_RESPONSE = "awaiting_response"
+    #: Waiting before a repeat (reversal, advice); TimerExpired ends the pause.
+    BACKING_OFF = "backing_off"
+    #: A receipt is at the printer; waiting for Printed or PrinterFailed.
+    PRINTING = "printing"
     #: Outcome decided; see :attr:`Terminal.result`.
     DONE = "done"
 
 
 # --------------------------------------------------------------------------- durable books
 
+#: Journal record statuses: the record stands / a void of it was approved / the pre-auth was
+#: completed / the host finally declined the (offline) advice that carried it.
+APPROVED, VOIDED, COMPLETED, DECLINED = "approved", "voided", "completed", "declined"
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class JournalRecord:
-    """One approved financial transaction of the open batch, as the terminal journals it."""
+    """One transaction of the terminal's journal, as the terminal journals it."""
 
     invoice: str
     stan: str
@@ -74,23 +107,201 @@ class JournalRecord:
     local_date: str
     local_time: str
     settlement_date: str | None = None
+    mti: str = "0200"
+    processing_code: str = "000000"
+    condition: str = "00"
+    status: str = APPROVED
+    original_invoice: str | None = None
+    tip_minor: int = 0
+    offline: bool = False
+    uploaded: bool = False
+    printed: bool = False
+
+    @property
+    def counts(self) -> bool:
+        """Counts in the settlement totals (and is uploaded): approved and of a settlement class."""
+        return self.status == APPROVED and self.kind in SETTLEMENT_CLASS
+
+    def original(self) -> Original:
+        return Original(rrn=self.rrn, auth_code=self.auth_code, batch=self.batch, stan=self.stan,
+                        local_date=self.local_date)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PendingReversal:
+    """R: a reversal owed to the host for one financial request (domain.md §F7)."""
+
+    stan: str
+    kind: str
+    #: The 0400 as built from the original request: no 52, no 64 (recomputed per send), no 39.
+    message: Mapping[str, str]
+    reason: str = "98"
+    attempts: int = 0
+    #: Answers that were neither final nor "try later" (e.g. 25 when only 00 is final).
+    refusals: int = 0
+    last_rc: str | None = None
+
+
+#: (invoice, changes) applied to one journal record.
+Edit = tuple[str, Mapping[str, Any]]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Advice:
+    """Q: one store-and-forward advice (0220 / 0120), repeated with the repeat MTI (domain.md §F6)."""
+
+    stan: str
+    kind: str
+    #: First-attempt form (MTI 0220/0120), no 64.
+    message: Mapping[str, str]
+    #: The journal record the advice is about (the offline sale, the adjusted sale, the refund).
+    invoice: str = ""
+    attempts: int = 0
+    #: Journal record to add when the host accepts (online advices: CUP refund, INTL completion
+    #: and pre-auth void); None when the journal already holds it (offline sale, adjust).
+    record: JournalRecord | None = None
+    on_accept: tuple[Edit, ...] = ()
+    on_decline: tuple[Edit, ...] = ()
+
+
+class SettlementStage(enum.Enum):
+    #: S persisted; the 0500 with our totals is (re)sent next.
+    STARTED = "started"
+    #: The host said unbalanced; records without an upload flag are uploaded next.
+    UPLOADING = "uploading"
+    #: Upload done (or CUP balanced); the closing message (INTL 960000, CUP 202/207) is next.
+    ENDING = "ending"
+    #: The host closed the batch; only the local close is left.
+    HOST_CLOSED = "host_closed"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SettlementState:
+    """S: an unfinished settlement (domain.md §3.1); blocks new transactions until closed."""
+
+    batch: str
+    stage: SettlementStage
+    #: ``balanced`` / ``unbalanced`` once the host compared the totals.
+    result: str | None = None
+    #: Records uploaded so far in this settlement.
+    uploaded: int = 0
+    #: The first settlement answer's response code.
+    first_rc: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WorkingKeys:
+    pik: bytes
+    mak: bytes
+    tdk: bytes | None = None
 
 
 @dataclass(kw_only=True, slots=True)
 class Books:
-    """The terminal's durable state as loaded from its journal."""
+    """The terminal's durable state as loaded from its journal (and mirrored by :meth:`apply`)."""
 
     stan: int = 0
     invoice: int = 0
     batch: int = 1
     signed_on: bool = False
+    #: The open batch's journal records.
     records: list[JournalRecord] = field(default_factory=list)
+    #: Records of closed batches (for refunds, completions of older pre-auths).
+    history: list[JournalRecord] = field(default_factory=list)
+    reversals: list[PendingReversal] = field(default_factory=list)
+    advices: list[Advice] = field(default_factory=list)
+    settlement: SettlementState | None = None
+    #: The host told us to sign on again (header 处理要求 3, or 77/A0/99 with auto sign-on).
+    signon_required: bool = False
+    #: CUP header 处理要求 1/5/6: a parameter download the host asked for (shown in ``status``).
+    param_download: str = ""
+    #: The 0810 field-62 key block as received (keys under the TMK) and its 60.3 layout.
+    key_block: str = ""
+    key_mode: str = ""
+    clock_offset_seconds: float = 0.0
+    #: Reversals and advices set aside for manual follow-up: (what, stan, why).
+    parked: list[tuple[str, str, str]] = field(default_factory=list)
 
     def open_batch_totals(self) -> Totals:
-        return totals_of((r.kind, r.amount_minor) for r in self.records)
+        return totals_of((r.kind, r.amount_minor) for r in self.records if r.counts)
+
+    def find(self, invoice: str) -> JournalRecord | None:
+        return next((r for r in (*self.records, *self.history) if r.invoice == invoice), None)
+
+    def apply(self, action: "Action") -> None:
+        """Mirror one durable action in memory, exactly as :meth:`emulator.journal.Journal.apply`
+        performs it on disk (a test checks that the two agree)."""
+        match action:
+            case SaveCounters(stan=stan, invoice=invoice, batch=batch):
+                self.stan, self.invoice, self.batch = stan, invoice, batch
+            case SaveSignOn(signed_on=signed_on, key_block=block, key_mode=mode, clock_offset_seconds=offset):
+                self.signed_on, self.key_block, self.key_mode = signed_on, block, mode
+                if offset is not None:
+                    self.clock_offset_seconds = offset
+            case SaveMarkers(signon_required=required, param_download=param):
+                if required is not None:
+                    self.signon_required = required
+                if param is not None:
+                    self.param_download = param
+            case AppendJournal(record=record):
+                self.records.append(record)
+            case CommitApproval(record=record, reversal_stan=stan, edits=edits):
+                self.records.append(record)
+                self._edit(edits)
+                self.reversals = [r for r in self.reversals if r.stan != stan]
+            case UpdateJournal(edits=edits):
+                self._edit(edits)
+            case SaveReversal(reversal=reversal):
+                self.reversals = [r for r in self.reversals if r.stan != reversal.stan] + [reversal]
+            case UpdateReversal(stan=stan, changes=changes):
+                self.reversals = [replace(r, **changes) if r.stan == stan else r for r in self.reversals]
+            case DeleteReversal(stan=stan):
+                self.reversals = [r for r in self.reversals if r.stan != stan]
+            case ParkReversal(stan=stan, why=why):
+                self.reversals = [r for r in self.reversals if r.stan != stan]
+                self.parked.append(("reversal", stan, why))
+            case SaveAdvice(advice=advice, record=record, edits=edits):
+                if record is not None:
+                    self.records.append(record)
+                self._edit(edits)
+                self.advices = [a for a in self.advices if a.stan != advice.stan] + [advice]
+            case UpdateAdvice(stan=stan, attempts=attempts):
+                self.advices = [replace(a, attempts=attempts) if a.stan == stan else a for a in self.advices]
+            case RemoveAdvice(stan=stan, record=record, edits=edits):
+                self.advices = [a for a in self.advices if a.stan != stan]
+                if record is not None:
+                    self.records.append(record)
+                self._edit(edits)
+            case ParkAdvice(stan=stan, why=why):
+                self.advices = [a for a in self.advices if a.stan != stan]
+                self.parked.append(("advice", stan, why))
+            case SaveSettlement(state=state):
+                self.settlement = state
+            case MarkUploaded(invoices=invoices):
+                self._edit(tuple((i, {"uploaded": True}) for i in invoices))
+            case CloseBatch(next_batch=next_batch):
+                self.history.extend(self.records)
+                self.records = []
+                self.settlement = None
+                self.batch = next_batch
+            case _:
+                raise TerminalUsageError(f"{type(action).__name__} is not a durable action")
+
+    def _edit(self, edits: tuple[Edit, ...]) -> None:
+        for invoice, changes in edits:
+            self.records = [replace(r, **changes) if r.invoice == invoice else r for r in self.records]
+            self.history = [replace(r, **changes) if r.invoice == invoice else r for r in self.history]
 
 
-# --------------------------------------------------------------------------- inputs
+# --------------------------------------------------------------------------- inputs: operations
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Reference:
+    """Which original a void, refund, completion or adjust refers to; both None = the last eligible."""
+
+    invoice: str | None = None
+    rrn: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -113,6 +324,71 @@ class Sale:
     now: datetime
     amount_minor: int
     card: Card
+    pin: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Balance:
+    now: datetime
+    card: Card
+    pin: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PreAuth:
+    now: datetime
+    amount_minor: int
+    card: Card
+    pin: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PreAuthVoid:
+    now: datetime
+    original: Reference = Reference()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Completion:
+    now: datetime
+    amount_minor: int
+    original: Reference = Reference()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CompletionVoid:
+    now: datetime
+    original: Reference = Reference()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Void:
+    now: datetime
+    original: Reference = Reference()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Refund:
+    now: datetime
+    amount_minor: int
+    original: Reference = Reference()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OfflineSale:
+    now: datetime
+    amount_minor: int
+    card: Card
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Adjust:
+    """Tip adjust of a sale in the open batch: give the tip or the new total."""
+
+    now: datetime
+    original: Reference = Reference()
+    tip_minor: int | None = None
+    new_amount_minor: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -120,7 +396,38 @@ class Settle:
     now: datetime
 
 
-Operation = Union[SignOn, SignOff, Echo, Sale, Settle]
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Reverse:
+    """Send the pending reversals now, even one that is stuck."""
+
+    now: datetime
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Idle:
+    """The terminal is idle: deliver what is owed (pending reversals)."""
+
+    now: datetime
+
+
+Financial = Union[Sale, Balance, PreAuth, PreAuthVoid, Completion, CompletionVoid, Void, Refund, OfflineSale, Adjust]
+Operation = Union[SignOn, SignOff, Echo, Financial, Settle, Reverse, Idle]
+
+#: Operation -> transaction kind of :mod:`specs.transactions`.
+KIND_OF: Mapping[type, str] = {
+    Sale: "sale", Balance: "balance", PreAuth: "preauth", PreAuthVoid: "preauth_void", Completion: "completion",
+    CompletionVoid: "completion_void", Void: "void", Refund: "refund", OfflineSale: "offline_sale",
+    Adjust: "adjust",
+}
+
+COMMAND_NAMES: Mapping[type, str] = {
+    SignOn: "signon", SignOff: "signoff", Echo: "echo", Sale: "sale", Balance: "balance", PreAuth: "preauth",
+    PreAuthVoid: "preauth-void", Completion: "completion", CompletionVoid: "completion-void", Void: "void",
+    Refund: "refund", OfflineSale: "offline-sale", Adjust: "adjust", Settle: "settle", Reverse: "reverse",
+    Idle: "idle",
+}
+
+# --------------------------------------------------------------------------- inputs: the outside world
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -137,9 +444,18 @@ class ConnectFailed:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class MessageReceived:
-    """A decoded message arrived (the shell has not judged whether it is ours)."""
+    """A decoded message arrived (the shell has not judged whether it is ours).
+
+    Attributes:
+        message: the decoded message.
+        mac_valid: whether field 64 verified under the MAK the request was sent with; None when
+            the request carried no MAC.
+        processing_requirement: CUP header 处理要求 of the frame, when framed with a CUP header.
+    """
 
     message: Message
+    mac_valid: bool | None = None
+    processing_requirement: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -151,7 +467,7 @@ class MessageUnreadable:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class TimerExpired:
-    """The response timer ran out."""
+    """The response timer or a backoff pause ran out."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -161,10 +477,24 @@ class ConnectionLost:
     reason: str = ""
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Printed:
+    """The receipt came out of the printer."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PrinterFailed:
+    """The printer failed (paper out, jam)."""
+
+    reason: str = "printer failure"
+
+
 # Produced by _classify from MessageReceived; the table is keyed on these, never on MessageReceived.
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ResponseMatched:
     message: Message
+    mac_valid: bool | None = None
+    processing_requirement: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -173,7 +503,8 @@ class ResponseStray:
     why: str
 
 
-RemoteInput = Union[Connected, ConnectFailed, MessageReceived, MessageUnreadable, TimerExpired, ConnectionLost]
+RemoteInput = Union[Connected, ConnectFailed, MessageReceived, MessageUnreadable, TimerExpired, ConnectionLost,
+                    Printed, PrinterFailed]
 Input = Union[Operation, RemoteInput]
 
 # --------------------------------------------------------------------------- actions
@@ -185,13 +516,46 @@ class Connect:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class Disconnect:
+    """Close the link (after a failed exchange, and at the end of the operation)."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Send:
+    """Write one request.  With ``mac_key`` the shell puts the MAC in field 64 first, and verifies
+    the answer's MAC with the same key (``MessageReceived.mac_valid``)."""
+
     message: Message
+    mac_key: bytes | None = None
+    mac_algorithm: str = ""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class StartTimer:
     seconds: float
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Backoff:
+    """Pause before repeat number ``attempt`` (1 = the first repeat); the shell computes the wait
+    with tenacity and answers TimerExpired."""
+
+    attempt: int
+    purpose: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Print:
+    """Print a receipt; answer with Printed or PrinterFailed."""
+
+    lines: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CrashPoint:
+    """A crash point of domain.md §3.1 ("a".."g"): the shell dies here when armed for it."""
+
+    point: str
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -205,7 +569,20 @@ class SaveCounters:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class SaveSignOn:
+    """Persist the sign-on state: keys (as received, under the TMK) and the clock offset."""
+
     signed_on: bool
+    key_block: str = ""
+    key_mode: str = ""
+    clock_offset_seconds: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SaveMarkers:
+    """Persist host instructions: sign on again; parameter download required (None = unchanged)."""
+
+    signon_required: bool | None = None
+    param_download: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -214,10 +591,94 @@ class AppendJournal:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class CommitApproval:
+    """One transaction: journal the approved record, apply its edits to originals (voided,
+    completed) and clear its pending reversal (``reversal_stan``, or None)."""
+
+    record: JournalRecord
+    reversal_stan: str | None = None
+    edits: tuple[Edit, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class UpdateJournal:
+    edits: tuple[Edit, ...]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SaveReversal:
+    reversal: PendingReversal
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class UpdateReversal:
+    stan: str
+    changes: Mapping[str, Any]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DeleteReversal:
+    stan: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ParkReversal:
+    """Move a reversal the host keeps refusing to the exception log (manual follow-up)."""
+
+    stan: str
+    why: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SaveAdvice:
+    """One transaction: queue the advice; journal ``record`` (offline sale) and apply ``edits``
+    (tip adjust) at the same time."""
+
+    advice: Advice
+    record: JournalRecord | None = None
+    edits: tuple[Edit, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class UpdateAdvice:
+    stan: str
+    attempts: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RemoveAdvice:
+    """One transaction: the advice is done (accepted or finally declined): dequeue it, journal
+    ``record`` if any, apply ``edits``."""
+
+    stan: str
+    record: JournalRecord | None = None
+    edits: tuple[Edit, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ParkAdvice:
+    stan: str
+    why: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SaveSettlement:
+    """Persist the settlement state S (None: no settlement in progress)."""
+
+    state: SettlementState | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MarkUploaded:
+    invoices: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class CloseBatch:
-    """The host agreed the batch: clear the journal's open batch."""
+    """One transaction: the open batch's records become history, S is cleared, batch := next."""
 
     batch: str
+    next_batch: int
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -225,11 +686,18 @@ class Finish:
     result: "Result"
 
 
-Action = Union[Connect, Send, StartTimer, SaveCounters, SaveSignOn, AppendJournal, CloseBatch, Finish]
+DURABLE_ACTIONS = (SaveCounters, SaveSignOn, SaveMarkers, AppendJournal, CommitApproval, UpdateJournal, SaveReversal,
+                   UpdateReversal, DeleteReversal, ParkReversal, SaveAdvice, UpdateAdvice, RemoveAdvice, ParkAdvice,
+                   SaveSettlement, MarkUploaded, CloseBatch)
+
+Action = Union[Connect, Disconnect, Send, StartTimer, Backoff, Print, CrashPoint, SaveCounters, SaveSignOn,
+               SaveMarkers, AppendJournal, CommitApproval, UpdateJournal, SaveReversal, UpdateReversal,
+               DeleteReversal, ParkReversal, SaveAdvice, UpdateAdvice, RemoveAdvice, ParkAdvice, SaveSettlement,
+               MarkUploaded, CloseBatch, Finish]
 
 
 class Outcome(enum.Enum):
-    #: The host approved (sign-on, echo, sale).
+    #: The host approved (or the terminal approved offline).
     APPROVED = "approved"
     #: The host answered with a decline code.
     DECLINED = "declined"
@@ -241,16 +709,28 @@ class Outcome(enum.Enum):
     NO_ANSWER = "no_answer"
     #: No link could be made; nothing was sent.
     CONNECT_FAILED = "connect_failed"
+    #: An approval arrived whose MAC did not verify: not committed, reversal A0 owed.
+    MAC_FAILED = "mac_failed"
+    #: Refused by the terminal itself; nothing was sent.
+    REFUSED = "refused"
+    #: Nothing was owed (``reverse``/idle with no pending reversal).
+    NOTHING_PENDING = "nothing_pending"
 
     @property
     def completed(self) -> bool:
         """The exchange completed (the host answered), whatever it said."""
-        return self not in (Outcome.NO_ANSWER, Outcome.CONNECT_FAILED)
+        return self in (Outcome.APPROVED, Outcome.DECLINED, Outcome.BALANCED, Outcome.UNBALANCED,
+                        Outcome.NOTHING_PENDING)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Result:
-    """What the operator sees, and what ``--json`` prints."""
+    """What the operator sees, and what ``--json`` prints.
+
+    ``mti``, ``response_mti``, ``rc`` and ``stan`` describe the operation's own request (the 0200 of
+    a sale, the first 0500 of a settlement), not the housekeeping around it (reversals, advices,
+    uploads), which ``details`` reports.
+    """
 
     command: str
     outcome: Outcome
@@ -269,54 +749,148 @@ class Result:
 
 # --------------------------------------------------------------------------- the table
 
-_LOCAL = (SignOn, SignOff, Echo, Sale, Settle)
-_REMOTE_IGNORED = (Connected, ConnectFailed, ResponseStray, MessageUnreadable, TimerExpired, ConnectionLost)
+#: Table target: hand the input to the running flow; the next state is what the flow waits for
+#: next (CONNECTING, AWAITING_RESPONSE, BACKING_OFF, PRINTING) or DONE when it returns.
+FLOW = "flow"
 
-TRANSITIONS: dict[State, dict[type, State]] = {
+OPERATIONS: tuple[type, ...] = (SignOn, SignOff, Echo, Sale, Balance, PreAuth, PreAuthVoid, Completion,
+                                CompletionVoid, Void, Refund, OfflineSale, Adjust, Settle, Reverse, Idle)
+#: Everything that can happen outside the operator's control, after _classify.
+EXTERNAL: tuple[type, ...] = (Connected, ConnectFailed, ResponseMatched, ResponseStray, MessageUnreadable,
+                              TimerExpired, ConnectionLost, Printed, PrinterFailed)
+
+
+def _ignore_in(state: State, *inputs: type) -> dict[type, State | str]:
+    return {i: state for i in inputs}
+
+
+TRANSITIONS: dict[State, dict[type, State | str]] = {
     State.IDLE: {
-        **{op: State.CONNECTING for op in _LOCAL},
-        **{remote: State.IDLE for remote in _REMOTE_IGNORED},
+        **{op: FLOW for op in OPERATIONS},
+        **_ignore_in(State.IDLE, *EXTERNAL),  # late answers, link events and printer noise between operations
     },
     State.CONNECTING: {
-        Connected: State.AWAITING_RESPONSE,  # entry: save counters, Send, StartTimer
-        ConnectFailed: State.DONE,  # CONNECT_FAILED; nothing was written
-        ConnectionLost: State.DONE,
-        TimerExpired: State.DONE,
-        ResponseStray: State.CONNECTING,
-        MessageUnreadable: State.CONNECTING,
+        Connected: State.AWAITING_RESPONSE,  # entry: durable writes, Send, StartTimer
+        ConnectFailed: FLOW,  # nothing was written
+        ConnectionLost: FLOW,
+        **_ignore_in(State.CONNECTING, ResponseMatched, ResponseStray, MessageUnreadable, TimerExpired, Printed,
+                     PrinterFailed),
     },
     State.AWAITING_RESPONSE: {
-        ResponseMatched: State.DONE,
-        ResponseStray: State.AWAITING_RESPONSE,  # recorded by the shell and ignored; timer keeps running
-        MessageUnreadable: State.DONE,  # NO_ANSWER: a garbled answer is no answer
-        TimerExpired: State.DONE,
-        ConnectionLost: State.DONE,
-        Connected: State.AWAITING_RESPONSE,
-        ConnectFailed: State.AWAITING_RESPONSE,
+        ResponseMatched: FLOW,
+        MessageUnreadable: FLOW,  # a garbled answer is no answer (reversal reason 06)
+        TimerExpired: FLOW,  # no answer in time (reversal reason 98)
+        ConnectionLost: FLOW,
+        # A stray answer is recorded by the shell and ignored; the timer keeps running.
+        **_ignore_in(State.AWAITING_RESPONSE, ResponseStray, Connected, ConnectFailed, Printed, PrinterFailed),
     },
-    State.DONE: {remote: State.DONE for remote in (*_REMOTE_IGNORED, ResponseMatched)},
+    State.BACKING_OFF: {
+        TimerExpired: FLOW,
+        **_ignore_in(State.BACKING_OFF, Connected, ConnectFailed, ResponseMatched, ResponseStray, MessageUnreadable,
+                     ConnectionLost, Printed, PrinterFailed),
+    },
+    State.PRINTING: {
+        Printed: FLOW,
+        PrinterFailed: FLOW,
+        **_ignore_in(State.PRINTING, Connected, ConnectFailed, ResponseMatched, ResponseStray, MessageUnreadable,
+                     TimerExpired, ConnectionLost),
+    },
+    State.DONE: _ignore_in(State.DONE, *EXTERNAL),
 }
 
-_COMMAND_NAMES = {SignOn: "signon", SignOff: "signoff", Echo: "echo", Sale: "sale", Settle: "settle"}
+# --------------------------------------------------------------------------- what flows wait for
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Exchange:
+    request: Message
+    purpose: str
+    timeout_seconds: float
+    mac: bool
+    before_send: tuple[Action, ...] = ()
+    after_send: tuple[Action, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Print:
+    lines: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Pause:
+    attempt: int
+    purpose: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Answered:
+    request: Message
+    message: Message
+    #: False only when we sent a MAC, verification is on and the answer's MAC is missing or wrong.
+    mac_ok: bool
+
+    @property
+    def rc(self) -> str:
+        return self.message.get("39", "")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _NoAnswer:
+    request: Message
+    why: str
+    #: Reversal reason this failure implies: 98 nothing received in time, 06 something unusable.
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _NotConnected:
+    reason: str
+
+
+_Wait = Union[_Exchange, _Print, _Pause]
+_Answer = Union[_Answered, _NoAnswer, _NotConnected]
+Flow = Generator[_Wait, Any, Result]
+
+#: Kinds whose original must be in the open batch / may be in any batch, and which kinds qualify.
+_ORIGINALS: Mapping[str, tuple[tuple[str, ...], bool]] = {
+    "void": (("sale",), True),
+    "completion_void": (("completion",), True),
+    "adjust": (("sale", "offline_sale"), True),
+    "preauth_void": (("preauth",), False),
+    "completion": (("preauth",), False),
+    "refund": (("sale", "completion", "offline_sale"), False),
+}
+#: What an approved transaction does to its original.
+_ORIGINAL_BECOMES: Mapping[str, str] = {"void": VOIDED, "completion_void": VOIDED, "preauth_void": VOIDED,
+                                        "completion": COMPLETED}
 
 
 class Terminal:
-    """One terminal's transaction engine for one operation at a time.
+    """One terminal's transaction engine, one operation at a time.
 
     Args:
         profile: identity and conventions (TID, MID, family, NII).
-        books: durable state loaded by the shell; updated in memory as actions are emitted.
+        books: durable state loaded by the shell; kept in step with every durable action emitted.
         response_timeout_seconds: how long to wait for a matching answer.
+        settings: fix toggles, limits, keys and terminal-side faults.
     """
 
-    def __init__(self, profile: Profile, books: Books, *, response_timeout_seconds: float = 60.0) -> None:
+    def __init__(self, profile: Profile, books: Books, *, response_timeout_seconds: float = 60.0,
+                 settings: TerminalSettings | None = None) -> None:
         self.profile = profile
         self.books = books
         self.response_timeout_seconds = response_timeout_seconds
+        self.settings = settings or TerminalSettings()
         self.state = State.IDLE
         self.result: Result | None = None
-        self._operation: Operation | None = None
-        self._request: Message | None = None
+        self._flow: Flow | None = None
+        self._exchange: _Exchange | None = None
+        self._linked = False
+        self._out: list[Action] = []
+        self._notes: dict[str, Any] = {}
+        self._keys = self._load_keys()
+
+    # ------------------------------------------------------------------- the machine
 
     def handle(self, event: Input) -> list[Action]:
         """Apply one input; return the actions the shell must perform, in order.
@@ -326,24 +900,36 @@ class Terminal:
         """
         event = self._classify(event)
         try:
-            new_state = TRANSITIONS[self.state][type(event)]
+            target = TRANSITIONS[self.state][type(event)]
         except KeyError:
             raise TerminalUsageError(f"can't handle {type(event).__name__} in state {self.state.name}") from None
-        old_state, self.state = self.state, new_state
-        return self._actions(old_state, event)
+        if target != FLOW:
+            old, self.state = self.state, State(target)
+            if old is State.CONNECTING and isinstance(event, Connected):
+                self._linked = True
+                return self._write_request()
+            return []
+        if isinstance(event, OPERATIONS):
+            self._notes = {}
+            self._flow = self._start(event)  # type: ignore[arg-type]
+            return self._resume(None)
+        if self.state is State.PRINTING:
+            return self._resume(isinstance(event, Printed))
+        if self.state is State.BACKING_OFF:
+            return self._resume(None)
+        return self._resume(self._answer_for(event))
 
     def start_next_operation(self) -> None:
         """Return to IDLE after DONE, ready for the next operation."""
         if self.state is not State.DONE:
             raise TerminalUsageError(f"can't start the next operation in state {self.state.name}")
-        self.state, self.result, self._operation, self._request = State.IDLE, None, None, None
-
-    # ------------------------------------------------------------------- guards and entry actions
+        self.state, self.result, self._flow, self._exchange = State.IDLE, None, None, None
 
     def _classify(self, event: Input) -> Any:
         if not isinstance(event, MessageReceived):
             return event
-        message, request = event.message, self._request
+        message = event.message
+        request = self._exchange.request if self._exchange and self.state is State.AWAITING_RESPONSE else None
         if request is None:
             return ResponseStray(message=message, why="no request outstanding")
         expected = response_mti(request["t"])
@@ -353,110 +939,882 @@ class Terminal:
             return ResponseStray(message=message, why=f"STAN {message.get('11')!r}, expecting {request['11']}")
         if message.get("41") != request["41"]:
             return ResponseStray(message=message, why=f"TID {message.get('41')!r}, expecting {request['41']}")
-        return ResponseMatched(message=message)
+        return ResponseMatched(message=message, mac_valid=event.mac_valid,
+                               processing_requirement=event.processing_requirement)
 
-    def _actions(self, old: State, event: Any) -> list[Action]:
-        if isinstance(event, _LOCAL):
-            self._operation = event
-            return [Connect()]
-        if old is State.CONNECTING and isinstance(event, Connected):
-            return self._send_request()
-        if self.state is State.DONE and old is not State.DONE:
-            return self._finish(event)
-        return []
-
-    def _send_request(self) -> list[Action]:
-        op, books, profile = self._operation, self.books, self.profile
-        assert op is not None
-        books.stan = books.stan % 999_999 + 1
-        stan, batch = f"{books.stan:06d}", f"{books.batch:06d}"
-        if isinstance(op, Sale):
-            books.invoice = books.invoice % 999_999 + 1
-            request = sale_request(profile, op.card, amount_minor=op.amount_minor, stan=stan,
-                                   invoice=f"{books.invoice:06d}", batch=batch, now=op.now)
-        elif isinstance(op, Settle):
-            request = settlement_request(profile, books.open_batch_totals(), stan=stan, batch=batch, now=op.now)
-        else:
-            purpose = {SignOn: "sign_on", SignOff: "sign_off", Echo: "echo"}[type(op)]
-            request = network_request(profile, purpose, stan=stan, batch=batch, now=op.now)
-        self._request = request
-        return [SaveCounters(stan=books.stan, invoice=books.invoice, batch=books.batch), Send(message=request),
-                StartTimer(seconds=self.response_timeout_seconds)]
-
-    def _finish(self, event: Any) -> list[Action]:
-        op, request = self._operation, self._request
-        assert op is not None
-        command = _COMMAND_NAMES[type(op)]
+    def _answer_for(self, event: Any) -> _Answer:
+        exchange = self._exchange
+        assert exchange is not None
+        if isinstance(event, (ConnectFailed, ConnectionLost)) and not self._linked:
+            return _NotConnected(reason=event.reason or "connection lost")
         if isinstance(event, ResponseMatched):
-            actions, result = self._on_response(op, command, event.message)
-        elif request is None:
-            reason = getattr(event, "reason", "") or "connect timed out"
-            actions, result = [], Result(command=command, outcome=Outcome.CONNECT_FAILED, mti=None, response_mti=None,
-                                         rc=None, stan=None, text=f"connection failed: {reason}")
+            sent_mac = exchange.mac and self._mak is not None
+            mac_ok = not (sent_mac and self.settings.verify_response_mac and event.mac_valid is not True)
+            self._observe(event, exchange)
+            return _Answered(request=exchange.request, message=event.message, mac_ok=mac_ok)
+        self._drop_link()
+        if isinstance(event, TimerExpired):
+            return _NoAnswer(request=exchange.request, why=f"no answer within {exchange.timeout_seconds:g} s",
+                             reason="98")
+        if isinstance(event, ConnectionLost):
+            detail = f": {event.reason}" if event.reason else ""
+            return _NoAnswer(request=exchange.request, why=f"connection lost before the answer{detail}", reason="98")
+        assert isinstance(event, MessageUnreadable)
+        return _NoAnswer(request=exchange.request, why=f"unreadable answer: {event.reason}", reason="06")
+
+    def _resume(self, value: Any) -> list[Action]:
+        assert self._flow is not None
+        try:
+            waiting = self._flow.send(value)
+        except StopIteration as stop:
+            result: Result = stop.value
+            self.result, self.state = result, State.DONE
+            self._drop_link()
+            return [*self._take(), Finish(result=result)]
+        if isinstance(waiting, _Print):
+            self.state = State.PRINTING
+            return [*self._take(), Print(lines=waiting.lines)]
+        if isinstance(waiting, _Pause):
+            self.state = State.BACKING_OFF
+            self._drop_link()
+            return [*self._take(), Backoff(attempt=waiting.attempt, purpose=waiting.purpose)]
+        self._exchange = waiting
+        if self._linked:
+            self.state = State.AWAITING_RESPONSE
+            return [*self._take(), *self._write_request()]
+        self.state = State.CONNECTING
+        return [*self._take(), Connect()]
+
+    def _write_request(self) -> list[Action]:
+        exchange = self._exchange
+        assert exchange is not None
+        for action in exchange.before_send:
+            self._emit(action)
+        mak = self._mak if exchange.mac else None
+        self._emit(Send(message=exchange.request, mac_key=mak, mac_algorithm=self._mac_algorithm if mak else ""))
+        for action in exchange.after_send:
+            self._emit(action)
+        self._emit(StartTimer(seconds=exchange.timeout_seconds))
+        return self._take()
+
+    def _emit(self, action: Action) -> None:
+        if isinstance(action, DURABLE_ACTIONS):
+            self.books.apply(action)
+        self._out.append(action)
+
+    def _take(self) -> list[Action]:
+        out, self._out = self._out, []
+        return out
+
+    def _drop_link(self) -> None:
+        if self._linked:
+            self._out.append(Disconnect())
+            self._linked = False
+
+    # ------------------------------------------------------------------- keys and host instructions
+
+    def _load_keys(self) -> WorkingKeys | None:
+        if not self.books.key_block:
+            return None
+        try:
+            return _parse_keys(self.settings, self.books.key_block, self.books.key_mode or "003")
+        except ValueError:
+            return None  # keys no longer check (TMK changed): the terminal must sign on again
+
+    @property
+    def _mak(self) -> bytes | None:
+        return self._keys.mak if self._keys else None
+
+    @property
+    def _mac_algorithm(self) -> str:
+        return self.settings.mac_algorithm or default_mac_algorithm(self.profile.family)
+
+    def _observe(self, event: ResponseMatched, exchange: _Exchange) -> None:
+        """Act on what every answer may carry: CUP header 处理要求, re-sign-on response codes."""
+        requirement = event.processing_requirement
+        if requirement == "3" and exchange.purpose != "sign_on":
+            self._emit(SaveMarkers(signon_required=True))
+        elif requirement in ("1", "5", "6"):
+            self._emit(SaveMarkers(param_download=requirement))
+        elif requirement == "0" and exchange.purpose == "sign_on" and self.books.param_download:
+            self._emit(SaveMarkers(param_download=""))
+        rc = event.message.get("39", "")
+        if (rc and codes.lookup(rc).action is codes.TerminalAction.RESIGN_ON and self.settings.auto_signon_on_77
+                and exchange.purpose != "sign_on"):
+            self._emit(SaveMarkers(signon_required=True))
+
+    @property
+    def _needs_sign_on(self) -> bool:
+        return self.books.signon_required or (bool(self.books.key_block) and self._keys is None)
+
+    # ------------------------------------------------------------------- small helpers for flows
+
+    def _take_stan(self) -> str:
+        self.books.stan = self.books.stan % 999_999 + 1
+        return f"{self.books.stan:06d}"
+
+    def _take_invoice(self) -> str:
+        self.books.invoice = self.books.invoice % 999_999 + 1
+        return f"{self.books.invoice:06d}"
+
+    def _counters(self) -> SaveCounters:
+        return SaveCounters(stan=self.books.stan, invoice=self.books.invoice, batch=self.books.batch)
+
+    @property
+    def _batch(self) -> str:
+        return f"{self.books.batch:06d}"
+
+    def _exchange_of(self, request: Message, purpose: str, *, mac: bool = True, timeout_factor: float = 1.0,
+                     before: tuple[Action, ...] = (), after: tuple[Action, ...] = ()) -> _Exchange:
+        return _Exchange(request=request, purpose=purpose, mac=mac, before_send=before, after_send=after,
+                         timeout_seconds=self.response_timeout_seconds * timeout_factor)
+
+    def _result(self, op: Operation, outcome: Outcome, text: str, *, answer: _Answer | None = None,
+                request: Message | None = None, **details: Any) -> Result:
+        request = request if request is not None else getattr(answer, "request", None)
+        message = answer.message if isinstance(answer, _Answered) else None
+        return Result(command=COMMAND_NAMES[type(op)], outcome=outcome, mti=request["t"] if request else None,
+                      response_mti=message["t"] if message else None,
+                      rc=message.get("39") if message is not None else None,
+                      stan=request["11"] if request else None, text=text, details={**details, **self._notes})
+
+    def _failure(self, op: Operation, answer: _Answer, what: str = "") -> Result:
+        """The result of an exchange that did not complete."""
+        if isinstance(answer, _NotConnected):
+            return self._result(op, Outcome.CONNECT_FAILED, f"connection failed: {answer.reason}")
+        if isinstance(answer, _NoAnswer):
+            return self._result(op, Outcome.NO_ANSWER, answer.why + (f" ({what})" if what else ""), answer=answer)
+        return self._result(op, Outcome.DECLINED, _rc_text(answer.rc) + (f" ({what})" if what else ""), answer=answer)
+
+    def _refused(self, op: Operation, text: str) -> Result:
+        return self._result(op, Outcome.REFUSED, text)
+
+    def _exchange_once(self, exchange: _Exchange) -> Generator[_Wait, Any, _Answer]:
+        answer: _Answer = yield exchange
+        return answer
+
+    # ------------------------------------------------------------------- flows
+
+    def _start(self, op: Operation) -> Flow:
+        if isinstance(op, (SignOn, SignOff, Echo)):
+            return self._network_flow(op)
+        if isinstance(op, Settle):
+            return self._settle_flow(op)
+        if isinstance(op, (Reverse, Idle)):
+            return self._reverse_flow(op)
+        return self._financial_flow(op)
+
+    def _network_flow(self, op: SignOn | SignOff | Echo) -> Flow:
+        if isinstance(op, SignOn):
+            answer = yield from self._sign_on(op.now)
+            if not isinstance(answer, _Answered):
+                return self._failure(op, answer)
+            return self._sign_on_result(op, answer)
+        purpose = "sign_off" if isinstance(op, SignOff) else "echo"
+        stan = self._take_stan()
+        request = network_request(self.profile, purpose, stan=stan, batch=self._batch, now=op.now)
+        answer = yield from self._exchange_once(self._exchange_of(request, purpose, mac=False,
+                                                                  before=(self._counters(),)))
+        if not isinstance(answer, _Answered):
+            return self._failure(op, answer)
+        approved = answer.rc == codes.APPROVED
+        if approved and isinstance(op, SignOff):
+            self._emit(SaveSignOn(signed_on=False))
+            self._keys = None
+        return self._result(op, Outcome.APPROVED if approved else Outcome.DECLINED, _rc_text(answer.rc),
+                            answer=answer)
+
+    def _sign_on(self, now: datetime) -> Generator[_Wait, Any, _Answer]:
+        """F1: 0800, then verify and load the working keys, adopt the batch, sync the clock."""
+        stan = self._take_stan()
+        mode = self.settings.key_mode if self.profile.family == "cup" else "003"
+        request = network_request(self.profile, "sign_on", stan=stan, batch=self._batch, now=now, key_mode=mode)
+        answer: _Answer = yield from self._exchange_once(self._exchange_of(request, "sign_on", mac=False,
+                                                                           before=(self._counters(),)))
+        if not isinstance(answer, _Answered):
+            return answer
+        response = answer.message
+        if answer.rc != codes.APPROVED:
+            return answer
+        block = response.get("62", "")
+        if self.profile.family == "intl" and block:
+            block = block.upper()  # INTL carries the 003 key block as hex text
+        keys = None
+        if block:
+            try:
+                keys = _parse_keys(self.settings, block, mode)
+            except ValueError as exc:
+                self._emit(SaveSignOn(signed_on=False))
+                self._emit(SaveMarkers(signon_required=True))
+                self._keys = None
+                self._notes["key_error"] = str(exc)
+                return answer
+        if self.profile.family == "cup" and len(response.get("60", "")) >= 8 and response["60"][2:8].isdigit():
+            self.books.batch = int(response["60"][2:8])  # adopt the host's batch number (60.2)
+        self._emit(self._counters())
+        self._emit(SaveSignOn(signed_on=True, key_block=block if keys else "", key_mode=mode if keys else "",
+                              clock_offset_seconds=_clock_offset(now, response)))
+        self._emit(SaveMarkers(signon_required=False))
+        self._keys = keys
+        self._notes["signed_on"] = True
+        return answer
+
+    def _sign_on_result(self, op: Operation, answer: _Answered) -> Result:
+        if answer.rc == codes.APPROVED and "key_error" in self._notes:
+            return self._result(op, Outcome.DECLINED, f"key check failed, still signed off: {self._notes['key_error']}",
+                                answer=answer, batch=self._batch, keys_loaded=False)
+        outcome = Outcome.APPROVED if answer.rc == codes.APPROVED else Outcome.DECLINED
+        return self._result(op, outcome, _rc_text(answer.rc), answer=answer, batch=self._batch,
+                            keys_loaded=self._keys is not None)
+
+    def _sign_on_if_required(self, op: Operation, now: datetime) -> Generator[_Wait, Any, Result | None]:
+        """Sign on first when the host told us to; None when the terminal may go on."""
+        if not self._needs_sign_on:
+            return None
+        answer = yield from self._sign_on(now)
+        self._notes["signed_on_again"] = True
+        if isinstance(answer, _Answered) and answer.rc == codes.APPROVED and "key_error" not in self._notes:
+            return None
+        if isinstance(answer, _Answered):
+            why = self._notes.get("key_error") or _rc_text(answer.rc)
+            return self._result(op, Outcome.DECLINED, f"sign-on required by the host failed: {why}", answer=answer)
+        return self._failure(op, answer, "sign-on required by the host")
+
+    # ---- reversals (F7) ----------------------------------------------------------------------
+
+    def _stuck(self, reversal: PendingReversal) -> bool:
+        return reversal.refusals >= self.settings.reversal_max_attempts
+
+    def _reversals_first(self, op: Operation, *, force: bool = False) -> Generator[_Wait, Any, Result | None]:
+        """Deliver every pending reversal (F7); None when none is left, else the blocking result."""
+        for reversal in list(self.books.reversals):
+            if self._stuck(reversal) and not force:
+                if self.settings.park_stuck_reversal:
+                    self._emit(ParkReversal(stan=reversal.stan, why=f"refused {reversal.refusals} times, "
+                                                                    f"last rc {reversal.last_rc}"))
+                    continue
+                return self._refused(op, _stuck_text(reversal))
+            blocked = yield from self._deliver_reversal(op, reversal)
+            if blocked is not None:
+                return blocked
+        return None
+
+    def _deliver_reversal(self, op: Operation, reversal: PendingReversal) -> Generator[_Wait, Any, Result | None]:
+        s = self.settings
+        last: _Answer | None = None
+        for attempt in range(s.reversal_max_attempts):
+            if attempt:
+                yield _Pause(attempt=attempt, purpose="reversal")
+            request = dict(reversal.message)
+            if self.profile.family == "cup":
+                request["39"] = reversal.reason
+            last = yield from self._exchange_once(self._exchange_of(request, "reversal"))
+            if isinstance(last, _NotConnected):
+                return self._failure(op, last, f"reversal of STAN {reversal.stan} pending")
+            reversal = replace(reversal, attempts=reversal.attempts + 1)
+            self._emit(UpdateReversal(stan=reversal.stan, changes={"attempts": reversal.attempts}))
+            self._notes["reversal_sent"] = True
+            if isinstance(last, _NoAnswer):
+                continue
+            rc = last.rc
+            self._notes["reversal_rc"] = rc
+            if rc in s.final_reversal_codes and (rc != codes.APPROVED or last.mac_ok):
+                self._emit(DeleteReversal(stan=reversal.stan))
+                self._notes["reversal_cleared"] = True
+                return None
+            if rc in s.reversal_retry_codes or not last.mac_ok:
+                continue
+            reversal = replace(reversal, refusals=reversal.refusals + 1, last_rc=rc)
+            self._emit(UpdateReversal(stan=reversal.stan, changes={"refusals": reversal.refusals, "last_rc": rc}))
+            if self._stuck(reversal):
+                if s.park_stuck_reversal:
+                    self._emit(ParkReversal(stan=reversal.stan, why=f"refused {reversal.refusals} times, last rc {rc}"))
+                    self._notes["reversal_parked"] = True
+                    return None
+                break
+        self._notes["reversal_cleared"] = False
+        assert last is not None
+        what = f"pending reversal of STAN {reversal.stan} not cleared"
+        if isinstance(last, _Answered):
+            return self._result(op, Outcome.DECLINED, f"{what}: host answered {last.rc} "
+                                                      f"({_rc_text(last.rc)}), not final", answer=last)
+        return self._result(op, Outcome.NO_ANSWER, f"{what}: {last.why}", answer=last)
+
+    def _reverse_flow(self, op: Reverse | Idle) -> Flow:
+        self._notes["reversal_sent"] = False
+        if not self.books.reversals:
+            return self._result(op, Outcome.NOTHING_PENDING, "no reversal pending")
+        force = isinstance(op, Reverse)
+        if isinstance(op, Idle) and all(self._stuck(r) for r in self.books.reversals) \
+                and not self.settings.park_stuck_reversal:
+            return self._result(op, Outcome.NOTHING_PENDING, "only stuck reversals pending (run reverse)")
+        blocked = yield from self._sign_on_if_required(op, op.now)
+        if blocked is not None:
+            return blocked
+        first = self.books.reversals[0]
+        blocked = yield from self._reversals_first(op, force=force)
+        if blocked is not None:
+            return blocked
+        text = (f"reversal of STAN {first.stan} parked for manual follow-up" if self._notes.get("reversal_parked")
+                else f"reversal of STAN {first.stan} accepted")
+        return self._result(op, Outcome.APPROVED, text, request={"t": "0400", "11": first.stan})
+
+    # ---- advices (F6) ------------------------------------------------------------------------
+
+    def _deliver_advices(self, op: Operation, *, limit: int | None, retry: bool
+                         ) -> Generator[_Wait, Any, Result | None]:
+        """Send queued advices in order: ``limit`` of them (None: all), repeating each with backoff
+        when ``retry``; None unless the link failed."""
+        s = self.settings
+        queue = list(self.books.advices)
+        for advice in queue[:limit] if limit is not None else queue:
+            repeats = 0
+            while True:
+                if repeats:
+                    yield _Pause(attempt=repeats, purpose="advice")
+                request = dict(advice.message)
+                if advice.attempts:
+                    request["t"] = repeat_mti(request["t"])
+                answer = yield from self._exchange_once(self._exchange_of(request, "advice"))
+                if isinstance(answer, _NotConnected):
+                    return self._failure(op, answer, "queued advices not delivered")
+                advice = replace(advice, attempts=advice.attempts + 1)
+                self._emit(UpdateAdvice(stan=advice.stan, attempts=advice.attempts))
+                self._notes["advices_sent"] = self._notes.get("advices_sent", 0) + 1
+                if isinstance(answer, _Answered) and answer.mac_ok and answer.rc in s.saf_valid_codes:
+                    response, edits, record = answer.message, advice.on_accept, advice.record
+                    if record is not None:  # an online advice: journalled now that the host took it
+                        record = replace(record, rrn=response.get("37", ""), auth_code=response.get("38", ""),
+                                         settlement_date=response.get("15"))
+                    elif advice.kind == "offline_sale" and response.get("37"):
+                        edits = (*edits, (advice.invoice, {"rrn": response["37"]}))
+                    self._emit(RemoveAdvice(stan=advice.stan, record=record, edits=edits))
+                    break
+                if (isinstance(answer, _Answered) and answer.mac_ok and answer.rc not in s.saf_retry_codes):
+                    self._emit(RemoveAdvice(stan=advice.stan, edits=advice.on_decline))
+                    self._notes["advices_declined"] = self._notes.get("advices_declined", 0) + 1
+                    break
+                if advice.attempts >= s.saf_max_attempts:
+                    why = answer.why if isinstance(answer, _NoAnswer) else f"rc {answer.rc}"
+                    self._emit(ParkAdvice(stan=advice.stan, why=f"{advice.attempts} attempts, last: {why}"))
+                    break
+                if not retry:
+                    return None
+                repeats += 1
+        return None
+
+    # ---- financial transactions (F4, F5, F6, F8) ---------------------------------------------
+
+    def _find_original(self, kind: str, ref: Reference) -> JournalRecord | None:
+        kinds, open_batch_only = _ORIGINALS[kind]
+        pool = self.books.records if open_batch_only else [*self.books.history, *self.books.records]
+        eligible = [r for r in pool if r.kind in kinds and r.status == APPROVED
+                    and not (kind == "adjust" and r.uploaded)]
+        if ref.invoice is not None:
+            eligible = [r for r in eligible if r.invoice == ref.invoice.zfill(6)]
+        if ref.rrn is not None:
+            eligible = [r for r in eligible if r.rrn == ref.rrn]
+        return eligible[-1] if eligible else None
+
+    def _local_refusal(self, op: Financial, kind: str, amount: int) -> str | None:
+        """Reasons to refuse without any traffic (domain.md §F4 pre-conditions)."""
+        s, books = self.settings, self.books
+        if books.settlement is not None and s.block_sales_while_settling:
+            return (f"settlement of batch {books.settlement.batch} is pending ({books.settlement.stage.value}): "
+                    "run settle to finish it before new transactions")
+        stuck = next((r for r in books.reversals if self._stuck(r)), None)
+        if stuck is not None and not s.park_stuck_reversal and s.reversal_first:
+            return _stuck_text(stuck)
+        if kind != "balance" and s.max_tranlog and len(books.records) >= s.max_tranlog:
+            return f"batch full: {len(books.records)} of {s.max_tranlog} records; settle first"
+        if SETTLEMENT_CLASS.get(kind) == "debit" and s.max_batch_amount_minor:
+            total = books.open_batch_totals().debit_minor
+            if total + amount > s.max_batch_amount_minor:
+                return (f"batch amount cap reached: {_money(total)} + {_money(amount)} exceeds "
+                        f"{_money(s.max_batch_amount_minor)}; settle first")
+        return None
+
+    def _financial_flow(self, op: Financial) -> Flow:
+        kind = KIND_OF[type(op)]
+        self._notes["reversal_sent"] = False
+        lay = layout(kind, self.profile.family)
+        original: JournalRecord | None = None
+        if kind in _ORIGINALS:
+            original = self._find_original(kind, op.original)  # type: ignore[union-attr]
+            if original is None:
+                kinds = " or ".join(_ORIGINALS[kind][0])
+                where = "in the open batch" if _ORIGINALS[kind][1] else "in the journal"
+                wanted = (f" with invoice {op.original.invoice}" if op.original.invoice  # type: ignore[union-attr]
+                          else f" with RRN {op.original.rrn}" if op.original.rrn else "")  # type: ignore[union-attr]
+                return self._refused(op, f"no eligible {kinds}{wanted} {where} for {COMMAND_NAMES[type(op)]}")
+        amount, tip = _amounts(op, original)
+        if kind == "refund" and original is not None and amount > original.amount_minor:
+            return self._refused(op, f"refund of {_money(amount)} exceeds the original {_money(original.amount_minor)}")
+        if isinstance(op, Adjust) and amount < (original.amount_minor - original.tip_minor if original else 0):
+            return self._refused(op, "adjusted amount is below the original sale amount")
+        refusal = self._local_refusal(op, kind, amount)
+        if refusal is not None:
+            return self._refused(op, refusal)
+        card = getattr(op, "card", None)
+        pan, expiry = (card.pan, card.expiry) if card else (original.pan, original.expiry)  # type: ignore[union-attr]
+        pin = getattr(op, "pin", None)
+        if pin and (self._keys is None):
+            return self._refused(op, "a PIN needs the PIN key from sign-on: sign on first")
+        if kind in ("offline_sale", "adjust"):
+            return (yield from self._offline_flow(op, kind, lay.mti, amount, tip, pan, expiry, original))
+        blocked = yield from self._sign_on_if_required(op, op.now)
+        if blocked is not None:
+            return blocked
+        if self.settings.reversal_first:
+            blocked = yield from self._reversals_first(op)
+            if blocked is not None:
+                return blocked
+        if lay.advice:
+            return (yield from self._online_advice_flow(op, kind, amount, pan, expiry, original))
+        return (yield from self._online_flow(op, kind, amount, pan, expiry, original, pin))
+
+    def _online_flow(self, op: Financial, kind: str, amount: int, pan: str, expiry: str,
+                     original: JournalRecord | None, pin: str | None) -> Flow:
+        """F4: a reversible (or inquiry) 0100/0200 with reversal-first and commit-before-print."""
+        s = self.settings
+        lay = layout(kind, self.profile.family)
+        journaled = kind != "balance"
+        stan = self._take_stan()
+        invoice = self._take_invoice() if journaled else None
+        request = financial_request(
+            self.profile, kind, stan=stan, batch=self._batch, now=op.now,
+            amount_minor=amount if kind != "balance" else None, pan=pan, expiry=expiry, invoice=invoice,
+            original=original.original() if original else None,
+            pin_block=pin_block(pin, pan, self._keys.pik).hex().upper() if pin and self._keys else None)
+        before: list[Action] = [self._counters()]
+        after: list[Action] = [CrashPoint(point="b")]
+        reversal = None
+        if lay.reversible:
+            reversal = PendingReversal(stan=stan, kind=kind,
+                                       message=reversal_request(request, self.profile.family, reason="98"))
+            (before if s.save_reversal_before_send else after).append(SaveReversal(reversal=reversal))
+        before.append(CrashPoint(point="a"))
+        answer = yield from self._exchange_once(self._exchange_of(request, kind, before=tuple(before),
+                                                                  after=tuple(after)))
+        details: dict[str, Any] = {"amount_minor": amount} if journaled else {}
+        if invoice:
+            details["invoice"] = invoice
+        if isinstance(answer, _NotConnected):
+            return self._failure(op, answer)
+        if isinstance(answer, _NoAnswer):
+            if reversal is not None and answer.reason != reversal.reason:
+                self._emit(UpdateReversal(stan=stan, changes={"reason": answer.reason}))
+            return self._result(op, Outcome.NO_ANSWER, answer.why, answer=answer,
+                                reversal_pending=reversal is not None, **details)
+        rc = answer.rc
+        if rc != codes.APPROVED:
+            if reversal is not None:
+                self._emit(DeleteReversal(stan=stan))
+            result_text = _rc_text(rc)
+            if self.books.signon_required and self.settings.auto_signon_on_77:
+                blocked = yield from self._sign_on_if_required(op, op.now)
+                result_text += "; signed on again" if blocked is None else f"; {blocked.text}"
+            yield from self._trickle(op)
+            return self._result(op, Outcome.DECLINED, result_text, answer=answer, **details)
+        if not answer.mac_ok:
+            if reversal is not None:
+                self._emit(UpdateReversal(stan=stan, changes={"reason": "A0"}))
+            return self._result(op, Outcome.MAC_FAILED, "approval with a bad MAC: not committed, reversal A0 pending"
+                                if reversal is not None else "answer with a bad MAC ignored",
+                                answer=answer, reversal_pending=reversal is not None, **details)
+        response = answer.message
+        if not journaled:
+            return self._result(op, Outcome.APPROVED, _rc_text(rc), answer=answer,
+                                balance=response.get("54", ""))
+        self._emit(CrashPoint(point="c"))
+        if s.card_removed_after_approval and reversal is not None:
+            self._emit(UpdateReversal(stan=stan, changes={"reason": "96"}))
+            return self._result(op, Outcome.DECLINED, "approved by the host but the card was removed: "
+                                "not committed, reversal 96 pending", answer=answer, reversal_pending=True,
+                                **details)
+        assert invoice is not None
+        record = JournalRecord(
+            invoice=invoice, stan=stan, batch=self._batch, kind=kind, amount_minor=amount, pan=pan, expiry=expiry,
+            rrn=response.get("37", ""), auth_code=response.get("38", ""), local_date=request["13"],
+            local_time=request["12"], settlement_date=response.get("15"), mti=lay.mti,
+            processing_code=lay.processing_code, condition=lay.condition,
+            original_invoice=original.invoice if original else None)
+        edits = _original_edits(kind, original)
+        details.update(rrn=record.rrn, auth_code=record.auth_code)
+        printed = yield from self._commit_and_print(record, reversal_stan=stan if reversal else None, edits=edits)
+        if printed is None:
+            return self._result(op, Outcome.DECLINED, "printer failure before the journal commit: transaction not "
+                                "recorded", answer=answer, committed=False, printed=False, **details)
+        yield from self._trickle(op)
+        return self._result(op, Outcome.APPROVED, _rc_text(rc) + ("" if printed else "; printer failed: PLEASE "
+                                                                                       "REPRINT"),
+                            answer=answer, printed=printed, **details)
+
+    def _commit_and_print(self, record: JournalRecord, *, reversal_stan: str | None,
+                          edits: tuple[Edit, ...]) -> Generator[_Wait, Any, bool | None]:
+        """5d: journal, clear R, then print (C29).  Returns whether it printed; None when the
+        flawed order (print first) lost the transaction to a printer failure."""
+        lines = _receipt(self.profile, record)
+        if self.settings.commit_before_print:
+            self._emit(CommitApproval(record=record, reversal_stan=reversal_stan, edits=edits))
+            self._emit(CrashPoint(point="d"))
+            printed = yield _Print(lines=lines)
+            if printed:
+                self._emit(UpdateJournal(edits=((record.invoice, {"printed": True}),)))
+            return bool(printed)
+        if reversal_stan is not None:
+            self._emit(DeleteReversal(stan=reversal_stan))  # the flawed terminal clears R on 00 ...
+        printed = yield _Print(lines=lines)  # ... and prints before it journals
+        if not printed:
+            return None
+        self._emit(CommitApproval(record=replace(record, printed=True), reversal_stan=None, edits=edits))
+        self._emit(CrashPoint(point="d"))
+        return True
+
+    def _trickle(self, op: Operation) -> Generator[_Wait, Any, None]:
+        """After an online transaction that got an answer: at most one queued advice (F6)."""
+        if self.settings.trickle_saf and self.books.advices and self._linked:
+            yield from self._deliver_advices(op, limit=1, retry=False)
+
+    def _online_advice_flow(self, op: Financial, kind: str, amount: int, pan: str, expiry: str,
+                            original: JournalRecord | None) -> Flow:
+        """An advice sent at once (CUP refund, INTL completion and pre-auth void): queued durably
+        before it is sent, journalled when the host accepts it, repeated as 0221 when unanswered."""
+        lay = layout(kind, self.profile.family)
+        stan, invoice = self._take_stan(), self._take_invoice()
+        request = financial_request(self.profile, kind, stan=stan, batch=self._batch, now=op.now,
+                                    amount_minor=amount, pan=pan, expiry=expiry, invoice=invoice,
+                                    original=original.original() if original else None)
+        record = JournalRecord(invoice=invoice, stan=stan, batch=self._batch, kind=kind, amount_minor=amount, pan=pan,
+                               expiry=expiry, rrn="", auth_code="", local_date=request["13"],
+                               local_time=request["12"], mti=lay.mti, processing_code=lay.processing_code,
+                               condition=lay.condition, original_invoice=original.invoice if original else None)
+        advice = Advice(stan=stan, kind=kind, message=request, invoice=invoice, record=record,
+                        on_accept=_original_edits(kind, original))
+        answer = yield from self._exchange_once(self._exchange_of(
+            request, kind, before=(self._counters(), SaveAdvice(advice=advice), CrashPoint(point="a")),
+            after=(CrashPoint(point="b"),)))
+        details: dict[str, Any] = {"amount_minor": amount, "invoice": invoice}
+        if isinstance(answer, _NotConnected):
+            return self._failure(op, answer)
+        self._emit(UpdateAdvice(stan=stan, attempts=1))
+        s = self.settings
+        if isinstance(answer, _NoAnswer):
+            return self._result(op, Outcome.NO_ANSWER, f"{answer.why}; advice stored, repeated later as "
+                                f"{repeat_mti(request['t'])}", answer=answer, advice_queued=True, **details)
+        rc = answer.rc
+        if not answer.mac_ok or rc in s.saf_retry_codes:
+            why = "answer with a bad MAC" if not answer.mac_ok else _rc_text(rc)
+            return self._result(op, Outcome.NO_ANSWER if not answer.mac_ok else Outcome.DECLINED,
+                                f"{why}; advice stored, repeated later as {repeat_mti(request['t'])}",
+                                answer=answer, advice_queued=True, **details)
+        if rc not in s.saf_valid_codes:
+            self._emit(RemoveAdvice(stan=stan))
+            yield from self._trickle(op)
+            return self._result(op, Outcome.DECLINED, _rc_text(rc), answer=answer, **details)
+        record = replace(record, rrn=answer.message.get("37", ""), auth_code=answer.message.get("38", ""),
+                         settlement_date=answer.message.get("15"))
+        self._emit(CrashPoint(point="c"))
+        self._emit(RemoveAdvice(stan=stan, record=record, edits=advice.on_accept))
+        self._emit(CrashPoint(point="d"))
+        printed = yield _Print(lines=_receipt(self.profile, record))
+        if printed:
+            self._emit(UpdateJournal(edits=((invoice, {"printed": True}),)))
+        yield from self._trickle(op)
+        details.update(rrn=record.rrn, auth_code=record.auth_code, printed=bool(printed))
+        return self._result(op, Outcome.APPROVED, _rc_text(rc) + ("" if printed else "; printer failed: PLEASE "
+                                                                                      "REPRINT"), answer=answer,
+                            **details)
+
+    def _offline_flow(self, op: Financial, kind: str, mti: str, amount: int, tip: int, pan: str, expiry: str,
+                      original: JournalRecord | None) -> Flow:
+        """F6: offline sale and tip adjust: approved by the terminal, journalled and queued in one
+        durable step, sent later (trickle after the next online transaction, drain before 0500)."""
+        now = op.now
+        stan = self._take_stan()
+        if kind == "offline_sale":
+            invoice = self._take_invoice()
+            auth_code = f"Y{stan[-5:]}"  # the terminal's own approval code (Y = offline approved)
+            request = financial_request(self.profile, kind, stan=stan, batch=self._batch, now=now, amount_minor=amount,
+                                        pan=pan, expiry=expiry, invoice=invoice, auth_code=auth_code)
+            record = JournalRecord(invoice=invoice, stan=stan, batch=self._batch, kind=kind, amount_minor=amount,
+                                   pan=pan, expiry=expiry, rrn="", auth_code=auth_code, local_date=request["13"],
+                                   local_time=request["12"], mti=mti, processing_code=request["3"],
+                                   condition=request["25"], offline=True)
+            advice = Advice(stan=stan, kind=kind, message=request, invoice=invoice,
+                            on_decline=((invoice, {"status": DECLINED}),))
+            save = SaveAdvice(advice=advice, record=record)
         else:
-            why = {TimerExpired: f"no answer within {self.response_timeout_seconds:g} s",
-                   ConnectionLost: "connection lost before the answer",
-                   MessageUnreadable: "unreadable answer"}[type(event)]
-            detail = getattr(event, "reason", "")
-            actions, result = [], Result(command=command, outcome=Outcome.NO_ANSWER, mti=request["t"], response_mti=None,
-                                         rc=None, stan=request["11"], text=why + (f": {detail}" if detail else ""))
-        self.result = result
-        return [*actions, Finish(result=result)]
+            assert original is not None
+            invoice = original.invoice
+            request = financial_request(self.profile, kind, stan=stan, batch=self._batch, now=now, amount_minor=amount,
+                                        pan=pan, expiry=expiry, invoice=invoice, original=original.original(),
+                                        original_amount_minor=original.amount_minor
+                                        if self.profile.family == "intl" else None)
+            record = replace(original, amount_minor=amount, tip_minor=tip)
+            advice = Advice(stan=stan, kind=kind, message=request, invoice=invoice,
+                            on_decline=((invoice, {"amount_minor": original.amount_minor,
+                                                   "tip_minor": original.tip_minor}),))
+            save = SaveAdvice(advice=advice, edits=((invoice, {"amount_minor": amount, "tip_minor": tip}),))
+        self._emit(self._counters())
+        self._emit(save)
+        self._emit(CrashPoint(point="d"))
+        printed = yield _Print(lines=_receipt(self.profile, record))
+        if printed:
+            self._emit(UpdateJournal(edits=((invoice, {"printed": True}),)))
+        return self._result(op, Outcome.APPROVED, "approved offline; advice queued" + (
+            "" if printed else "; printer failed: PLEASE REPRINT"), request=request, amount_minor=amount,
+            invoice=invoice, auth_code=record.auth_code, advice_queued=True, printed=bool(printed),
+            **({"tip_minor": tip} if kind == "adjust" else {}))
 
-    def _on_response(self, op: Operation, command: str, response: Message) -> tuple[list[Action], Result]:
-        request = self._request
-        assert request is not None
-        rc = response.get("39", "")
-        entry = codes.lookup(rc)
-        base = Result(command=command, outcome=Outcome.APPROVED if entry.approved else Outcome.DECLINED,
-                      mti=request["t"], response_mti=response["t"], rc=rc, stan=request["11"],
-                      text=entry.meaning)
-        actions: list[Action] = []
-        if isinstance(op, SignOn) and entry.approved:
-            self.books.signed_on = True
-            if self.profile.family == "cup" and len(response.get("60", "")) >= 8:
-                self.books.batch = int(response["60"][2:8])  # adopt the host's batch number (60.2)
-            actions = [SaveCounters(stan=self.books.stan, invoice=self.books.invoice, batch=self.books.batch),
-                       SaveSignOn(signed_on=True)]
-        elif isinstance(op, SignOff) and entry.approved:
-            self.books.signed_on = False
-            actions = [SaveSignOn(signed_on=False)]
-        elif isinstance(op, Sale):
-            details = {"amount_minor": op.amount_minor, "invoice": request.get("62") or f"{self.books.invoice:06d}"}
-            if entry.approved:
-                record = JournalRecord(
-                    invoice=details["invoice"], stan=request["11"], batch=f"{self.books.batch:06d}", kind="sale",
-                    amount_minor=op.amount_minor, pan=op.card.pan, expiry=op.card.expiry,
-                    rrn=response.get("37", ""), auth_code=response.get("38", ""), local_date=request["13"],
-                    local_time=request["12"], settlement_date=response.get("15"))
-                self.books.records.append(record)
-                actions = [AppendJournal(record=record)]
-                details.update(rrn=record.rrn, auth_code=record.auth_code)
-            base = replace(base, details=details)
-        elif isinstance(op, Settle):
-            actions, base = self._on_settlement(response, base)
-        return actions, base
+    # ---- settlement (F9, F10) ----------------------------------------------------------------
 
-    def _on_settlement(self, response: Message, base: Result) -> tuple[list[Action], Result]:
-        totals = self.books.open_batch_totals()
-        batch = f"{self.books.batch:06d}"
+    def _settle_flow(self, op: Settle) -> Flow:
+        s, books = self.settings, self.books
+        state = books.settlement
+        blocked = yield from self._sign_on_if_required(op, op.now)
+        if blocked is not None:
+            return blocked
+        fresh = state is None
+        if state is None:
+            state = SettlementState(batch=self._batch, stage=SettlementStage.STARTED)
+        else:
+            self._notes["resumed"] = state.stage.value
+        self._notes["reversal_sent"] = False
+        if s.reversal_first:
+            blocked = yield from self._reversals_first(op)
+            if blocked is not None:
+                return replace(blocked, text=f"{blocked.text}; settlement not started, batch {state.batch} pending")
+        if s.drain_saf_before_settle and books.advices and state.stage is SettlementStage.STARTED:
+            blocked = yield from self._deliver_advices(op, limit=None, retry=True)
+            if blocked is not None:
+                return replace(blocked, text=f"{blocked.text}; settlement not started, batch {state.batch} pending")
+        first: _Answered | None = None
+        if state.stage is SettlementStage.STARTED:
+            stan = self._take_stan()
+            request = settlement_request(self.profile, books.open_batch_totals(), stan=stan, batch=state.batch,
+                                         now=op.now, processing_code=INTL_SETTLE_FIRST)
+            # S is durable before the 0500 leaves: from then on new transactions are refused.
+            before = (self._counters(), *((SaveSettlement(state=state),) if fresh else ()))
+            answer = yield from self._exchange_once(self._exchange_of(request, "settlement", before=before,
+                                                                      timeout_factor=s.settlement_timeout_factor))
+            if not isinstance(answer, _Answered) or not answer.mac_ok:
+                return self._settle_failure(op, answer, state)
+            first = answer
+            verdict = self._verdict(answer)
+            if verdict is None:
+                return self._settle_failure(op, answer, state)
+            state = replace(state, result=verdict, first_rc=answer.rc)
+            if verdict == "balanced":
+                stage = SettlementStage.ENDING if self.profile.family == "cup" else SettlementStage.HOST_CLOSED
+                state = replace(state, stage=stage)
+                self._emit(SaveSettlement(state=state))
+            elif s.batch_upload_on_unbalanced:
+                state = replace(state, stage=SettlementStage.UPLOADING)
+                self._emit(SaveSettlement(state=state))
+                self._emit(CrashPoint(point="e"))
+            else:  # the flawed terminal closes its batch without telling the host anything more
+                state = replace(state, stage=SettlementStage.HOST_CLOSED)
+                self._emit(SaveSettlement(state=state))
+                self._notes["closed_without_upload"] = True
+        if state.stage is SettlementStage.UPLOADING:
+            done = yield from self._upload(op, state)
+            if isinstance(done, Result):
+                return self._with_first(done, first)
+            state = replace(done, stage=SettlementStage.ENDING)
+            self._emit(SaveSettlement(state=state))
+        if state.stage is SettlementStage.ENDING:
+            ended = yield from self._end_settlement(op, state)
+            if isinstance(ended, Result):
+                return self._with_first(ended, first)
+            state = replace(state, stage=SettlementStage.HOST_CLOSED)
+            self._emit(SaveSettlement(state=state))
+        return (yield from self._close_batch(op, state, first))
+
+    def _verdict(self, answer: _Answered) -> str | None:
+        """``balanced`` / ``unbalanced`` from the first 0510, None when it is neither (declined)."""
+        if answer.rc == codes.RECONCILE_ERROR:
+            return "unbalanced"  # INTL 95, and the CUP hosts that signal imbalance with 39=95
+        if answer.rc != codes.APPROVED:
+            return None
         if self.profile.family == "cup":
             try:
-                _, flag = parse_cup_field_48(response.get("48", ""))
+                _, flag = parse_cup_field_48(answer.message.get("48", ""))
             except ValueError:
-                flag = "3"
-            balanced = base.rc == codes.APPROVED and flag == CUP_BALANCED
+                flag = "3"  # unreadable totals: 对账错
+            return "balanced" if flag == CUP_BALANCED else "unbalanced"
+        return "balanced"
+
+    def _upload_items(self) -> list[JournalRecord]:
+        return [r for r in self.books.records if r.counts and not r.uploaded]
+
+    def _upload(self, op: Settle, state: SettlementState) -> Generator[_Wait, Any, SettlementState | Result]:
+        """Batch upload of every counting record without an upload flag (flag set after its 0330)."""
+        pending = self._upload_items()
+        chunk = 1 if self.profile.family == "intl" else CUP_UPLOAD_MAX_RECORDS
+        while pending:
+            batch_items, pending = pending[:chunk], pending[chunk:]
+            stan = self._take_stan()
+            items = [_upload_item(r) for r in batch_items]
+            if self.profile.family == "intl":
+                request = intl_upload_request(self.profile, items[0], stan=stan, now=op.now)
+            else:
+                request = cup_upload_request(self.profile, items, stan=stan, batch=state.batch, now=op.now)
+            answer = yield from self._exchange_once(self._exchange_of(request, "upload", before=(self._counters(),)))
+            if not isinstance(answer, _Answered) or not answer.mac_ok or answer.rc != codes.APPROVED:
+                return self._settle_failure(op, answer, state, what="batch upload interrupted")
+            state = replace(state, uploaded=state.uploaded + len(batch_items))
+            self._emit(MarkUploaded(invoices=tuple(r.invoice for r in batch_items)))
+            self._emit(SaveSettlement(state=state))
+            self._emit(CrashPoint(point="f"))
+        return state
+
+    def _end_settlement(self, op: Settle, state: SettlementState) -> Generator[_Wait, Any, None | Result]:
+        stan = self._take_stan()
+        if self.profile.family == "intl":
+            request = settlement_request(self.profile, self.books.open_batch_totals(), stan=stan, batch=state.batch,
+                                         now=op.now, processing_code=INTL_SETTLE_AFTER_UPLOAD)
         else:
-            balanced = base.rc == codes.APPROVED
-        details = {"batch": batch, "settlement_result": "balanced" if balanced else "unbalanced",
-                   "sale_count": totals.debit_count, "sale_amount_minor": totals.debit_minor,
-                   "refund_count": totals.credit_count, "refund_amount_minor": totals.credit_minor}
-        if not balanced:
-            return [], replace(base, outcome=Outcome.UNBALANCED, details=details,
-                               text="settlement unbalanced: host totals differ" + (f" ({base.text})" if base.rc else ""))
-        self.books.records.clear()
-        self.books.batch = self.books.batch % 999_999 + 1
-        details["next_batch"] = f"{self.books.batch:06d}"
-        return ([CloseBatch(batch=batch),
-                 SaveCounters(stan=self.books.stan, invoice=self.books.invoice, batch=self.books.batch)],
-                replace(base, outcome=Outcome.BALANCED, details=details, text="settlement balanced, batch closed"))
+            request = cup_upload_end(self.profile, stan=stan, batch=state.batch, now=op.now,
+                                     balanced=state.result == "balanced", uploaded=state.uploaded)
+        answer = yield from self._exchange_once(self._exchange_of(request, "settlement_end", before=(self._counters(),),
+                                                                  timeout_factor=self.settings.settlement_timeout_factor))
+        if not isinstance(answer, _Answered) or not answer.mac_ok:
+            return self._settle_failure(op, answer, state, what="closing message")
+        if answer.rc == codes.RECONCILE_ERROR and self.profile.family == "intl":
+            self._notes["unbalanced_after_upload"] = True  # PAX: "RECONCILE ERROR", closes anyway
+            return None
+        if answer.rc != codes.APPROVED:
+            return self._settle_failure(op, answer, state, what="closing message")
+        return None
+
+    def _close_batch(self, op: Settle, state: SettlementState, first: _Answered | None) -> Flow:
+        totals = self.books.open_batch_totals()
+        self._emit(CrashPoint(point="g"))
+        next_batch = self.books.batch % 999_999 + 1
+        self._emit(CloseBatch(batch=state.batch, next_batch=next_batch))
+        printed = yield _Print(lines=(f"SETTLEMENT batch {state.batch}", f"result {state.result}",
+                                      f"sales {totals.debit_count} {_money(totals.debit_minor)}",
+                                      f"refunds {totals.credit_count} {_money(totals.credit_minor)}"))
+        balanced = state.result == "balanced"
+        if balanced:
+            text = "settlement balanced, batch closed"
+        elif self._notes.get("closed_without_upload"):
+            text = "settlement unbalanced: batch closed without upload"
+        else:
+            text = f"settlement unbalanced: {state.uploaded} records uploaded, batch closed"
+        if not printed:
+            text += "; printer failed: PLEASE REPRINT"
+        details = {"batch": state.batch, "settlement_result": state.result, "uploaded": state.uploaded,
+                   "batch_closed": True, "next_batch": f"{next_batch:06d}", **_totals_details(totals)}
+        if first is None:
+            return self._result(op, Outcome.BALANCED if balanced else Outcome.UNBALANCED, text, **details)
+        return self._result(op, Outcome.BALANCED if balanced else Outcome.UNBALANCED, text, answer=first, **details)
+
+    def _settle_failure(self, op: Settle, answer: _Answer, state: SettlementState, *, what: str = "") -> Result:
+        base = self._failure(op, answer, what)
+        if isinstance(answer, _Answered) and not answer.mac_ok:
+            base = replace(base, outcome=Outcome.NO_ANSWER, text=f"answer with a bad MAC ignored ({what or 'settlement'})")
+        pending = self.books.settlement is not None
+        details = {"batch": state.batch, "settlement_result": state.result or "pending", "uploaded": state.uploaded,
+                   "batch_closed": False, "settlement_pending": pending,
+                   **_totals_details(self.books.open_batch_totals())}
+        text = base.text + (f"; settlement of batch {state.batch} pending: run settle again" if pending else "")
+        return replace(base, text=text, details={**base.details, **details})
+
+    def _with_first(self, result: Result, first: _Answered | None) -> Result:
+        """A failure after the first 0510 of this run, reported under the first 0500's identity (its
+        MTI, STAN and answer): the outcome stays the host's verdict when it said unbalanced, and
+        ``failed_step`` names the exchange that failed; the batch stays open (``batch_closed``)."""
+        if first is None:
+            return result
+        verdict = result.details.get("settlement_result")
+        return replace(result, outcome=Outcome.UNBALANCED if verdict == "unbalanced" else result.outcome,
+                       mti=first.request["t"], response_mti=first.message["t"], rc=first.rc, stan=first.request["11"],
+                       details={**result.details, "failed_step": {"mti": result.mti, "rc": result.rc,
+                                                                   "stan": result.stan,
+                                                                   "outcome": result.outcome.value}})
+
+
+# --------------------------------------------------------------------------- pure helpers
+
+
+def _parse_keys(settings: TerminalSettings, block_hex: str, mode: str) -> WorkingKeys:
+    """Decrypt and check the working keys of a sign-on key block.
+
+    Raises:
+        ValueError: not hex, wrong length or count, or a check value mismatch (KeyCheckError).
+    """
+    try:
+        block = bytes.fromhex(block_hex)
+    except ValueError:
+        raise ValueError(f"Key block is not hex ({len(block_hex)} characters)") from None
+    key_length, count = KEY_BLOCK_LAYOUT[mode]
+    keys = parse_key_block(settings.tmk_bytes, block, key_length, ("PIK", "MAK", "TDK")[:count])
+    if len(keys) != count:
+        raise ValueError(f"Key block holds {len(keys)} keys, expecting {count} for layout {mode}")
+    return WorkingKeys(pik=keys[0], mak=keys[1], tdk=keys[2] if count > 2 else None)
+
+
+def _clock_offset(now: datetime, response: Message) -> float | None:
+    """Seconds to add to the terminal's clock to read the host's 12/13 (None when absent or bad)."""
+    time, date = response.get("12", ""), response.get("13", "")
+    if len(time) != 6 or len(date) != 4 or not (time + date).isdigit():
+        return None
+    try:
+        host = now.replace(month=int(date[:2]), day=int(date[2:]), hour=int(time[:2]), minute=int(time[2:4]),
+                           second=int(time[4:]), microsecond=0)
+    except ValueError:
+        return None
+    return (host - now.replace(microsecond=0)).total_seconds()
+
+
+def _amounts(op: Financial, original: JournalRecord | None) -> tuple[int, int]:
+    """(field 4 amount, tip) of an operation; voids and pre-auth voids take the original's amount."""
+    if isinstance(op, Adjust):
+        assert original is not None
+        base = original.amount_minor - original.tip_minor
+        if op.new_amount_minor is not None:
+            return op.new_amount_minor, op.new_amount_minor - base
+        tip = op.tip_minor or 0
+        return base + tip, tip
+    amount = getattr(op, "amount_minor", None)
+    if amount is None:
+        return (original.amount_minor if original else 0), 0
+    return amount, 0
+
+
+def _original_edits(kind: str, original: JournalRecord | None) -> tuple[Edit, ...]:
+    if original is None or kind not in _ORIGINAL_BECOMES:
+        return ()
+    return ((original.invoice, {"status": _ORIGINAL_BECOMES[kind]}),)
+
+
+def _upload_item(r: JournalRecord) -> UploadItem:
+    return UploadItem(mti=r.mti, processing_code=r.processing_code, stan=r.stan, invoice=r.invoice,
+                      amount_minor=r.amount_minor, pan=r.pan, expiry=r.expiry, rrn=r.rrn, auth_code=r.auth_code,
+                      local_date=r.local_date, local_time=r.local_time, condition=r.condition)
+
+
+def _receipt(profile: Profile, r: JournalRecord) -> tuple[str, ...]:
+    return (f"TID {profile.tid} MID {profile.mid}", f"{r.kind.upper()} {_money(r.amount_minor)}",
+            f"CARD {mask_pan(r.pan)}", f"BATCH {r.batch} INVOICE {r.invoice} STAN {r.stan}",
+            f"RRN {r.rrn or '-'} AUTH {r.auth_code or '-'}")
+
+
+def _totals_details(t: Totals) -> dict[str, int]:
+    return {"sale_count": t.debit_count, "sale_amount_minor": t.debit_minor, "refund_count": t.credit_count,
+            "refund_amount_minor": t.credit_minor}
+
+
+def _rc_text(rc: str) -> str:
+    return codes.lookup(rc).meaning
+
+
+def _money(minor: int) -> str:
+    return f"{minor / 100:.2f}"
+
+
+def _stuck_text(r: PendingReversal) -> str:
+    return (f"reversal of STAN {r.stan} stuck: refused {r.refusals} times (last rc {r.last_rc}); sales are "
+            "blocked until it clears: run reverse, or ask the acquirer")
