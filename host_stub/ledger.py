@@ -268,7 +268,7 @@ class Ledger:
         """An advice (0220/0221, 0120/0121) already posted with the same TID, STAN, 3 and amount."""
         row = self._db.execute(
             "SELECT * FROM authorizations WHERE tid = ? AND stan = ? AND mti IN ('0220', '0221', '0120', '0121')"
-            " AND processing_code IS ? AND amount_minor IS ? AND status NOT IN ('declined', 'repeat')"
+            " AND processing_code IS ? AND amount_minor IS ? AND status NOT IN ('declined', 'repeat', 'dropped')"
             " ORDER BY id DESC LIMIT 1", (tid, stan, processing_code, amount_minor)).fetchone()
         return dict(row) if row else None
 
