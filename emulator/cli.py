@@ -2,30 +2,43 @@
 
     pos-terminal --port 8583 --dialect intl-bcd --journal t1.sqlite signon
     pos-terminal --port 8583 --journal t1.sqlite --json sale 12.34
+    pos-terminal --port 8583 --journal t1.sqlite void --invoice 1
+    pos-terminal --port 8583 --journal t1.sqlite --set final_reversal_codes=00 sale 5.00
     pos-terminal --port 8583 --journal t1.sqlite settle
     pos-terminal demo            # start a stub host child, sign on, three sales, settle
 
+Each invocation is one operation; everything durable (counters, keys, journal, pending reversals,
+queued advices, the settlement state) lives in the ``--journal`` file, so the next invocation
+continues where the last one stopped — also after ``--crash-at POINT`` killed it like a power cut.
+When an operation leaves a reversal pending, the terminal sends it at once ("at idle") unless
+``reverse_at_idle`` is off; ``reverse`` sends pending reversals on demand.
+
+Options that apply to every command (before or after the command name): ``--host``, ``--port``,
+``--dialect``, ``--journal``, ``--tid``, ``--mid``, ``--timeout``, ``--config FILE`` (YAML settings),
+``--set name=value`` (repeatable), ``--crash-at POINT`` and ``--json``.
+
 Exit codes: 0 the exchange completed (approved, declined, balanced or unbalanced); 2 bad usage or
-configuration; 3 no connection could be made; 4 the request went out and no answer came.
+configuration; 3 no connection could be made; 4 a request went out and no (trustworthy) answer
+came; 5 refused by the terminal itself, nothing sent; 137 died at the armed crash point.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import sys
 import tempfile
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import click
 
 from specs.cards import Card, seeded_card
 from specs.cliopts import framing_options, resolve_framing
 from specs.dialects import DIALECTS, get_dialect
-from specs.framing import Framing
 from specs.logs import configure_logging
 from specs.masking import mask_pan
 
@@ -33,25 +46,90 @@ from emulator.channel import Endpoint, run_operation
 from emulator.hostproc import HostStartError, start_host
 from emulator.journal import Journal
 from emulator.messages import Profile
-from emulator.terminal import Echo, Operation, Outcome, Result, Sale, Settle, SignOff, SignOn, Terminal
+from emulator.settings import CRASH_POINTS, SettingsError, TerminalSettings, describe, load_settings
+from emulator.terminal import (Adjust, Balance, Books, Completion, CompletionVoid, Echo, Idle, OfflineSale, Operation,
+                               Outcome, PreAuth, PreAuthVoid, Reference, Refund, Result, Reverse, Sale, Settle, SignOff,
+                               SignOn, Terminal, Void)
 
 EXIT_CONNECT_FAILED = 3
 EXIT_NO_ANSWER = 4
+EXIT_REFUSED = 5
+
+_EXIT_CODES = {Outcome.CONNECT_FAILED: EXIT_CONNECT_FAILED, Outcome.NO_ANSWER: EXIT_NO_ANSWER,
+               Outcome.MAC_FAILED: EXIT_NO_ANSWER, Outcome.REFUSED: EXIT_REFUSED}
+
+#: Options every command takes, also after the command name: name -> click option factory.
+_COMMON = ("host", "port", "dialect", "journal", "tid", "mid", "timeout", "config", "overrides", "crash_at",
+           "json_output")
 
 
-class Settings:
-    """Global options, resolved once per invocation."""
+def _common_options(func: Callable[..., Any], *, top: bool) -> Callable[..., Any]:
+    """The options every command takes.  At the top level they carry the defaults; after the
+    command name they default to None ("as given before the command")."""
+    def default(value: Any) -> Any:
+        return value if top else None
+    options = [
+        click.option("--host", default=default("127.0.0.1"), show_default=top, help="Host address."),
+        click.option("--port", type=click.IntRange(1, 65535), default=None, help="Host TCP port."),
+        click.option("--dialect", type=click.Choice(sorted(DIALECTS)), default=default("intl-bcd"), show_default=top),
+        click.option("--journal", default=default("terminal.sqlite"), show_default=top,
+                     help="Terminal journal (SQLite file)."),
+        click.option("--tid", default=default("10000001"), show_default=top,
+                     help="Terminal ID (field 41, 8 characters)."),
+        click.option("--mid", default=default("123456789012345"), show_default=top,
+                     help="Merchant ID (field 42, 15 characters)."),
+        click.option("--timeout", type=click.FloatRange(min=0.001), default=default(60.0), show_default=top,
+                     help="Response timeout in seconds."),
+        click.option("--config", type=click.Path(dir_okay=False), default=None,
+                     help="YAML file of settings (fix toggles, limits, keys, terminal faults)."),
+        click.option("--set", "overrides", multiple=True, metavar="NAME=VALUE",
+                     help="Override one setting (repeatable), e.g. --set final_reversal_codes=00,12,25."),
+        click.option("--crash-at", type=click.Choice(sorted(CRASH_POINTS)), default=None,
+                     help="Die like a power cut at this crash point (domain.md §3.1 a-g)."),
+        click.option("--json", "json_output", is_flag=True, default=None if not top else False,
+                     help="Print one JSON object per command on stdout."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+class Options:
+    """Options of one invocation, resolved once."""
 
     def __init__(self, **options: Any) -> None:
-        self.host: str = options["host"]
-        self.port: int | None = options["port"]
-        self.dialect = get_dialect(options["dialect"])
-        self.framing: Framing = resolve_framing(options["dialect"], options["length_prefix"], options["tpdu"],
-                                                options["cup_header"], options["max_frame_bytes"])
-        self.journal_path: str = options["journal"]
-        self.profile = Profile(tid=options["tid"], mid=options["mid"], family=self.dialect.family, nii=options["nii"])
-        self.timeout: float = options["timeout"]
-        self.json: bool = options["json_output"]
+        self.raw = options
+        self.resolve()
+
+    def merge(self, local: dict[str, Any]) -> None:
+        """Apply options given after the command name (those not None win)."""
+        for name in _COMMON:
+            value = local.get(name)
+            if name == "overrides":
+                self.raw["overrides"] = (*self.raw.get("overrides", ()), *(value or ()))
+            elif value is not None:
+                self.raw[name] = value
+        self.resolve()
+
+    def resolve(self) -> None:
+        o = self.raw
+        _validate_identity(o["tid"], o["mid"])
+        self.host: str = o["host"]
+        self.port: int | None = o["port"]
+        self.dialect = get_dialect(o["dialect"])
+        self.framing = resolve_framing(o["dialect"], o["length_prefix"], o["tpdu"], o["cup_header"],
+                                       o["max_frame_bytes"])
+        self.journal_path: str = o["journal"]
+        self.profile = Profile(tid=o["tid"], mid=o["mid"], family=self.dialect.family, nii=o["nii"])
+        self.timeout: float = o["timeout"]
+        self.json: bool = bool(o["json_output"])
+        try:
+            settings = load_settings(o["config"], o["overrides"])
+            if o["crash_at"]:
+                settings = load_settings(overrides=[f"crash_at={o['crash_at']}"], base=settings)
+        except SettingsError as exc:
+            raise click.BadParameter(str(exc), param_hint="--config/--set") from None
+        self.settings: TerminalSettings = settings
 
 
 def parse_amount(text: str) -> int:
@@ -81,17 +159,13 @@ def _validate_identity(tid: str, mid: str) -> None:
         raise click.BadParameter(f"MID {mid!r} is {len(mid)} characters, expecting 15", param_hint="--mid")
 
 
+def _top_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    return _common_options(func, top=True)
+
+
 @click.group()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Host address.")
-@click.option("--port", type=click.IntRange(1, 65535), default=None, help="Host TCP port.")
-@click.option("--dialect", type=click.Choice(sorted(DIALECTS)), default="intl-bcd", show_default=True)
-@click.option("--journal", default="terminal.sqlite", show_default=True, help="Terminal journal (SQLite file).")
-@click.option("--tid", default="10000001", show_default=True, help="Terminal ID (field 41, 8 characters).")
-@click.option("--mid", default="123456789012345", show_default=True, help="Merchant ID (field 42, 15 characters).")
+@_top_options
 @click.option("--nii", default="112", show_default=True, help="NII (INTL field 24 and TPDU destination).")
-@click.option("--timeout", type=click.FloatRange(min=0.001), default=60.0, show_default=True,
-              help="Response timeout in seconds.")
-@click.option("--json", "json_output", is_flag=True, help="Print one JSON object per command on stdout.")
 @click.option("--log-json", is_flag=True, help="Log JSON lines on stderr instead of console text.")
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
@@ -100,33 +174,89 @@ def _validate_identity(tid: str, mid: str) -> None:
 def main(ctx: click.Context, log_json: bool, log_level: str, **options: Any) -> None:
     """Emulated ISO 8583 POS terminal."""
     configure_logging(json=log_json, level=log_level)
-    _validate_identity(options["tid"], options["mid"])
-    ctx.obj = Settings(**options)
+    ctx.obj = Options(**options)
 
 
-def _run(settings: Settings, make_operation: Any) -> Result:
-    if settings.port is None:
+def command(name: str | None = None, **kwargs: Any) -> Callable[[Callable[..., Any]], Any]:
+    """A subcommand that also takes the common options after its name."""
+    def decorate(func: Callable[..., Any]) -> Any:
+        @functools.wraps(func)  # also carries the click parameters declared on func
+        def wrapper(**params: Any) -> Any:
+            options: Options = click.get_current_context().obj
+            options.merge({k: params.pop(k) for k in _COMMON if k in params})
+            return func(options, **params)
+        wrapper.__click_params__ = list(getattr(func, "__click_params__", []))  # type: ignore[attr-defined]
+        return main.command(name, **kwargs)(_common_options(wrapper, top=False))
+    return decorate
+
+
+# --------------------------------------------------------------------------- running operations
+
+
+def _now(books: Books) -> datetime:
+    """The terminal's clock: local time plus the offset learnt from the host at sign-on."""
+    return datetime.now() + timedelta(seconds=books.clock_offset_seconds)
+
+
+async def _drive(options: Options, journal: Journal, make: Callable[[datetime], Operation]) -> Result:
+    books = journal.load()
+    terminal = Terminal(options.profile, books, response_timeout_seconds=options.timeout, settings=options.settings)
+    assert options.port is not None
+    endpoint = Endpoint(host=options.host, port=options.port,
+                        connect_timeout_seconds=min(10.0, max(options.timeout, 0.5)))
+    operation = make(_now(books))
+    result = await run_operation(operation, terminal=terminal, journal=journal, endpoint=endpoint,
+                                 framing=options.framing, dialect=options.dialect)
+    if _owes_reversal_at_idle(options.settings, terminal, operation, result):
+        terminal.start_next_operation()
+        idle = await run_operation(Idle(now=_now(terminal.books)), terminal=terminal, journal=journal,
+                                   endpoint=endpoint, framing=options.framing, dialect=options.dialect)
+        result = _with_idle(result, idle)
+    return result
+
+
+def _owes_reversal_at_idle(settings: TerminalSettings, terminal: Terminal, operation: Operation,
+                           result: Result) -> bool:
+    """A reversal this operation left behind is sent at once ("at idle"), unless it was just tried."""
+    return (settings.reverse_at_idle and bool(terminal.books.reversals) and not isinstance(operation, (Reverse, Idle))
+            and result.outcome is not Outcome.CONNECT_FAILED and not result.details.get("reversal_sent"))
+
+
+def _with_idle(result: Result, idle: Result) -> Result:
+    details = dict(result.details)
+    details["reversal_sent"] = bool(idle.details.get("reversal_sent"))
+    for key in ("reversal_cleared", "reversal_rc", "reversal_parked"):
+        if key in idle.details:
+            details[key] = idle.details[key]
+    details["reversal_pending"] = not idle.details.get("reversal_cleared", False) and not idle.details.get(
+        "reversal_parked", False)
+    details["idle"] = {"outcome": idle.outcome.value, "text": idle.text}
+    return Result(command=result.command, outcome=result.outcome, mti=result.mti, response_mti=result.response_mti,
+                  rc=result.rc, stan=result.stan, text=result.text, details=details)
+
+
+def _run(options: Options, make: Callable[[datetime], Operation]) -> Result:
+    if options.port is None:
         raise click.UsageError("--port is required for commands that talk to the host")
-    journal = Journal(settings.journal_path)
+    journal = Journal(options.journal_path)
     try:
-        terminal = Terminal(settings.profile, journal.load(), response_timeout_seconds=settings.timeout)
-        endpoint = Endpoint(host=settings.host, port=settings.port,
-                            connect_timeout_seconds=min(10.0, max(settings.timeout, 0.5)))
-        return asyncio.run(run_operation(make_operation(datetime.now()), terminal=terminal, journal=journal,
-                                         endpoint=endpoint, framing=settings.framing, dialect=settings.dialect))
+        return asyncio.run(_drive(options, journal, make))
     finally:
         journal.close()
 
 
-def _report(settings: Settings, result: Result) -> None:
-    if settings.json:
-        click.echo(json.dumps(result.as_dict()))
-    else:
-        click.echo(format_result(result))
-    if result.outcome is Outcome.CONNECT_FAILED:
-        sys.exit(EXIT_CONNECT_FAILED)
-    if result.outcome is Outcome.NO_ANSWER:
-        sys.exit(EXIT_NO_ANSWER)
+def _exit_code(result: Result) -> int:
+    failed = result.details.get("failed_step")
+    if failed:
+        return _EXIT_CODES.get(Outcome(failed["outcome"]), 0)
+    return _EXIT_CODES.get(result.outcome, 0)
+
+
+def _report(options: Options, result: Result) -> None:
+    click.echo(json.dumps(result.as_dict()) if options.json else format_result(result))
+    code = _exit_code(result)
+    if code:
+        sys.exit(code)
 
 
 def format_result(result: Result) -> str:
@@ -142,117 +272,277 @@ def format_result(result: Result) -> str:
         parts.append(f"RRN {d['rrn']} auth {d['auth_code']}")
     if "settlement_result" in d:
         parts.append(f"batch {d['batch']} sales {d['sale_count']}/{d['sale_amount_minor'] / 100:.2f}")
+        if d.get("uploaded"):
+            parts.append(f"uploaded {d['uploaded']}")
+    if d.get("reversal_sent"):
+        parts.append("reversal " + ("cleared" if d.get("reversal_cleared") else
+                                    "parked" if d.get("reversal_parked") else "still pending"))
     parts.append(f"({result.text})")
     return "  ".join(parts)
 
 
-def _card(settings: Settings, pan: str | None, expiry: str | None) -> Card:
-    default = seeded_card(seed=int(settings.profile.tid) if settings.profile.tid.isdigit() else 8583,
-                          scheme="unionpay" if settings.dialect.family == "cup" else "visa")
+def _card(options: Options, pan: str | None, expiry: str | None) -> Card:
+    default = seeded_card(seed=int(options.profile.tid) if options.profile.tid.isdigit() else 8583,
+                          scheme="unionpay" if options.dialect.family == "cup" else "visa")
     return Card(pan=pan or default.pan, expiry=expiry or default.expiry)
 
 
-@main.command()
-@click.pass_obj
-def signon(settings: Settings) -> None:
-    """Sign on (0800): INTL 70=001, CUP 60.3=003; CUP adopts the host's batch number."""
-    _report(settings, _run(settings, lambda now: SignOn(now=now)))
+def _card_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = click.option("--pin", default=None, help="PIN entered by the cardholder (sent as an ISO 9564 "
+                                                    "format 0 block under the PIN key).")(func)
+    func = click.option("--expiry", default=None, help="Card expiry YYMM.")(func)
+    func = click.option("--pan", default=None, help="Card number (default: a seeded Luhn-valid test card).")(func)
+    return func
 
 
-@main.command()
-@click.pass_obj
-def signoff(settings: Settings) -> None:
+def _original_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = click.option("--rrn", default=None, help="The original's retrieval reference number.")(func)
+    func = click.option("--invoice", default=None, help="The original's invoice number (default: the last "
+                                                        "eligible transaction).")(func)
+    return func
+
+
+def _ref(invoice: str | None, rrn: str | None) -> Reference:
+    return Reference(invoice=invoice, rrn=rrn)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+@command()
+def signon(options: Options) -> None:
+    """Sign on (0800) and load the working keys: INTL 70=001, CUP 60.3 = key_mode; CUP adopts the host's batch."""
+    _report(options, _run(options, lambda now: SignOn(now=now)))
+
+
+@command()
+def signoff(options: Options) -> None:
     """Sign off (INTL 0800 70=002, CUP 0820 60.3=002)."""
-    _report(settings, _run(settings, lambda now: SignOff(now=now)))
+    _report(options, _run(options, lambda now: SignOff(now=now)))
 
 
-@main.command()
-@click.pass_obj
-def echo(settings: Settings) -> None:
+@command()
+def echo(options: Options) -> None:
     """Echo test (INTL 0800 70=301, CUP 0820 60.3=301)."""
-    _report(settings, _run(settings, lambda now: Echo(now=now)))
+    _report(options, _run(options, lambda now: Echo(now=now)))
 
 
-@main.command()
+@command()
 @click.argument("amount")
-@click.option("--pan", default=None, help="Card number (default: a seeded Luhn-valid test card).")
-@click.option("--expiry", default=None, help="Card expiry YYMM.")
-@click.pass_obj
-def sale(settings: Settings, amount: str, pan: str | None, expiry: str | None) -> None:
+@_card_options
+def sale(options: Options, amount: str, pan: str | None, expiry: str | None, pin: str | None) -> None:
     """Sale (0200) of AMOUNT, a decimal such as 12.34."""
     minor = parse_amount(amount)
-    card = _card(settings, pan, expiry)
-    _report(settings, _run(settings, lambda now: Sale(now=now, amount_minor=minor, card=card)))
+    card = _card(options, pan, expiry)
+    _report(options, _run(options, lambda now: Sale(now=now, amount_minor=minor, card=card, pin=pin)))
 
 
-@main.command()
-@click.pass_obj
-def settle(settings: Settings) -> None:
-    """Settle the open batch (INTL 0500 920000 with field 63; CUP 0500 with field 48)."""
-    _report(settings, _run(settings, lambda now: Settle(now=now)))
+@command()
+@_card_options
+def balance(options: Options, pan: str | None, expiry: str | None, pin: str | None) -> None:
+    """Balance inquiry (0200 310000)."""
+    card = _card(options, pan, expiry)
+    _report(options, _run(options, lambda now: Balance(now=now, card=card, pin=pin)))
 
 
-@main.command()
-@click.pass_obj
-def status(settings: Settings) -> None:
-    """Show counters, sign-on state and the open batch (no traffic)."""
-    journal = Journal(settings.journal_path)
-    try:
-        books = journal.load()
+@command()
+@click.argument("amount")
+@_card_options
+def preauth(options: Options, amount: str, pan: str | None, expiry: str | None, pin: str | None) -> None:
+    """Pre-authorization (0100) of AMOUNT."""
+    minor = parse_amount(amount)
+    card = _card(options, pan, expiry)
+    _report(options, _run(options, lambda now: PreAuth(now=now, amount_minor=minor, card=card, pin=pin)))
+
+
+@command("preauth-void")
+@_original_options
+def preauth_void(options: Options, invoice: str | None, rrn: str | None) -> None:
+    """Void a pre-authorization (INTL 0120 advice, CUP 0100 60.1=11)."""
+    _report(options, _run(options, lambda now: PreAuthVoid(now=now, original=_ref(invoice, rrn))))
+
+
+@command()
+@click.argument("amount")
+@_original_options
+def completion(options: Options, amount: str, invoice: str | None, rrn: str | None) -> None:
+    """Complete a pre-authorization for AMOUNT (INTL 0220 advice, CUP 0200 60.1=20)."""
+    minor = parse_amount(amount)
+    _report(options, _run(options, lambda now: Completion(now=now, amount_minor=minor, original=_ref(invoice, rrn))))
+
+
+@command("completion-void")
+@_original_options
+def completion_void(options: Options, invoice: str | None, rrn: str | None) -> None:
+    """Void a completion of the open batch."""
+    _report(options, _run(options, lambda now: CompletionVoid(now=now, original=_ref(invoice, rrn))))
+
+
+@command()
+@_original_options
+def void(options: Options, invoice: str | None, rrn: str | None) -> None:
+    """Void a sale of the open batch."""
+    _report(options, _run(options, lambda now: Void(now=now, original=_ref(invoice, rrn))))
+
+
+@command()
+@click.argument("amount")
+@_original_options
+def refund(options: Options, amount: str, invoice: str | None, rrn: str | None) -> None:
+    """Refund AMOUNT of an earlier sale (INTL 0200 200000, CUP 0220 advice 60.1=25)."""
+    minor = parse_amount(amount)
+    _report(options, _run(options, lambda now: Refund(now=now, amount_minor=minor, original=_ref(invoice, rrn))))
+
+
+@command("offline-sale")
+@click.argument("amount")
+@_card_options
+def offline_sale(options: Options, amount: str, pan: str | None, expiry: str | None, pin: str | None) -> None:
+    """Offline sale of AMOUNT: approved by the terminal, queued as an advice (no traffic now)."""
+    minor = parse_amount(amount)
+    card = _card(options, pan, expiry)
+    journal = Journal(options.journal_path)
+    try:  # no traffic: a port is not needed
+        result = asyncio.run(_offline(options, journal, lambda now: OfflineSale(now=now, amount_minor=minor, card=card)))
     finally:
         journal.close()
-    totals = books.open_batch_totals()
-    data = {"stan": f"{books.stan:06d}", "invoice": f"{books.invoice:06d}", "batch": f"{books.batch:06d}",
-            "signed_on": books.signed_on, "open_records": len(books.records),
-            "sale_count": totals.debit_count, "sale_amount_minor": totals.debit_minor}
-    click.echo(json.dumps(data) if settings.json else "  ".join(f"{k} {v}" for k, v in data.items()))
+    _report(options, result)
 
 
-@main.command()
-@click.pass_obj
-def journal(settings: Settings) -> None:
-    """Show the open batch's journal, card numbers masked (no traffic)."""
-    store = Journal(settings.journal_path)
+@command()
+@_original_options
+@click.option("--tip", default=None, help="Tip to add to the original amount.")
+@click.option("--amount", "new_amount", default=None, help="The new total amount.")
+def adjust(options: Options, invoice: str | None, rrn: str | None, tip: str | None, new_amount: str | None) -> None:
+    """Tip adjust of a sale in the open batch (queued advice): --tip TIP or --amount NEW_TOTAL."""
+    if (tip is None) == (new_amount is None):
+        raise click.UsageError("give exactly one of --tip and --amount")
+    tip_minor = parse_amount(tip) if tip is not None else None
+    new_minor = parse_amount(new_amount) if new_amount is not None else None
+    journal = Journal(options.journal_path)
     try:
-        rows = store.records()
+        result = asyncio.run(_offline(options, journal, lambda now: Adjust(
+            now=now, original=_ref(invoice, rrn), tip_minor=tip_minor, new_amount_minor=new_minor)))
+    finally:
+        journal.close()
+    _report(options, result)
+
+
+async def _offline(options: Options, journal: Journal, make: Callable[[datetime], Operation]) -> Result:
+    """An operation that sends nothing (offline sale, tip adjust): no endpoint is needed."""
+    books = journal.load()
+    terminal = Terminal(options.profile, books, response_timeout_seconds=options.timeout, settings=options.settings)
+    return await run_operation(make(_now(books)), terminal=terminal, journal=journal,
+                               endpoint=Endpoint(host=options.host, port=options.port or 1),
+                               framing=options.framing, dialect=options.dialect)
+
+
+@command()
+def settle(options: Options) -> None:
+    """Settle the open batch (or resume an interrupted settlement), uploading it when unbalanced."""
+    _report(options, _run(options, lambda now: Settle(now=now)))
+
+
+@command()
+def reverse(options: Options) -> None:
+    """Send the pending reversals now (also one that is stuck)."""
+    _report(options, _run(options, lambda now: Reverse(now=now)))
+
+
+def status_of(options: Options, books: Books) -> dict[str, Any]:
+    """What ``status`` shows: counters, sign-on, open batch, R, Q, S, host instructions, exceptions."""
+    totals = books.open_batch_totals()
+    terminal = Terminal(options.profile, books, settings=options.settings)
+    stuck_after = options.settings.reversal_max_attempts
+    return {
+        "stan": f"{books.stan:06d}", "invoice": f"{books.invoice:06d}", "batch": f"{books.batch:06d}",
+        "signed_on": books.signed_on, "open_records": len(books.records),
+        "sale_count": totals.debit_count, "sale_amount_minor": totals.debit_minor,
+        "refund_count": totals.credit_count, "refund_amount_minor": totals.credit_minor,
+        "keys_loaded": terminal.has_keys, "signon_required": books.signon_required,
+        "param_download_required": books.param_download or None,
+        "pending_reversals": [{"stan": r.stan, "kind": r.kind, "reason": r.reason, "attempts": r.attempts,
+                               "refusals": r.refusals, "last_rc": r.last_rc, "stuck": r.refusals >= stuck_after}
+                              for r in books.reversals],
+        "saf_queue": [{"stan": a.stan, "kind": a.kind, "mti": a.message["t"], "attempts": a.attempts,
+                       "invoice": a.invoice} for a in books.advices],
+        "settlement": None if books.settlement is None else {
+            "batch": books.settlement.batch, "stage": books.settlement.stage.value, "result": books.settlement.result,
+            "uploaded": books.settlement.uploaded},
+        "parked": [{"what": what, "stan": stan, "why": why} for what, stan, why in books.parked],
+        "unprinted_receipts": [r.invoice for r in books.records if not r.printed],
+    }
+
+
+@command()
+def status(options: Options) -> None:
+    """Show counters, sign-on state, the open batch, pending reversals, the SAF queue and the
+    settlement state (no traffic)."""
+    journal = Journal(options.journal_path)
+    try:
+        data = status_of(options, journal.load())
+    finally:
+        journal.close()
+    if options.json:
+        click.echo(json.dumps(data))
+        return
+    flat = {k: v for k, v in data.items() if not isinstance(v, (list, dict)) or v}
+    click.echo("  ".join(f"{k} {json.dumps(v) if isinstance(v, (list, dict)) else v}" for k, v in flat.items()))
+
+
+@command("journal")
+@click.option("--all", "include_settled", is_flag=True, help="Also show the records of closed batches.")
+def journal_command(options: Options, include_settled: bool) -> None:
+    """Show the journal, card numbers masked (no traffic)."""
+    store = Journal(options.journal_path)
+    try:
+        rows = store.records(include_settled=include_settled)
     finally:
         store.close()
     for row in rows:
         row["pan"] = mask_pan(row["pan"])
-        click.echo(json.dumps(row) if settings.json else
-                   f"inv {row['invoice']} STAN {row['stan']} batch {row['batch']} {row['kind']} "
-                   f"{row['amount_minor'] / 100:.2f} {row['pan']} RRN {row['rrn']} auth {row['auth_code']}")
+        click.echo(json.dumps(row) if options.json else
+                   f"inv {row['invoice']} STAN {row['stan']} batch {row['batch']} {row['kind']} {row['status']} "
+                   f"{row['amount_minor'] / 100:.2f} {row['pan']} RRN {row['rrn'] or '-'} auth {row['auth_code']}")
 
 
-@main.command()
+@command("settings")
+def show_settings(options: Options) -> None:
+    """Show the effective settings (defaults, --config, --set), the TMK hidden."""
+    data = describe(options.settings)
+    click.echo(json.dumps(data) if options.json else "\n".join(f"{k} = {v}" for k, v in data.items()))
+
+
+@command()
 @click.option("--sales", "amounts", default="10.00,20.00,30.00", show_default=True,
               help="Comma-separated sale amounts.")
-@click.pass_obj
-def demo(settings: Settings, amounts: str) -> None:
+def demo(options: Options, amounts: str) -> None:
     """Start a stub host child, then sign on, run the sales and settle (balanced)."""
     minors = [parse_amount(a.strip()) for a in amounts.split(",") if a.strip()]
     with tempfile.TemporaryDirectory(prefix="pos-harness-demo-") as tmp:
         try:
-            host = start_host("serve", "--dialect", settings.dialect.name, "--port", "0",
+            host = start_host("serve", "--dialect", options.dialect.name, "--port", "0",
                               "--ledger", str(Path(tmp) / "host.sqlite"),
-                              "--length-prefix", settings.framing.length_prefix,
-                              "--tpdu" if settings.framing.tpdu else "--no-tpdu",
-                              "--cup-header" if settings.framing.cup_header else "--no-cup-header")
+                              "--length-prefix", options.framing.length_prefix,
+                              "--tpdu" if options.framing.tpdu else "--no-tpdu",
+                              "--cup-header" if options.framing.cup_header else "--no-cup-header")
         except HostStartError as exc:
             raise click.ClickException(str(exc)) from None
         with host:
-            click.echo(f"stub host ({settings.dialect.name}) ready on port {host.port}")
-            settings.port = host.port
-            settings.journal_path = str(Path(tmp) / "terminal.sqlite")
-            card = _card(settings, None, None)
-            steps: list[Any] = [lambda now: SignOn(now=now)]
-            steps += [lambda now, m=m: Sale(now=now, amount_minor=m, card=card) for m in minors]
+            click.echo(f"stub host ({options.dialect.name}) ready on port {host.port}")
+            options.port = host.port
+            options.journal_path = str(Path(tmp) / "terminal.sqlite")
+            card = _card(options, None, None)
+            steps: list[Callable[[datetime], Operation]] = [lambda now: SignOn(now=now)]
+            steps += [lambda now, m=m: Sale(now=now, amount_minor=m, card=card) for m in minors]  # type: ignore[misc]
             steps.append(lambda now: Settle(now=now))
+            result: Result | None = None
             for step in steps:
-                result = _run(settings, step)
-                click.echo(json.dumps(result.as_dict()) if settings.json else format_result(result))
+                result = _run(options, step)
+                click.echo(json.dumps(result.as_dict()) if options.json else format_result(result))
                 if not result.outcome.completed or result.outcome is Outcome.DECLINED:
                     raise click.ClickException(f"demo stopped: {result.command} {result.outcome.value} ({result.text})")
+            assert result is not None
             if result.outcome is not Outcome.BALANCED:
                 raise click.ClickException(f"demo settlement was {result.outcome.value}, expecting balanced")
             click.echo("demo complete: signed on, "

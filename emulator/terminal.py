@@ -1022,6 +1022,11 @@ class Terminal:
             return None  # keys no longer check (TMK changed): the terminal must sign on again
 
     @property
+    def has_keys(self) -> bool:
+        """Working keys from the last sign-on are loaded (and check against the TMK)."""
+        return self._keys is not None
+
+    @property
     def _mak(self) -> bytes | None:
         return self._keys.mak if self._keys else None
 
