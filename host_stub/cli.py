@@ -1,10 +1,12 @@
 """``pos-host``: run the stub acquirer host.
 
     pos-host serve --dialect intl-bcd --port 0 --ledger host.sqlite
+    pos-host serve --dialect cup --port 0 --control-port 0 --config host.yaml
 
-When listening it prints one JSON line on stdout, ``{"event": "ready", "port": <port>, ...}``, so
-that a parent process can start it on port 0 and read the port back.  SIGTERM and SIGINT stop it
-cleanly: no new connections, in-flight answers finish, the ledger is closed.
+When listening it prints one JSON line on stdout, ``{"event": "ready", "port": <port>, ...}`` (with
+``"control_port"`` when the control API is served), so that a parent process can start it on
+port 0 and read the ports back.  SIGTERM and SIGINT stop it cleanly: no new connections,
+in-flight requests finish (their ledger transaction and answer), the ledger is closed.
 """
 
 from __future__ import annotations
@@ -20,13 +22,10 @@ import structlog
 
 from specs.dialects import DIALECTS, get_dialect
 from specs.cliopts import framing_options, resolve_framing
-from specs.framing import Framing
 from specs.logs import configure_logging
 
-from host_stub.clock import BusinessClock
-from host_stub.host import Host
-from host_stub.ledger import Ledger
-from host_stub.server import HostServer
+from host_stub.runtime import HostRuntime, read_config_file
+from host_stub.validation import ConfigError
 
 log = structlog.get_logger("pos_host")
 
@@ -46,35 +45,54 @@ def main(log_json: bool, log_level: str) -> None:
 @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="TCP port; 0 picks a free one.")
 @click.option("--ledger", "ledger_path", default=":memory:", show_default=True,
               help="SQLite ledger file; a restarted host with the same file keeps its books.")
+@click.option("--control-port", type=click.IntRange(0, 65535), default=None,
+              help="Serve the HTTP control API on this port (0 picks a free one; the ready line says which).")
+@click.option("--control-bind", default=None, help="Address of the control API (default: --bind).")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="YAML file with settings, registry, faults and clock to start with.")
+@click.option("--grace-seconds", type=click.FloatRange(0), default=5.0, show_default=True,
+              help="On SIGTERM/SIGINT, how long in-flight requests may take to finish.")
 @framing_options
-def serve(dialect: str, bind: str, port: int, ledger_path: str, length_prefix: str | None,
-          tpdu: bool | None, cup_header: bool | None, max_frame_bytes: int) -> None:
+def serve(dialect: str, bind: str, port: int, ledger_path: str, control_port: int | None, control_bind: str | None,
+          config_path: str | None, grace_seconds: float, length_prefix: str | None, tpdu: bool | None,
+          cup_header: bool | None, max_frame_bytes: int) -> None:
     """Serve terminals until SIGTERM or SIGINT."""
     framing = resolve_framing(dialect, length_prefix, tpdu, cup_header, max_frame_bytes)
     try:
-        asyncio.run(_serve(dialect, bind, port, ledger_path, framing))
+        config = read_config_file(config_path) if config_path else {}
+        runtime = HostRuntime(dialect=get_dialect(dialect), framing=framing, ledger_path=ledger_path, config=config,
+                              grace_seconds=grace_seconds)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--config") from None
+    try:
+        asyncio.run(_serve(runtime, bind, port, control_port, control_bind))
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {bind}:{port}: {exc.strerror or exc}") from None
 
 
-async def _serve(dialect_name: str, bind: str, port: int, ledger_path: str, framing: Framing) -> None:
-    dialect = get_dialect(dialect_name)
-    ledger = Ledger(ledger_path)
-    server = HostServer(Host(ledger, dialect), dialect=dialect, framing=framing, clock=BusinessClock())
+async def _serve(runtime: HostRuntime, bind: str, port: int, control_port: int | None, control_bind: str | None) -> None:
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    bound_port = await server.start(bind, port)
-    print(json.dumps({"event": "ready", "port": bound_port, "bind": bind, "dialect": dialect.name,
-                      "framing": {"length_prefix": framing.length_prefix, "tpdu": framing.tpdu,
-                                  "cup_header": framing.cup_header},
-                      "ledger": ledger_path, "pid": os.getpid()}), flush=True)
-    log.info("listening", port=bound_port, dialect=dialect.name)
+    try:
+        await runtime.start(bind, port, control_port=control_port, control_bind=control_bind)
+    except OSError:
+        await runtime.stop()
+        raise
+    framing = runtime.framing
+    ready = {"event": "ready", "port": runtime.port, "bind": bind, "dialect": runtime.dialect.name,
+             "framing": {"length_prefix": framing.length_prefix, "tpdu": framing.tpdu,
+                         "cup_header": framing.cup_header},
+             "ledger": runtime.ledger.path, "pid": os.getpid()}
+    if runtime.control_port is not None:
+        ready["control_port"] = runtime.control_port
+    print(json.dumps(ready), flush=True)
+    log.info("listening", port=runtime.port, control_port=runtime.control_port, dialect=runtime.dialect.name,
+             faults=len(runtime.faults))
     await stopping.wait()
     log.info("stopping")
-    await server.stop()
-    ledger.close()
+    await runtime.stop()
     sys.stdout.flush()
 
 

@@ -331,7 +331,7 @@ class Registry:
         return _card_from_doc(doc) if doc else None
 
     def put(self, entry: Merchant | Terminal | Card) -> None:
-        key = entry.mid if isinstance(entry, Merchant) else entry.tid if isinstance(entry, Terminal) else entry.token
+        key = _key(entry)
         doc = entry.as_dict()
         if isinstance(entry, Card):
             doc["token"] = entry.token
@@ -346,11 +346,13 @@ class Registry:
     def cards(self) -> list[Card]:
         return [_card_from_doc(d) for d in self.store.registry_all("cards")]
 
-    def load(self, data: Mapping[str, Any], *, where: str = "registry") -> dict[str, int]:
-        """Add the entries of a config's ``registry`` section; returns how many of each kind.
+    def load(self, data: Mapping[str, Any], *, where: str = "registry", overwrite: bool = True) -> dict[str, int]:
+        """Add the entries of a config's ``registry`` section; returns how many of each kind were stored.
 
         Keys: ``generate`` (arguments of :func:`generate`), ``merchants``, ``terminals``, ``cards``
-        (lists of entries as in ``from_dict``).
+        (lists of entries as in ``from_dict``).  With ``overwrite=False`` an entry already in the
+        ledger is kept as it is (a restarted host keeps balances, batch numbers and keys).
+        Every entry is checked before any is stored.
         """
         check_keys(data, {"generate", "merchants", "terminals", "cards"}, where=where)
         entries: list[Merchant | Terminal | Card] = []
@@ -363,9 +365,16 @@ class Registry:
             entries += [cls.from_dict(item, where=f"{where}.{kind}[{i}]") for i, item in enumerate(items)]
         counts = {"merchants": 0, "terminals": 0, "cards": 0}
         for entry in entries:
+            kind = _KINDS[type(entry)]
+            if not overwrite and self.store.registry_get(kind, _key(entry)) is not None:
+                continue
             self.put(entry)
-            counts[_KINDS[type(entry)]] += 1
+            counts[kind] += 1
         return counts
+
+
+def _key(entry: Merchant | Terminal | Card) -> str:
+    return entry.mid if isinstance(entry, Merchant) else entry.tid if isinstance(entry, Terminal) else entry.token
 
 
 def _merchant_from_doc(doc: Mapping[str, Any]) -> Merchant:
