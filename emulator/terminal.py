@@ -889,6 +889,10 @@ class Terminal:
         self._out: list[Action] = []
         self._notes: dict[str, Any] = {}
         self._keys = self._load_keys()
+        # Counters in use: a STAN or invoice number is taken here and reaches the books (and the
+        # journal) with the SaveCounters that goes out before the message using it; a number
+        # taken for a request that never left (connect failed) is simply skipped.
+        self._stan, self._invoice = books.stan, books.invoice
 
     # ------------------------------------------------------------------- the machine
 
@@ -1055,15 +1059,15 @@ class Terminal:
     # ------------------------------------------------------------------- small helpers for flows
 
     def _take_stan(self) -> str:
-        self.books.stan = self.books.stan % 999_999 + 1
-        return f"{self.books.stan:06d}"
+        self._stan = self._stan % 999_999 + 1
+        return f"{self._stan:06d}"
 
     def _take_invoice(self) -> str:
-        self.books.invoice = self.books.invoice % 999_999 + 1
-        return f"{self.books.invoice:06d}"
+        self._invoice = self._invoice % 999_999 + 1
+        return f"{self._invoice:06d}"
 
-    def _counters(self) -> SaveCounters:
-        return SaveCounters(stan=self.books.stan, invoice=self.books.invoice, batch=self.books.batch)
+    def _counters(self, batch: int | None = None) -> SaveCounters:
+        return SaveCounters(stan=self._stan, invoice=self._invoice, batch=self.books.batch if batch is None else batch)
 
     @property
     def _batch(self) -> str:
@@ -1154,9 +1158,10 @@ class Terminal:
                 self._keys = None
                 self._notes["key_error"] = str(exc)
                 return answer
+        batch = None
         if self.profile.family == "cup" and len(response.get("60", "")) >= 8 and response["60"][2:8].isdigit():
-            self.books.batch = int(response["60"][2:8])  # adopt the host's batch number (60.2)
-        self._emit(self._counters())
+            batch = int(response["60"][2:8])  # adopt the host's batch number (60.2)
+        self._emit(self._counters(batch))
         self._emit(SaveSignOn(signed_on=True, key_block=block if keys else "", key_mode=mode if keys else "",
                               clock_offset_seconds=_clock_offset(now, response)))
         self._emit(SaveMarkers(signon_required=False))
@@ -1199,12 +1204,13 @@ class Terminal:
                                                                     f"last rc {reversal.last_rc}"))
                     continue
                 return self._refused(op, _stuck_text(reversal))
-            blocked = yield from self._deliver_reversal(op, reversal)
+            blocked = yield from self._deliver_reversal(op, reversal, force=force)
             if blocked is not None:
                 return blocked
         return None
 
-    def _deliver_reversal(self, op: Operation, reversal: PendingReversal) -> Generator[_Wait, Any, Result | None]:
+    def _deliver_reversal(self, op: Operation, reversal: PendingReversal, *, force: bool
+                          ) -> Generator[_Wait, Any, Result | None]:
         s = self.settings
         last: _Answer | None = None
         for attempt in range(s.reversal_max_attempts):
@@ -1231,12 +1237,12 @@ class Terminal:
                 continue
             reversal = replace(reversal, refusals=reversal.refusals + 1, last_rc=rc)
             self._emit(UpdateReversal(stan=reversal.stan, changes={"refusals": reversal.refusals, "last_rc": rc}))
-            if self._stuck(reversal):
-                if s.park_stuck_reversal:
-                    self._emit(ParkReversal(stan=reversal.stan, why=f"refused {reversal.refusals} times, last rc {rc}"))
-                    self._notes["reversal_parked"] = True
-                    return None
+            if self._stuck(reversal) and not force:
                 break
+        if self._stuck(reversal) and s.park_stuck_reversal:
+            self._emit(ParkReversal(stan=reversal.stan, why=f"refused {reversal.refusals} times, last rc {reversal.last_rc}"))
+            self._notes["reversal_parked"] = True
+            return None
         self._notes["reversal_cleared"] = False
         assert last is not None
         what = f"pending reversal of STAN {reversal.stan} not cleared"
