@@ -30,7 +30,7 @@ class ConfigError(ValueError):
     """
 
     def __init__(self, msg: str, *, key: str, where: str) -> None:
-        path = f"{where}.{key}" if where else key
+        path = f"{where}.{key}" if where and key else (where or key)
         super().__init__(f"{msg}: {path}")
         self.msg = msg
         self.key = key
