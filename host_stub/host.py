@@ -1007,6 +1007,8 @@ class Host:
 
     def _finish(self, ctx: _Ctx, rc: str) -> None:
         ctx.response["39"] = rc
+        if self.family == "cup" and ctx.response["t"] == "0510" and "48" not in ctx.response:
+            ctx.response["48"] = ctx.request.get("48", "")  # 48 is mandatory in a CUP 0510, whatever the answer
         row = ctx.row
         if row.get("status") is None:
             row["status"] = "approved" if rc == codes.APPROVED else "declined"

@@ -135,12 +135,12 @@ class HostServer:
         except asyncio.CancelledError:
             pass
         finally:
-            self._connections.discard(task)
             writer.close()
             try:
                 await writer.wait_closed()
             except (ConnectionError, asyncio.CancelledError):
                 pass
+            self._connections.discard(task)  # last: stop() waits for connections still closing
 
     async def _serve_frame(self, frame: Frame, writer: asyncio.StreamWriter, bound: Any, peer: str) -> bool:
         """Answer one frame by its plan; returns False when the connection must close."""

@@ -212,7 +212,13 @@ class WireClient:
     def frame_bytes(self, message: Message) -> bytes:
         tpdu = Tpdu(destination="0112", source="0000") if self.framing.tpdu else None
         header = CupHeader() if self.framing.cup_header else None
-        return pack(Frame(message=encode(message, self.dialect), tpdu=tpdu, header=header), self.framing)
+        first = {"0221": "0220", "0401": "0400"}.get(message["t"])
+        if first is None:
+            data = encode(message, self.dialect)
+        else:  # the codec encodes first transmissions only: encode as one, put the repeat MTI back
+            mti = bytes.fromhex(message["t"]) if self.dialect.bcd else message["t"].encode("ascii")
+            data = mti + encode({**message, "t": first}, self.dialect)[len(mti):]
+        return pack(Frame(message=data, tpdu=tpdu, header=header), self.framing)
 
     async def send(self, message: Message) -> None:
         await self.send_raw(self.frame_bytes(message))
