@@ -1198,11 +1198,7 @@ class Terminal:
     def _reversals_first(self, op: Operation, *, force: bool = False) -> Generator[_Wait, Any, Result | None]:
         """Deliver every pending reversal (F7); None when none is left, else the blocking result."""
         for reversal in list(self.books.reversals):
-            if self._stuck(reversal) and not force:
-                if self.settings.park_stuck_reversal:
-                    self._emit(ParkReversal(stan=reversal.stan, why=f"refused {reversal.refusals} times, "
-                                                                    f"last rc {reversal.last_rc}"))
-                    continue
+            if self._stuck(reversal) and not force and not self.settings.park_stuck_reversal:
                 return self._refused(op, _stuck_text(reversal))
             blocked = yield from self._deliver_reversal(op, reversal, force=force)
             if blocked is not None:
