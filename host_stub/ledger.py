@@ -259,7 +259,7 @@ class Ledger:
         """A financial request (0100/0200) already on the books with the same TID, STAN, 13 and amount."""
         row = self._db.execute(
             "SELECT * FROM authorizations WHERE tid = ? AND stan = ? AND mti IN ('0100', '0200')"
-            " AND local_date IS ? AND amount_minor IS ? ORDER BY id DESC LIMIT 1",
+            " AND local_date IS ? AND amount_minor IS ? AND kind != 'malformed' ORDER BY id DESC LIMIT 1",
             (tid, stan, local_date, amount_minor)).fetchone()
         return dict(row) if row else None
 
