@@ -128,7 +128,7 @@ class Journal:
         have = {r["name"] for r in self._db.execute("PRAGMA table_info(journal)")}
         for line in _SCHEMA.split("CREATE TABLE IF NOT EXISTS journal (", 1)[1].split(");", 1)[0].splitlines():
             name = line.strip().split(" ", 1)[0]
-            if name and name not in have and "DEFAULT" in line:
+            if name and name not in have and ("DEFAULT" in line or "NOT NULL" not in line):
                 self._db.execute(f"ALTER TABLE journal ADD COLUMN {line.strip().rstrip(',')}")
 
     def close(self) -> None:
