@@ -1282,6 +1282,11 @@ class Terminal:
                 request = dict(advice.message)
                 if advice.attempts:
                     request["t"] = repeat_mti(request["t"])
+                original = self.books.find(advice.invoice) if advice.kind == "adjust" else None
+                if original is not None and original.rrn:
+                    # A tip adjust of an offline sale was queued before the host gave the sale its RRN
+                    # (in the sale's 0230); the host finds originals by RRN, so it goes in now.
+                    request["37"] = original.rrn
                 answer = yield from self._exchange_once(self._exchange_of(request, "advice"))
                 if isinstance(answer, _NotConnected):
                     return self._failure(op, answer, "queued advices not delivered")
@@ -1431,6 +1436,7 @@ class Terminal:
                                 answer=answer, reversal_pending=reversal is not None, **details)
         response = answer.message
         if not journaled:
+            yield from self._trickle(op)
             return self._result(op, Outcome.APPROVED, _rc_text(rc), answer=answer,
                                 balance=response.get("54", ""))
         self._emit(CrashPoint(point="c"))

@@ -149,6 +149,21 @@ def test_offline_sale_and_tip_adjust_are_trickled_then_drained_before_settlement
 
 
 @pytest.mark.parametrize("dialect_name", DIALECTS)
+def test_tip_adjust_of_an_offline_sale_reaches_the_host_with_the_rrn_it_got_later(dialect_name: str) -> None:
+    async def body(pos: Pos, server: HostServer, ledger: Ledger) -> None:
+        await pos(SignOn(now=NOW))
+        offline = await pos(OfflineSale(now=NOW, amount_minor=300, card=card(dialect_name)))
+        await pos(Adjust(now=NOW, original=Reference(invoice=offline.details["invoice"]), tip_minor=100))
+        balance = await pos(Balance(now=NOW, card=card(dialect_name)))  # an online transaction: trickles one
+        assert balance.details["advices_sent"] == 1
+        settle = await pos(Settle(now=NOW))
+        assert settle.outcome is Outcome.BALANCED and settle.details["sale_amount_minor"] == 400, settle.text
+        [adjust] = ledger.authorizations(kind="adjust")
+        assert adjust["status"] == "approved"
+    scenario(dialect_name, body)
+
+
+@pytest.mark.parametrize("dialect_name", DIALECTS)
 def test_repeated_advice_is_posted_once(dialect_name: str) -> None:
     async def body(pos: Pos, server: HostServer, ledger: Ledger) -> None:
         await pos(SignOn(now=NOW))
