@@ -204,7 +204,7 @@ class ControlApi:
         return _json(openapi_document())
 
     async def list_faults(self, request: web.Request) -> web.Response:
-        return _json({"faults": self.runtime.faults.describe()})
+        return _json({"faults": mask_value(self.runtime.faults.describe())})
 
     async def add_fault(self, request: web.Request) -> web.Response:
         fault = Fault.from_dict(await self._body(request), where="body")
@@ -212,8 +212,9 @@ class ControlApi:
             added = self.runtime.faults.add(fault)
         except ConfigError as exc:
             raise ApiError(409, str(exc), exc.key) from None
-        log.info("fault added", fault=added.as_dict())
-        return _json(added.as_dict(), status=201)
+        shown = mask_value(added.as_dict())  # a "pan" criterion is card data: never shown in clear
+        log.info("fault added", fault=shown)
+        return _json(shown, status=201)
 
     async def clear_faults(self, request: web.Request) -> web.Response:
         removed = len(self.runtime.faults)
@@ -226,7 +227,7 @@ class ControlApi:
             fault = self.runtime.faults.remove(fault_id)
         except KeyError:
             raise ApiError(404, f"No fault {fault_id!r}", "id") from None
-        return _json(fault.as_dict())
+        return _json(mask_value(fault.as_dict()))
 
     async def get_clock(self, request: web.Request) -> web.Response:
         now = self._now()

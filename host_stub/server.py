@@ -29,6 +29,7 @@ from specs import codes
 from specs.codec import CodecError, Message, decode_unvalidated
 from specs.dialects import Dialect, is_request, response_mti
 from specs.framing import Frame, FrameReader, Framing, FramingError, pack
+from specs.masking import mask_message
 
 from host_stub.clock import BusinessClock
 from host_stub.faults import Close, FaultEngine, Plan, Sleep, Write, steps
@@ -161,7 +162,7 @@ class HostServer:
             return False
         plan = self.faults.plan_for(request, kind=classify(request, self.dialect), now=now)
         fault_ids = plan.directives.fault_ids
-        bound.info("request", message=request, faults=list(fault_ids))
+        bound.info("request", message=mask_message(request), faults=list(fault_ids))
         if not plan.process:
             bound.info("closing before processing (fault)", faults=list(fault_ids))
             self.journal.add(at=now.isoformat(timespec="seconds"), peer=peer, outcome="closed_before_processing",
@@ -178,7 +179,7 @@ class HostServer:
         outcome = "answered" if plan.send else ("closed_after_processing" if plan.close_after else "dropped")
         self.journal.add(at=now.isoformat(timespec="seconds"), peer=peer, outcome=outcome, request=request,
                          response=response, faults=fault_ids)
-        bound.info("response", message=response, outcome=outcome)
+        bound.info("response", message=mask_message(response), outcome=outcome)
         for step in steps(plan, answer, self.framing, interim=interim):
             match step:
                 case Write(data=data):
