@@ -171,7 +171,7 @@ def _top_options(func: Callable[..., Any]) -> Callable[..., Any]:
               type=click.Choice(["debug", "info", "warning", "error"]))
 @framing_options
 @click.pass_context
-def main(ctx: click.Context, log_json: bool, log_level: str, **options: Any) -> None:
+def main(ctx: click.Context, /, log_json: bool, log_level: str, **options: Any) -> None:
     """Emulated ISO 8583 POS terminal."""
     configure_logging(json=log_json, level=log_level)
     ctx.obj = Options(**options)

@@ -242,10 +242,10 @@ def load_settings(config_path: str | Path | None = None, overrides: Iterable[str
         name = name.strip()
         if not sep:
             raise SettingsError(f"--set {item!r} has no '=', expecting name=value", name=name, source="--set")
-        value: Any = raw.strip()
+        given: Any = raw.strip()
         if _kind(_known(name, "--set")) in ("bool", "int", "float"):
-            value = yaml.safe_load(raw) if raw.strip() else raw
-        values[name] = _coerce(name, value, "--set")
+            given = yaml.safe_load(raw) if raw.strip() else raw
+        values[name] = _coerce(name, given, "--set")
     try:
         return dataclasses.replace(base or TerminalSettings(), **values)
     except SettingsError as exc:

@@ -1245,6 +1245,7 @@ class Terminal:
         if isinstance(last, _Answered):
             return self._result(op, Outcome.DECLINED, f"{what}: host answered {last.rc} "
                                                       f"({_rc_text(last.rc)}), not final", answer=last)
+        assert isinstance(last, _NoAnswer)
         return self._result(op, Outcome.NO_ANSWER, f"{what}: {last.why}", answer=last)
 
     def _reverse_flow(self, op: Reverse | Idle) -> Flow:
@@ -1578,7 +1579,7 @@ class Terminal:
         return self._result(op, Outcome.APPROVED, "approved offline; advice queued" + (
             "" if printed else "; printer failed: PLEASE REPRINT"), request=request, amount_minor=amount,
             invoice=invoice, auth_code=record.auth_code, advice_queued=True, printed=bool(printed),
-            **({"tip_minor": tip} if kind == "adjust" else {}))
+            **_adjust_details(kind, tip))
 
     # ---- settlement (F9, F10) ----------------------------------------------------------------
 
@@ -1718,7 +1719,7 @@ class Terminal:
             text = f"settlement unbalanced: {state.uploaded} records uploaded, batch closed"
         if not printed:
             text += "; printer failed: PLEASE REPRINT"
-        details = {"batch": state.batch, "settlement_result": state.result, "uploaded": state.uploaded,
+        details: dict[str, Any] = {"batch": state.batch, "settlement_result": state.result, "uploaded": state.uploaded,
                    "batch_closed": True, "next_batch": f"{next_batch:06d}", **_totals_details(totals)}
         if first is None:
             return self._result(op, Outcome.BALANCED if balanced else Outcome.UNBALANCED, text, **details)
@@ -1815,7 +1816,11 @@ def _receipt(profile: Profile, r: JournalRecord) -> tuple[str, ...]:
             f"RRN {r.rrn or '-'} AUTH {r.auth_code or '-'}")
 
 
-def _totals_details(t: Totals) -> dict[str, int]:
+def _adjust_details(kind: str, tip: int) -> dict[str, Any]:
+    return {"tip_minor": tip} if kind == "adjust" else {}
+
+
+def _totals_details(t: Totals) -> dict[str, Any]:
     return {"sale_count": t.debit_count, "sale_amount_minor": t.debit_minor, "refund_count": t.credit_count,
             "refund_amount_minor": t.credit_minor}
 

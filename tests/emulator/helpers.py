@@ -24,7 +24,7 @@ from emulator.journal import Journal
 from emulator.messages import Profile
 from emulator.settings import TerminalSettings
 from emulator.terminal import (DURABLE_ACTIONS, Action, Backoff, Books, Connect, ConnectFailed, Connected,
-                               ConnectionLost, Finish, MessageReceived, MessageUnreadable, Operation, Print, Printed,
+                               ConnectionLost, CrashPoint, Finish, MessageReceived, MessageUnreadable, Operation, Print, Printed,
                                PrinterFailed, Result, Send, Terminal, TimerExpired)
 
 NOW = datetime(2026, 11, 22, 9, 30, 15)
@@ -137,14 +137,17 @@ class Run:
         for a in self.actions:
             if isinstance(a, Send):
                 out.append(f"Send {a.message['t']}")
-            elif type(a).__name__ == "CrashPoint":
-                out.append(f"Crash {a.point}")  # type: ignore[attr-defined]
+            elif isinstance(a, CrashPoint):
+                out.append(f"Crash {a.point}")
             else:
                 out.append(type(a).__name__)
         return out
 
     def mtis(self) -> list[str]:
         return [m["t"] for m in self.sent]
+
+    def sends(self) -> list[Send]:
+        return [a for a in self.actions if isinstance(a, Send)]
 
 
 class Rig:

@@ -9,7 +9,7 @@ import pytest
 
 from emulator.journal import Journal
 from emulator.settings import SettingsError, TerminalSettings, describe, load_settings
-from emulator.terminal import (Advice, CloseBatch, CommitApproval, JournalRecord, MarkUploaded, ParkReversal,
+from emulator.terminal import (Action, Advice, CloseBatch, CommitApproval, JournalRecord, MarkUploaded, ParkReversal,
                                PendingReversal, SaveAdvice, SaveCounters, SaveMarkers, SaveReversal, SaveSettlement,
                                SaveSignOn, SettlementStage, SettlementState, Books)
 
@@ -20,7 +20,7 @@ RECORD = JournalRecord(invoice="000001", stan="000002", batch="000001", kind="sa
 
 def test_every_write_survives_reopening_the_file(tmp_path: Path) -> None:
     path = str(tmp_path / "t.sqlite")
-    actions = [
+    actions: list[Action] = [
         SaveCounters(stan=5, invoice=2, batch=3),
         SaveSignOn(signed_on=True, key_block="AB" * 20, key_mode="003", clock_offset_seconds=-12.5),
         SaveMarkers(signon_required=True, param_download="6"),

@@ -14,8 +14,8 @@ from emulator.terminal import (Adjust, Balance, Completion, CompletionVoid, Echo
                                PreAuthVoid, Reference, Refund, Reverse, Sale, Settle, SettlementStage, SignOff, SignOn,
                                Void)
 
-from tests.emulator.helpers import (CLOSE, MAK, NO_ANSWER, NOW, PIK, UNREADABLE, Reply, Rig, card_for, declined,
-                                    when)
+from tests.emulator.helpers import (CLOSE, MAK, NO_ANSWER, NOW, PIK, UNREADABLE, Reply, Rig, Run, card_for,
+                                    declined, when)
 
 FAMILIES = ["intl", "cup"]
 FAST = dict(backoff_initial_seconds=0.0, backoff_max_seconds=0.0)
@@ -25,8 +25,8 @@ def settings(**changes: object) -> TerminalSettings:
     return TerminalSettings(**{**FAST, **changes})  # type: ignore[arg-type]
 
 
-def sale(rig: Rig, amount: int = 1000, **kw: object) -> object:
-    return rig.run(Sale(now=NOW, amount_minor=amount, card=card_for(rig.family), **kw))  # type: ignore[arg-type]
+def sale(rig: Rig, amount: int = 1000, pin: str | None = None) -> Run:
+    return rig.run(Sale(now=NOW, amount_minor=amount, card=card_for(rig.family), pin=pin))
 
 
 # --------------------------------------------------------------------------- sign-on, keys, MAC
@@ -42,9 +42,9 @@ def test_sign_on_loads_checked_keys_and_macs_every_financial_request(family: str
     assert rig.books.signed_on and rig.books.key_block == rig.host.key_block
     assert rig.books.clock_offset_seconds == (10 * 3600 + 15 * 60) - (9 * 3600 + 30 * 60 + 15)
     sale_run = sale(rig)
-    [send] = [a for a in sale_run.actions if type(a).__name__ == "Send"]
-    assert send.mac_key == MAK  # type: ignore[attr-defined]
-    assert send.mac_algorithm == ("cup-ecb" if family == "cup" else "x9.19")  # type: ignore[attr-defined]
+    [send] = sale_run.sends()
+    assert send.mac_key == MAK
+    assert send.mac_algorithm == ("cup-ecb" if family == "cup" else "x9.19")
 
 
 def test_sign_on_with_a_key_failing_its_check_value_stays_signed_off() -> None:
