@@ -498,8 +498,9 @@ class TerminalStep:
         intent: the purchase this step serves (G3 counts net debits per intent).
         card: a card alias of the host registry (default: the terminal's test card).
         original: the label of the earlier step this one voids, completes, refunds or adjusts.
-        retry_of: run this step only if the labelled step did not end ``approved`` (the operator
-            retries a purchase whose outcome was a failure).
+        retry_of: run this step only if the labelled step ran and did not end ``approved`` (the
+            operator retries a purchase that failed); skipped, like its original, when that step
+            was itself skipped.
         operator: operator id (CUP 63.1; roles in terminal setting ``operators``).
         entry: card entry mode (manual entry carries 22 = 01x and 14).
         terminal_fault: a terminal-side fault during this command (:data:`TERMINAL_FAULTS`).
@@ -612,10 +613,10 @@ STEP_TYPES: tuple[str, ...] = (*TERMINAL_COMMANDS, "clock", "crash_at", "restart
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class OutcomeCheck:
-    """Step ``step`` ended with ``outcome`` (and response code ``rc`` when given)."""
+    """Step ``step`` ended with one of ``outcome`` (and response code ``rc`` when given)."""
 
     step: str
-    outcome: str
+    outcome: tuple[str, ...]
     rc: str | None
     family: str | None
     line: int
@@ -1840,7 +1841,8 @@ class _Parser(_Reader):
         e = self.mapping(y, path, allowed=("step", "outcome", "rc", "family"), required=("step", "outcome"),
                          what="an outcome")
         return OutcomeCheck(step=self.step_ref(e["step"], _join(path, "step"), scope),
-                            outcome=self.choice(e["outcome"], _join(path, "outcome"), tuple(OUTCOMES)),
+                            outcome=self.str_or_list(e["outcome"], _join(path, "outcome"),
+                                                     lambda it, p: self.choice(it, p, tuple(OUTCOMES))),
                             rc=self.code(e["rc"], _join(path, "rc")) if "rc" in e else None,
                             family=self.family(e["family"], _join(path, "family"), self.families)
                             if "family" in e else None, line=y.line)
