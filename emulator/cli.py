@@ -396,8 +396,9 @@ def refund(options: Options, amount: str, invoice: str | None, rrn: str | None) 
 
 @command("offline-sale")
 @click.argument("amount")
-@_card_options
-def offline_sale(options: Options, amount: str, pan: str | None, expiry: str | None, pin: str | None) -> None:
+@click.option("--pan", default=None, help="Card number (default: a seeded Luhn-valid test card).")
+@click.option("--expiry", default=None, help="Card expiry YYMM.")
+def offline_sale(options: Options, amount: str, pan: str | None, expiry: str | None) -> None:
     """Offline sale of AMOUNT: approved by the terminal, queued as an advice (no traffic now)."""
     minor = parse_amount(amount)
     card = _card(options, pan, expiry)

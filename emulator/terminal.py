@@ -1288,11 +1288,13 @@ class Terminal:
                     # A tip adjust of an offline sale was queued before the host gave the sale its RRN
                     # (in the sale's 0230); the host finds originals by RRN, so it goes in now.
                     request["37"] = original.rrn
-                answer = yield from self._exchange_once(self._exchange_of(request, "advice"))
+                # The attempt is counted as soon as the advice is written, so that after a crash the
+                # next attempt still goes out with the repeat MTI.
+                sent = UpdateAdvice(stan=advice.stan, attempts=advice.attempts + 1)
+                answer = yield from self._exchange_once(self._exchange_of(request, "advice", after=(sent,)))
                 if isinstance(answer, _NotConnected):
                     return self._failure(op, answer, "queued advices not delivered")
-                advice = replace(advice, attempts=advice.attempts + 1)
-                self._emit(UpdateAdvice(stan=advice.stan, attempts=advice.attempts))
+                advice = replace(advice, attempts=sent.attempts)
                 self._notes["advices_sent"] = self._notes.get("advices_sent", 0) + 1
                 if isinstance(answer, _Answered) and answer.mac_ok and answer.rc in s.saf_valid_codes:
                     response, edits, record = answer.message, advice.on_accept, advice.record
@@ -1507,11 +1509,10 @@ class Terminal:
                         on_accept=_original_edits(kind, original))
         answer = yield from self._exchange_once(self._exchange_of(
             request, kind, before=(self._counters(), SaveAdvice(advice=advice), CrashPoint(point="a")),
-            after=(CrashPoint(point="b"),)))
+            after=(UpdateAdvice(stan=stan, attempts=1), CrashPoint(point="b"))))
         details: dict[str, Any] = {"amount_minor": amount, "invoice": invoice}
         if isinstance(answer, _NotConnected):
             return self._failure(op, answer)
-        self._emit(UpdateAdvice(stan=stan, attempts=1))
         s = self.settings
         if isinstance(answer, _NoAnswer):
             return self._result(op, Outcome.NO_ANSWER, f"{answer.why}; advice stored, repeated later as "

@@ -369,3 +369,18 @@ def test_local_refusals_send_nothing(dialect_name: str) -> None:
         assert len(ledger.authorizations()) == before + 1
         assert get_dialect(dialect_name)
     scenario(dialect_name, body)
+
+
+@pytest.mark.parametrize("dialect_name", DIALECTS)
+def test_printer_failure_before_or_after_the_journal_commit(dialect_name: str) -> None:
+    """C29: committed first, a dead printer costs a reprint; printed first, it costs an orphan approval."""
+    async def body(pos: Pos, server: HostServer, ledger: Ledger) -> None:
+        await pos(SignOn(now=NOW))
+        fixed = await sale(pos, 1000, printer_fails=True)
+        assert fixed.outcome is Outcome.APPROVED and fixed.details["printed"] is False
+        assert_books_agree(pos.books, ledger)
+        flawed = await sale(pos, 2000, printer_fails=True, commit_before_print=False)
+        assert flawed.details["committed"] is False and pos.books.reversals == []
+        orphans = sorted(set(host_open(ledger)) - {(r.stan, r.kind, r.amount_minor) for r in pos.books.records})
+        assert orphans == [(flawed.stan, "sale", 2000)]
+    scenario(dialect_name, body)
