@@ -1263,9 +1263,11 @@ class Terminal:
         blocked = yield from self._reversals_first(op, force=force)
         if blocked is not None:
             return blocked
-        text = (f"reversal of STAN {first.stan} parked for manual follow-up" if self._notes.get("reversal_parked")
-                else f"reversal of STAN {first.stan} accepted")
-        return self._result(op, Outcome.APPROVED, text, request={"t": "0400", "11": first.stan})
+        if self._notes.get("reversal_parked"):
+            return self._result(op, Outcome.DECLINED, f"reversal of STAN {first.stan} refused by the host, parked for "
+                                "manual follow-up", request={"t": "0400", "11": first.stan})
+        return self._result(op, Outcome.APPROVED, f"reversal of STAN {first.stan} accepted",
+                            request={"t": "0400", "11": first.stan})
 
     # ---- advices (F6) ------------------------------------------------------------------------
 
