@@ -815,6 +815,27 @@ def _all_registries(s: Scenario) -> Iterable[Registry]:
                 yield step.registry
 
 
+def host_settings_body(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Host settings as JSON (``PUT /settings``, ``--config``): times ``HH:MM:SS``, dates ISO, fee
+    rules as objects, tuples as lists.
+
+    >>> host_settings_body({"cutover": time(23, 0), "holidays": (date(2024, 10, 1),), "strict_batch": True})
+    {'cutover': '23:00:00', 'holidays': ['2024-10-01'], 'strict_batch': True}
+    """
+    out: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, (time, date)):
+            out[key] = value.isoformat()
+        elif isinstance(value, tuple):
+            out[key] = [v.control_body() if isinstance(v, FeeRule) else v.isoformat() if isinstance(v, date)
+                        else v for v in value]
+        elif isinstance(value, Mapping):
+            out[key] = {k: list(v) if isinstance(v, tuple) else v for k, v in value.items()}
+        else:
+            out[key] = value
+    return out
+
+
 def field_value(message: Mapping[str, str], name: str) -> str | None:
     """A field or CUP sub-field (``60.3``) of a decoded message, or None when absent."""
     if name in SUBFIELDS:
