@@ -52,7 +52,7 @@ from specs import codes
 from specs.codec import Message
 from specs.dialects import Dialect, response_mti
 from specs.masking import luhn_valid, mask_pan
-from specs.totals import (CUP_BALANCED, CUP_UNBALANCED, CUP_UPLOAD_DATA, CUP_UPLOAD_END_BALANCED,
+from specs.totals import (CUP_BALANCED, CUP_ERROR, CUP_UNBALANCED, CUP_UPLOAD_DATA, CUP_UPLOAD_END_BALANCED,
                           CUP_UPLOAD_END_UNBALANCED, SETTLEMENT_CLASS, Totals, cup_field_48, parse_cup_field_48,
                           parse_cup_upload_field_48, parse_intl_field_63, parse_intl_upload_field_60, totals_of)
 from specs.transactions import identify
@@ -182,6 +182,15 @@ class Host:
         self.settings = settings or HostSettings()
         self.registry = registry or Registry(ledger)
 
+    @property
+    def settings(self) -> HostSettings:
+        return self._settings
+
+    @settings.setter
+    def settings(self, settings: HostSettings) -> None:
+        self._settings = settings
+        self.calendar = settings.calendar
+
     # ------------------------------------------------------------------ entry point
 
     def handle(self, request: Message, *, now: datetime, directives: Directives = NO_DIRECTIVES) -> Message:
@@ -195,7 +204,7 @@ class Host:
         Returns:
             The response message, ready to encode (MACed when the request was).
         """
-        calendar = self.settings.calendar
+        calendar = self.calendar
         ctx = _Ctx(request=request, now=now, directives=directives, kind=classify(request, self.dialect),
                    business_date=calendar.business_date(now), response=self._base_response(request, now), row={})
         ctx.row = self._base_row(ctx)
@@ -215,14 +224,14 @@ class Host:
         amount = partial.get("4", "")
         return self.ledger.insert_authorization(dict(
             received_at=now.isoformat(timespec="seconds"),
-            business_date=self.settings.calendar.business_date(now).isoformat(), mti=partial["t"], kind="malformed",
+            business_date=self.calendar.business_date(now).isoformat(), mti=partial["t"], kind="malformed",
             tid=partial["41"], mid=partial.get("42", ""), stan=partial["11"], processing_code=partial.get("3"),
             amount_minor=int(amount) if amount.isdigit() else None, local_date=partial.get("13"),
             local_time=partial.get("12"), rc=codes.FORMAT_ERROR, status="declined", reason=reason))
 
     def refresh_payouts(self, now: datetime) -> int:
         """Pay every scheduled payout whose value date has come (business date of ``now``)."""
-        today = self.settings.calendar.business_date(now)
+        today = self.calendar.business_date(now)
         return self.ledger.pay_due_payouts(today=today.isoformat(), at=now.isoformat(timespec="seconds"))
 
     def release_payout(self, payout_id: int, now: datetime) -> dict[str, Any]:
@@ -349,7 +358,7 @@ class Host:
                 and ctx.request.get("60", "")[2:8] != f"{terminal.batch:06d}"):
             ctx.row["reason"] = "batch_mismatch"
             return codes.BATCH_MISMATCH
-        if self.settings.calendar.in_cutover_window(ctx.now):
+        if self.calendar.in_cutover_window(ctx.now):
             ctx.row["reason"] = "cutover"
             return codes.CUTOVER_IN_PROGRESS
         return None
@@ -359,11 +368,12 @@ class Host:
         request = ctx.request
         if request["t"] not in ("0100", "0200"):
             return None
-        if self.ledger.find_duplicate_request(tid=ctx.tid, stan=request["11"], local_date=request.get("13"),
-                                              amount_minor=ctx.amount):
+        replay = self.ledger.replay_of(tid=ctx.tid, stan=request["11"], local_date=request.get("13"),
+                                       amount_minor=ctx.amount)
+        if replay == "duplicate":
             ctx.row["reason"] = "duplicate"
             return codes.DUPLICATE_TRANSMISSION
-        if self.ledger.tombstone(tid=ctx.tid, stan=request["11"], local_date=request.get("13", "")):
+        if replay == "tombstone":
             ctx.row["reason"] = "reversed_before_arrival"
             return self.settings.late_original_rc
         return None
@@ -400,7 +410,7 @@ class Host:
     # ------------------------------------------------------------------ financial requests
 
     def _sale(self, ctx: _Ctx) -> str:
-        return self._screen(ctx, need_card=True, limits=True) or self._approve(ctx, effect=self._debit_card)
+        return self._screen(ctx, need_card=True, limits=True) or self._approve(ctx, effect=self._debit_card(ctx))
 
     def _preauth(self, ctx: _Ctx) -> str:
         return self._screen(ctx, need_card=True, limits=False) or self._approve(ctx)
@@ -420,7 +430,7 @@ class Host:
         if rc is not None:
             return rc
         self._read_card(ctx)
-        return self._approve(ctx, effect=self._debit_card)
+        return self._approve(ctx, effect=self._debit_card(ctx))
 
     def _void(self, ctx: _Ctx) -> str:
         rc = self._find_original(ctx)
@@ -509,9 +519,11 @@ class Host:
         if ctx.row.get("pan_token") is None:
             ctx.row["pan_token"], ctx.row["pan_masked"] = preauth["pan_token"], preauth["pan_masked"]
 
-        def complete(_row_id: int) -> None:
+        debit = self._debit_card(ctx)
+
+        def complete(row_id: int) -> None:
             self.ledger.update_authorization(preauth["id"], status="completed")
-            self._debit_card(_row_id)
+            debit(row_id)
 
         return self._approve(ctx, effect=complete)
 
@@ -724,10 +736,13 @@ class Host:
         if merchant and merchant.available_balance_minor is not None:
             self.registry.put(replace(merchant, available_balance_minor=merchant.available_balance_minor + amount))
 
-    def _debit_card(self, row_id: int) -> None:
-        row = self.ledger.authorization(row_id)
-        if row and row["pan_token"]:
-            self._credit_card_token(row["pan_token"], -(row["amount_minor"] or 0))
+    def _debit_card(self, ctx: _Ctx) -> Callable[[int], None]:
+        """The effect of a posted debit on the card's balance (registered cards only)."""
+        def debit(_row_id: int) -> None:
+            card = ctx.card or (self.registry.card_by_token(ctx.row["pan_token"]) if ctx.row.get("pan_token") else None)
+            if card is not None and card.balance_minor is not None and ctx.amount:
+                self.registry.put(replace(card, balance_minor=card.balance_minor - ctx.amount))
+        return debit
 
     def _credit_card_token(self, token: str | None, amount: int) -> None:
         card = self.registry.card_by_token(token) if token else None
@@ -768,7 +783,7 @@ class Host:
         except ValueError:  # answer 30 and keep the request on the books
             ctx.row["reason"] = "bad_totals"
             if cup:
-                ctx.response["48"] = cup_field_48(Totals(), flag="3")
+                ctx.response["48"] = cup_field_48(Totals(), flag=CUP_ERROR)
             return codes.FORMAT_ERROR
         request_key = f"{request.get('3', '')}:{request.get('48') if cup else request.get('63')}"
         closed = self.ledger.latest_settlement(tid=ctx.tid, batch=batch, status="closed")
@@ -783,9 +798,10 @@ class Host:
         ours = self._with_delta(self.ledger.open_batch_totals(ctx.tid), ctx.directives.totals_delta)
         balanced = ours == theirs
         if cup:
-            unbalanced_rc = codes.RECONCILE_ERROR if self.settings.cup_unbalanced_mode == "rc95" else codes.APPROVED
-            rc = codes.APPROVED if balanced else unbalanced_rc
-            ctx.response["48"] = cup_field_48(ours, flag=CUP_BALANCED if balanced else CUP_UNBALANCED)
+            mode = self.settings.cup_unbalanced_mode
+            rc = codes.RECONCILE_ERROR if mode == "rc95" and not balanced else codes.APPROVED
+            flag = CUP_BALANCED if balanced else CUP_ERROR if mode == "error" else CUP_UNBALANCED
+            ctx.response["48"] = cup_field_48(ours, flag=flag)
         else:
             rc = codes.APPROVED if balanced else codes.RECONCILE_ERROR
         at = ctx.now.isoformat(timespec="seconds")
@@ -960,7 +976,7 @@ class Host:
                 fee += rule.fee(amount) if rule else 0
             elif cls == "credit":
                 gross -= amount
-        calendar = self.settings.calendar
+        calendar = self.calendar
         days = merchant.payout_days if merchant.payout_days is not None else self.settings.payout_days
         value_date = calendar.value_date(ctx.business_date, days=days)
         if directives.payout_delay_days:

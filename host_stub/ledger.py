@@ -182,6 +182,10 @@ class Ledger:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
         self._depth = 0
+        #: Registry entries already read, by (kind, key); owned by :class:`host_stub.registry.Registry`
+        #: and emptied whenever a transaction rolls back or the books are reset, so it never holds a
+        #: change the file does not.
+        self.registry_cache: dict[tuple[str, str], Any] = {}
         self._columns: dict[str, frozenset[str]] = {
             table: frozenset(r["name"] for r in self._db.execute(f"PRAGMA table_info({table})"))
             for table in (*_BOOK_TABLES, *_REGISTRY_TABLES)}
@@ -208,6 +212,7 @@ class Ledger:
         except BaseException:
             self._depth = 0
             self._db.execute("ROLLBACK")
+            self.registry_cache.clear()
             raise
         self._depth = 0
         self._db.execute("COMMIT")
@@ -219,15 +224,16 @@ class Ledger:
     def next_sequence(self, name: str) -> int:
         """Monotonic counter (RRNs, auth codes) that survives restarts."""
         with self.transaction() as db:
-            db.execute("INSERT INTO sequences (name, value) VALUES (?, 1) "
-                       "ON CONFLICT(name) DO UPDATE SET value = value + 1", (name,))
-            return int(db.execute("SELECT value FROM sequences WHERE name = ?", (name,)).fetchone()[0])
+            return int(db.execute("INSERT INTO sequences (name, value) VALUES (?, 1) "
+                                  "ON CONFLICT(name) DO UPDATE SET value = value + 1 RETURNING value",
+                                  (name,)).fetchone()[0])
 
     def reset(self, *, registry: bool = True) -> None:
         """Empty the books (and the registry unless told otherwise), atomically."""
         with self.transaction() as db:
             for table in (*_BOOK_TABLES, *(_REGISTRY_TABLES if registry else ())):
                 db.execute(f"DELETE FROM {table}")
+        self.registry_cache.clear()
 
     # ------------------------------------------------------------------ authorizations
 
@@ -262,6 +268,19 @@ class Ledger:
             " AND local_date IS ? AND amount_minor IS ? AND kind != 'malformed' ORDER BY id DESC LIMIT 1",
             (tid, stan, local_date, amount_minor)).fetchone()
         return dict(row) if row else None
+
+    def replay_of(self, *, tid: str, stan: str, local_date: str | None, amount_minor: int | None) -> str | None:
+        """Why a financial request (0100/0200) must not be posted: ``"duplicate"`` (the same TID, STAN,
+        13 and amount already on the books), ``"tombstone"`` (its reversal came first), or None.
+
+        One query for both, because every financial request asks.
+        """
+        row = self._db.execute(
+            "SELECT 'duplicate' FROM authorizations WHERE tid = ? AND stan = ? AND mti IN ('0100', '0200')"
+            " AND local_date IS ? AND amount_minor IS ? AND kind != 'malformed'"
+            " UNION ALL SELECT 'tombstone' FROM tombstones WHERE tid = ? AND stan = ? AND local_date = ? LIMIT 1",
+            (tid, stan, local_date, amount_minor, tid, stan, local_date or "")).fetchone()
+        return row[0] if row else None
 
     def find_posted_advice(self, *, tid: str, stan: str, processing_code: str | None,
                            amount_minor: int | None) -> dict[str, Any] | None:

@@ -311,31 +311,46 @@ _KINDS: dict[type, str] = {Merchant: "merchants", Terminal: "terminals", Card: "
 class Registry:
     """Typed access to the registry tables of a :class:`~host_stub.ledger.Ledger`."""
 
+    #: Entries kept in the read cache at most (an open host sees one card per PAN it is sent).
+    CACHE_ENTRIES = 10_000
+
     def __init__(self, store: Any) -> None:
         self.store = store
+        # Reads are served from the ledger's cache (shared by every Registry on that ledger, emptied
+        # by the ledger on rollback and reset); writes go to SQLite first, then to the cache.
+        self._cache: dict[tuple[str, str], Any] = getattr(store, "registry_cache", {})
+
+    def _get(self, kind: str, key: str, build: Any) -> Any:
+        try:
+            return self._cache[(kind, key)]
+        except KeyError:
+            pass
+        doc = self.store.registry_get(kind, key)
+        entry = build(doc) if doc else None
+        if len(self._cache) >= self.CACHE_ENTRIES:
+            self._cache.clear()
+        self._cache[(kind, key)] = entry
+        return entry
 
     def merchant(self, mid: str) -> Merchant | None:
-        doc = self.store.registry_get("merchants", mid)
-        return _merchant_from_doc(doc) if doc else None
+        return self._get("merchants", mid, _merchant_from_doc)  # type: ignore[no-any-return]
 
     def terminal(self, tid: str) -> Terminal | None:
-        doc = self.store.registry_get("terminals", tid)
-        return _terminal_from_doc(doc) if doc else None
+        return self._get("terminals", tid, _terminal_from_doc)  # type: ignore[no-any-return]
 
     def card(self, pan: str) -> Card | None:
-        doc = self.store.registry_get("cards", pan_token(pan))
-        return _card_from_doc(doc) if doc else None
+        return self.card_by_token(pan_token(pan))
 
     def card_by_token(self, token: str) -> Card | None:
-        doc = self.store.registry_get("cards", token)
-        return _card_from_doc(doc) if doc else None
+        return self._get("cards", token, _card_from_doc)  # type: ignore[no-any-return]
 
     def put(self, entry: Merchant | Terminal | Card) -> None:
-        key = _key(entry)
+        key, kind = _key(entry), _KINDS[type(entry)]
         doc = entry.as_dict()
         if isinstance(entry, Card):
             doc["token"] = entry.token
-        self.store.registry_put(_KINDS[type(entry)], key, doc)
+        self.store.registry_put(kind, key, doc)
+        self._cache[(kind, key)] = entry
 
     def merchants(self) -> list[Merchant]:
         return [_merchant_from_doc(d) for d in self.store.registry_all("merchants")]
@@ -377,17 +392,21 @@ def _key(entry: Merchant | Terminal | Card) -> str:
     return entry.mid if isinstance(entry, Merchant) else entry.tid if isinstance(entry, Terminal) else entry.token
 
 
+# The ledger holds only documents this module wrote (``as_dict`` of a checked entry), so reading
+# them back skips the checks: this runs for every request the host serves.
+
 def _merchant_from_doc(doc: Mapping[str, Any]) -> Merchant:
-    return Merchant.from_dict(doc, where="ledger.merchants")
+    fees = tuple(FeeRule(effective_from=date.fromisoformat(r["effective_from"]), rate_bps=r["rate_bps"],
+                         fixed_minor=r["fixed_minor"]) for r in doc["fee_schedule"])
+    return Merchant(**{**doc, "limits": Limits(**doc["limits"]), "fee_schedule": fees})
 
 
 def _terminal_from_doc(doc: Mapping[str, Any]) -> Terminal:
-    return Terminal.from_dict(doc, where="ledger.terminals")
+    return Terminal(**{**doc, "limits": Limits(**doc["limits"])})
 
 
 def _card_from_doc(doc: Mapping[str, Any]) -> Card:
-    rest = {k: v for k, v in doc.items() if k not in ("token", "pan_masked")}
-    return Card(token=doc["token"], pan_masked=doc["pan_masked"]).updated(rest, where="ledger.cards")
+    return Card(**{**doc, "limits": Limits(**doc["limits"])})
 
 
 def generate(*, seed: int, merchants: int = 1, terminals_per_merchant: int = 1, cards: int = 3,

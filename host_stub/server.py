@@ -19,6 +19,7 @@ ledger transaction and its answer, within ``grace_seconds``); idle connections a
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -162,7 +163,9 @@ class HostServer:
             return False
         plan = self.faults.plan_for(request, kind=classify(request, self.dialect), now=now)
         fault_ids = plan.directives.fault_ids
-        bound.info("request", message=mask_message(request), faults=list(fault_ids))
+        logging_requests = bound.is_enabled_for(logging.INFO)  # masking every message costs: only when shown
+        if logging_requests:
+            bound.info("request", message=mask_message(request), faults=list(fault_ids))
         if not plan.process:
             bound.info("closing before processing (fault)", faults=list(fault_ids))
             self.journal.add(at=now.isoformat(timespec="seconds"), peer=peer, outcome="closed_before_processing",
@@ -179,7 +182,8 @@ class HostServer:
         outcome = "answered" if plan.send else ("closed_after_processing" if plan.close_after else "dropped")
         self.journal.add(at=now.isoformat(timespec="seconds"), peer=peer, outcome=outcome, request=request,
                          response=response, faults=fault_ids)
-        bound.info("response", message=mask_message(response), outcome=outcome)
+        if logging_requests:
+            bound.info("response", message=mask_message(response), outcome=outcome)
         for step in steps(plan, answer, self.framing, interim=interim):
             match step:
                 case Write(data=data):

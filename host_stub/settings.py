@@ -76,7 +76,8 @@ class HostSettings:
         require_daily_signon: financial request from a terminal not signed on this business day -> 22.
         reversal_unknown_rc: answer to a reversal whose original is unknown (C40): 25, 12 or 00.
         late_original_rc: answer to an original that arrives after its reversal (never posted).
-        cup_unbalanced_mode: CUP imbalance as 对账应答码 2 in field 48 (``flag``) or as ``39=95`` (``rc95``).
+        cup_unbalanced_mode: CUP imbalance as 对账应答码 2 in field 48 (``flag``), as ``39=95`` (``rc95``,
+            with flag 2 too), or as 对账应答码 3 "对账错" (``error``).
         allowed_regions: merchant/terminal regions allowed to transact (58 otherwise); None for all.
         mac_failure_limit: consecutive MAC failures after which every request gets A0 until sign-on.
         cutover, cutover_window_seconds, holidays: the business calendar (:class:`Calendar`).
@@ -132,7 +133,7 @@ class HostSettings:
                     raise ConfigError(f"Key {key!r} holds {changes[key]!r}, expecting a 2-character response code",
                                       key=key, where=where)
             elif key == "cup_unbalanced_mode":
-                changes[key] = want_str(data, key, where=where, choices=("flag", "rc95"))
+                changes[key] = want_str(data, key, where=where, choices=("flag", "rc95", "error"))
             elif key == "allowed_regions":
                 changes[key] = None if data[key] is None else want_str_list(data, key, where=where)
             elif key in ("mac_failure_limit",):

@@ -479,12 +479,13 @@ def test_unsupported_request_is_12_and_recorded() -> None:
 
 def test_core_is_transactional_a_failing_effect_leaves_no_trace(monkeypatch: pytest.MonkeyPatch) -> None:
     host, terminal = signed_on("intl-ascii")
+    host.registry.put(Card.from_dict({"pan": terminal.card.pan, "balance_minor": 1000}))
     before = len(rows(host))
 
     def boom(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(host, "_debit_card", boom)
+    monkeypatch.setattr(host.registry, "put", boom)  # the card balance update, after the row is written
     with pytest.raises(RuntimeError):
         ask(host, terminal.financial("sale", 100))
     assert len(rows(host)) == before

@@ -112,14 +112,14 @@ def test_intl_960000_without_a_prior_95_closes_from_the_uploads() -> None:
     assert host.ledger.settlements()[0]["result"] == "uploaded"
 
 
-@pytest.mark.parametrize("mode", ["flag", "rc95"])
+@pytest.mark.parametrize("mode", ["flag", "rc95", "error"])
 def test_cup_unbalanced_then_201_uploads_then_202_closes(mode: str) -> None:
     host, terminal = signed_on("cup", cup_unbalanced_mode=mode)
     done = sales(host, terminal, [100 * (i + 1) for i in range(10)])
     host.ledger.set_status(host.ledger.authorizations(kind="sale")[-1]["id"], "declined")
     answer = ask(host, terminal.settlement(totals([100 * (i + 1) for i in range(10)])))
     host_totals, flag = parse_cup_field_48(answer["48"])
-    assert (answer["39"], flag) == ("00" if mode == "flag" else "95", "2")
+    assert (answer["39"], flag) == {"flag": ("00", "2"), "rc95": ("95", "2"), "error": ("00", "3")}[mode]
     assert host_totals.debit_count == 9
     records = [(request, int(request["4"])) for request, _ in done]
     for chunk in (records[:8], records[8:]):
