@@ -80,9 +80,10 @@ def test_card_and_merchant_status_from_the_registry() -> None:
         await api.put(f"/registry/merchants/{MID}", {"status": "disabled"})
         assert await rc(client, terminal, terminal.financial("sale", 10)) == "03"
         await api.put(f"/registry/terminals/{TID}", {"status": "disabled"})
-        echo = await client.exchange(terminal.network("echo"))  # INTL 08xx carries 70: never MACed in 64
-        assert echo is not None and echo["39"] == "00"  # network management is still answered
         assert await rc(client, terminal, terminal.financial("sale", 10)) == "97"
+        echo = await client.exchange(terminal.network("echo"))  # INTL 08xx carries 70: never MACed in 64
+        assert echo is not None and echo["39"] == "97"  # a disabled terminal is refused everything but settling
+        assert await rc(client, terminal, terminal.settlement(totals([100]))) == "00"
 
     scenario("intl-bcd", body)
 
