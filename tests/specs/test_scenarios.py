@@ -287,3 +287,24 @@ def test_load_all_rejects_a_stub_its_target_does_not_merge(tmp_path: Path) -> No
         load_all(tmp_path)
     assert str(exc_info.value) == ("C31.yaml line 1: key 'merges': expected C37.yaml to be a merged_into: C31 stub, "
                                    "found status merged")
+
+
+# ------------------------------------------------------------------------------------ the documentation
+
+README = SCENARIO_DIR / "README.md"
+
+
+def test_readme_example_is_a_valid_scenario() -> None:
+    text = README.read_text(encoding="utf-8")
+    example = text.split("```yaml\n", 1)[1].split("```", 1)[0]
+    scenario = parse_scenario(example, name="C40.yaml")
+    assert scenario.status == "runnable" and scenario.expect is not None
+
+
+def test_readme_matrix_lists_every_file_with_its_status(scenarios: list[Scenario]) -> None:
+    rows = {line.split("|")[1].strip(): line for line in README.read_text(encoding="utf-8").splitlines()
+            if line.startswith("| C")}
+    for s in scenarios:
+        assert s.id in rows, f"{s.id} missing from the README matrix"
+        expected = {"runnable": "runnable", "outside": "outside", "merged": f"merged into {s.merged_into}"}[s.status]
+        assert f"| {expected}" in rows[s.id], f"README row for {s.id} does not say {expected}"
