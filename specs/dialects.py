@@ -115,6 +115,8 @@ _CUP: dict[str, tuple[FieldKind, LengthType, int, str]] = {
 _MANDATORY_INTL: dict[str, frozenset[str]] = {
     "0100": frozenset({"3", "4", "11", "22", "41", "42"}),
     "0110": frozenset({"3", "11", "39", "41"}),
+    "0120": frozenset({"3", "4", "11", "41", "42"}),
+    "0130": frozenset({"11", "39", "41"}),
     "0200": frozenset({"3", "11", "22", "41", "42"}),
     "0210": frozenset({"3", "11", "39", "41"}),
     "0220": frozenset({"3", "4", "11", "41", "42"}),
@@ -134,6 +136,8 @@ _MANDATORY_INTL: dict[str, frozenset[str]] = {
 _MANDATORY_CUP: dict[str, frozenset[str]] = {
     "0100": frozenset({"3", "4", "11", "22", "25", "41", "42", "49", "60"}),
     "0110": frozenset({"3", "11", "39", "41", "42", "60"}),
+    "0120": frozenset({"3", "4", "11", "41", "42", "49", "60"}),
+    "0130": frozenset({"11", "39", "41", "42", "60"}),
     "0200": frozenset({"3", "11", "22", "25", "41", "42", "49", "60"}),
     "0210": frozenset({"3", "11", "39", "41", "42", "60"}),
     "0220": frozenset({"3", "4", "11", "41", "42", "49", "60"}),
@@ -149,6 +153,17 @@ _MANDATORY_CUP: dict[str, frozenset[str]] = {
     "0820": frozenset({"11", "41", "42", "60"}),
     "0830": frozenset({"11", "39", "41", "42", "60"}),
 }
+
+
+#: Repeat (retransmission) MTIs, last digit 1, and the first transmission whose rules they follow
+#: (domain.md §1.4: 0220 -> 0221, 0400 -> 0401, 0420 -> 0421; jPOS ``setRetransmissionMTI``).
+REPEAT_OF: Mapping[str, str] = MappingProxyType({"0121": "0120", "0221": "0220", "0401": "0400", "0421": "0420"})
+
+
+def _with_repeats(table: dict[str, frozenset[str]]) -> dict[str, frozenset[str]]:
+    """Reversal advices (0420/0430) follow 0400/0410; every repeat MTI follows its first transmission."""
+    table = {**table, "0420": table["0400"], "0430": table["0410"]}
+    return {**table, **{repeat: table[first] for repeat, first in REPEAT_OF.items()}}
 
 
 def response_mti(mti: str) -> str:
@@ -232,7 +247,7 @@ def _build(name: str, family: Family, *, bcd: bool) -> Dialect:
         family=family,
         bcd=bcd,
         formats=MappingProxyType(formats),
-        mandatory=MappingProxyType(_MANDATORY_CUP if family == "cup" else _MANDATORY_INTL),
+        mandatory=MappingProxyType(_with_repeats(_MANDATORY_CUP if family == "cup" else _MANDATORY_INTL)),
         spec=MappingProxyType({k: MappingProxyType(dict(v)) for k, v in spec.items()}),
     )
 

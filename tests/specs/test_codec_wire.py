@@ -174,3 +174,12 @@ def test_ascii_length_prefix_literal_bytes() -> None:
     framing = Framing(length_prefix="ascii4")
     assert pack(Frame(message=message), framing) == b"0056" + message
     assert FrameReader(framing).feed(b"0056" + message) == [Frame(message=message)]
+
+
+def test_repeat_mti_is_a_message_of_its_own() -> None:
+    """0221 (advice repeat) follows the rules of 0220 and keeps its own MTI on the wire."""
+    fields = {"t": "0221", "3": "000000", "4": "000000000100", "11": "000007", "41": "10000001",
+              "42": "123456789012345"}
+    wire = b"0221" b"3020000000C00000" b"000000" b"000000000100" b"000007" b"10000001" b"123456789012345"
+    assert encode(fields, get_dialect("intl-ascii")) == wire
+    assert decode(wire, get_dialect("intl-ascii")) == fields
