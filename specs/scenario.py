@@ -46,7 +46,7 @@ import fnmatch
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping, NoReturn, Union
@@ -931,11 +931,6 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def _money_text(minor: int) -> str:
-    sign = "-" if minor < 0 else ""
-    return f"{sign}{abs(minor) // 100}.{abs(minor) % 100:02d}"
-
-
 class _Reader:
     """Turns located YAML into model objects for one file; every check raises :class:`ScenarioError`."""
 
@@ -1018,10 +1013,7 @@ class _Reader:
         return y.text
 
     def mti(self, y: _Y, path: str) -> str:
-        text = self.digits(y, path, 4, "a 4-digit MTI like '0200'")
-        if text[2] not in "0123456789":  # pragma: no cover - digits() already guarantees
-            self.expected(y, path, "a 4-digit MTI like '0200'")
-        return text
+        return self.digits(y, path, 4, "a 4-digit MTI like '0200'")
 
     def boolean(self, y: _Y, path: str) -> bool:
         if not isinstance(y.value, bool):
@@ -1175,17 +1167,17 @@ class _Reader:
         if kind == "fee_schedule":
             return self.fee_schedule(y, path)
         if kind == "required_fields":
-            out = {}
-            for key, value in self.free_mapping(y, path, "a mapping of MTI to field numbers").items():
+            required: dict[str, tuple[str, ...]] = {}
+            for key, item in self.free_mapping(y, path, "a mapping of MTI to field numbers").items():
                 mti_text = self.mti(_Y(key, self.key_line(y, key), key), _join(path, key))
-                out[mti_text] = self.str_or_list(value, _join(path, key), self.field_name)
-            return _frozen(out)
+                required[mti_text] = self.str_or_list(item, _join(path, key), self.field_name)
+            return _frozen(required)
         if kind == "operators":
-            out = {}
-            for key, value in self.free_mapping(y, path, "a mapping of operator id to role").items():
+            roles: dict[str, str] = {}
+            for key, item in self.free_mapping(y, path, "a mapping of operator id to role").items():
                 self.digits(_Y(key, self.key_line(y, key), key), _join(path, key), 3, "a 3-digit operator id like '001'")
-                out[key] = self.choice(value, _join(path, key), OPERATOR_ROLES)
-            return _frozen(out)
+                roles[key] = self.choice(item, _join(path, key), OPERATOR_ROLES)
+            return _frozen(roles)
         raise AssertionError(f"unknown value kind {kind}")  # pragma: no cover - tables are fixed
 
     def identity(self, y: _Y, path: str, n: int, what: str) -> str:
@@ -1335,18 +1327,12 @@ class _Parser(_Reader):
                                                   "terminal settings")
         base = _StepScope(cards=set(host.registry.cards), fault_ids={f.id for f in host.faults if f.id})
         steps, broken_scope = self.steps(e["steps"], "steps", base)
-        broken = self.variant(e["broken"], "broken", fix=False) if "broken" in e else Variant()
-        fix_raw = e["fix"]
-        fix = self.variant(fix_raw, "fix", fix=True, base=base)
-        fixed_scope = broken_scope
-        if fix.steps is not None:
-            fixed_scope = self._fix_scope
-        self.check_variants_differ(fix_raw, broken, fix)
-        expect = self.expectations(e["expect"], broken_scope, fixed_scope)
-        scenario = Scenario(**common, merges=merges, dialects=dialects, host=host, terminal_settings=terminal_settings,
-                            steps=steps, broken=broken, fix=fix, expect=expect,
-                            runbook=self.text(e["runbook"], "runbook"))
-        return scenario
+        broken, _ = self.variant(e["broken"], "broken", fix=False, base=base) if "broken" in e else (Variant(), None)
+        fix, fix_scope = self.variant(e["fix"], "fix", fix=True, base=base)
+        self.check_variants_differ(e["fix"], broken, fix)
+        expect = self.expectations(e["expect"], broken_scope, fix_scope or broken_scope)
+        return Scenario(**common, merges=merges, dialects=dialects, host=host, terminal_settings=terminal_settings,
+                        steps=steps, broken=broken, fix=fix, expect=expect, runbook=self.text(e["runbook"], "runbook"))
 
     def merges(self, y: _Y, own: str) -> tuple[Merge, ...]:
         out = []
@@ -1542,10 +1528,10 @@ class _Parser(_Reader):
             elif k == "seed":
                 kw[k] = self.integer(item, p, minimum=0)
             elif k == "probability":
-                value = self.number(item, p)
-                if value > 1:
+                probability = self.number(item, p)
+                if probability > 1:
                     self.expected(item, p, "a probability from 0 to 1")
-                kw[k] = value
+                kw[k] = probability
             else:
                 kw[k] = self.between(item, p)
         if "probability" in kw and "seed" not in kw:
@@ -1733,10 +1719,9 @@ class _Parser(_Reader):
 
     # ---------------------------------------------------------------- variants
 
-    _fix_scope: _StepScope
-
-    def variant(self, y: _Y, path: str, *, fix: bool, base: _StepScope | None = None) -> Variant:
-        allowed = ("toggles", "terminal_settings", "host_settings")
+    def variant(self, y: _Y, path: str, *, fix: bool, base: _StepScope) -> tuple[Variant, _StepScope | None]:
+        """The run's settings, and the scope of its own steps when it replaces them."""
+        allowed: tuple[str, ...] = ("toggles", "terminal_settings", "host_settings")
         if fix:
             allowed += ("description", "host_registry", "steps")
         e = self.mapping(y, path, allowed=allowed, required=("description",) if fix else (),
@@ -1753,15 +1738,14 @@ class _Parser(_Reader):
         if "description" in e:
             kw["description"] = self.text(e["description"], _join(path, "description"))
         if "host_registry" in e:
-            assert base is not None
             kw["host_registry"] = self.registry(e["host_registry"], _join(path, "host_registry"),
                                                 known_cards=base.cards)
+        scope = None
         if "steps" in e:
-            assert base is not None
             registry: Registry = kw.get("host_registry", Registry())
             scope_base = _StepScope(cards=base.cards | set(registry.cards), fault_ids=set(base.fault_ids))
-            kw["steps"], self._fix_scope = self.steps(e["steps"], _join(path, "steps"), scope_base)
-        return Variant(**kw)
+            kw["steps"], scope = self.steps(e["steps"], _join(path, "steps"), scope_base)
+        return Variant(**kw), scope
 
     def check_variants_differ(self, y: _Y, broken: Variant, fix: Variant) -> None:
         for name in ("toggles", "terminal_settings", "host_settings"):
@@ -1770,7 +1754,7 @@ class _Parser(_Reader):
                 if name == "toggles" and key not in fix_values:
                     self.fail(y, f"fix.toggles.{key}", f"missing, the flawed run sets {key}: the fix must set it back")
                 if key in fix_values and fix_values[key] == value:
-                    self.fail(y, f"fix.{name}.{key}", f"expected a value other than the flawed run's, found the same")
+                    self.fail(y, f"fix.{name}.{key}", "expected a value other than the flawed run's, found the same")
         differs = any(broken.toggles.get(k) != v for k, v in fix.toggles.items()) \
             or any(broken.terminal_settings.get(k) != v for k, v in fix.terminal_settings.items()) \
             or any(broken.host_settings.get(k) != v for k, v in fix.host_settings.items()) \
