@@ -77,21 +77,23 @@ def test_signon_three_sales_balanced_settlement(dialect_name: str) -> None:
 
 
 def test_unbalanced_settlement_is_answered_95_or_flag_2(dialect_name: str) -> None:
+    """The host lost an approval: INTL answers 95, CUP 对账应答码 2; the terminal uploads its batch."""
     ledger = Ledger(":memory:")
     results, journal = _business_day(dialect_name, ledger, alter_host_books=True)
     settle = results[-1]
     assert settle.outcome is Outcome.UNBALANCED
-    assert settle.details["settlement_result"] == "unbalanced"
-    [settlement] = ledger.settlements()
-    assert settlement["result"] == "unbalanced"
-    assert settlement["host_totals"]["debit_count"] == 2
+    assert (settle.details["settlement_result"], settle.details["uploaded"]) == ("unbalanced", 3)
     if dialect_name == "cup":
-        assert settle.rc == "00"  # CUP carries the result in field 48, 对账应答码 2
+        assert settle.rc == "00"  # CUP carries the result in field 48
     else:
-        assert settle.rc == settlement["rc"] == "95"
+        assert settle.rc == "95"
+    [settlement] = ledger.settlements()
+    assert settlement["result"] == "uploaded"
+    assert settlement["host_totals"]["debit_count"] == 2
+    assert settlement["terminal_totals"]["debit_count"] == settlement["uploaded_totals"]["debit_count"] == 3
+    assert settlement["exceptions"] == {"terminal_only": 1}  # the approval the host had lost, found by the upload
     books = journal.load()
-    assert books.batch == 1 and len(books.records) == 3  # the batch stays open
-    assert all(s["settled"] == 0 for s in ledger.authorizations(kind="sale"))
+    assert books.batch == 2 and books.records == []  # closed after the upload
 
 
 def test_stray_answer_is_never_taken_for_an_approval() -> None:
@@ -160,8 +162,11 @@ def test_cli_business_day_continues_across_invocations(tmp_path: Path, dialect: 
     assert [o["rc"] for o in outputs] == ["00"] * 5
     assert outputs[1]["amount_minor"] == 1234 and outputs[1]["invoice"] == "000001"
     assert outputs[-1]["sale_amount_minor"] == 1234 + 99 + 10000
-    assert json.loads(status.stdout) == {"stan": "000005", "invoice": "000003", "batch": "000002", "signed_on": True,
-                                         "open_records": 0, "sale_count": 0, "sale_amount_minor": 0}
+    shown = json.loads(status.stdout)
+    # CUP closes even a balanced settlement with a 0320 207 end message: one more STAN
+    assert shown["stan"] == ("000006" if dialect == "cup" else "000005")
+    assert {k: shown[k] for k in ("invoice", "batch", "signed_on", "open_records", "pending_reversals")} == {
+        "invoice": "000003", "batch": "000002", "signed_on": True, "open_records": 0, "pending_reversals": []}
     books = Ledger(str(tmp_path / "host.sqlite"))  # a restarted host would see the same books
     try:
         assert [r["status"] for r in books.authorizations(kind="sale")] == ["approved"] * 3
