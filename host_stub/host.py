@@ -44,7 +44,7 @@ settlement (0500)  totals compared; INTL 95 / CUP 对账应答码 2 (or 39=95); 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime
 from typing import Any, Callable
 
@@ -793,6 +793,15 @@ class Host:
                 ctx.response["48"] = closed["response_48"]
             self.ledger.update_settlement(closed["id"], attempts=closed["attempts"] + 1)
             return closed["rc"]
+        if closed is not None and closed["terminal_totals"] == asdict(theirs) and closed["rc"] == codes.APPROVED:
+            # The terminal restarts the settlement of a batch the host already closed (it lost the
+            # closing answer, C23): the batch is settled, so say so, and never close or pay it twice.
+            ctx.row["reason"] = "settlement_of_closed_batch"
+            if cup:
+                settled = closed["uploaded_totals"] or closed["host_totals"]
+                ctx.response["48"] = cup_field_48(Totals(**settled), flag=CUP_BALANCED)
+            self.ledger.update_settlement(closed["id"], attempts=closed["attempts"] + 1)
+            return codes.APPROVED
         if not cup and request.get("3") == "960000":
             return self._close_after_upload(ctx, batch, theirs, request_key)
         ours = self._with_delta(self.ledger.open_batch_totals(ctx.tid), ctx.directives.totals_delta)
@@ -844,8 +853,8 @@ class Host:
         cup = self.family == "cup"
         batch = request.get("60", "")[2:8] if cup else None
         settlement = self.ledger.latest_settlement(tid=ctx.tid, batch=batch, status="awaiting_upload")
-        if batch is None:
-            batch = settlement["batch"] if settlement else f"{ctx.terminal.batch:06d}" if ctx.terminal else "000000"
+        if batch is None:  # INTL: the batch is the one being settled, else the host's open one
+            batch = settlement["batch"] if settlement else self._intl_upload_batch(ctx)
         ctx.row["batch"] = batch
         settlement_id = settlement["id"] if settlement else None
         at = ctx.now.isoformat(timespec="seconds")
@@ -881,6 +890,17 @@ class Host:
         if settlement is not None:
             self.ledger.update_settlement(settlement_id, upload_count=len(self.ledger.uploads_of(tid=ctx.tid, batch=batch)))
         return codes.APPROVED
+
+    def _intl_upload_batch(self, ctx: _Ctx) -> str:
+        """The batch an INTL 0320 belongs to when no settlement waits for an upload: the batch just
+        closed if this record was uploaded for it (a terminal resending after a lost answer), else the
+        host's open batch."""
+        closed = self.ledger.latest_settlement(tid=ctx.tid, status="closed")
+        original_stan = ctx.request.get("60", "")[4:10]
+        if closed is not None and any(u["original_stan"] == original_stan
+                                      for u in self.ledger.uploads_of(tid=ctx.tid, batch=closed["batch"])):
+            return str(closed["batch"])
+        return f"{ctx.terminal.batch:06d}" if ctx.terminal else "000000"
 
     def _cup_upload_end(self, ctx: _Ctx, batch: str, nmic: str, settlement_id: int | None) -> str:
         """CUP 0320 202/207: the upload is complete; close the batch as uploaded (or confirm a balanced close)."""

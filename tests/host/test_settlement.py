@@ -286,3 +286,51 @@ def test_funding_invariant_per_merchant() -> None:
     payouts = host.ledger.payouts(mid=MID)
     assert sum(p["net_minor"] + p["fee_minor"] for p in payouts) == settled
     assert date.fromisoformat(payouts[0]["value_date"]) > date.fromisoformat(payouts[0]["business_date"])
+
+
+@pytest.mark.parametrize("dialect_name", ["intl-ascii", "cup"])
+def test_settlement_restarted_after_a_lost_closing_answer_is_never_closed_twice(dialect_name: str) -> None:
+    """C23: the 960000 (INTL) or 202 (CUP) answer is lost; the terminal runs the whole settlement again."""
+    host, terminal = signed_on(dialect_name)
+    done = sales(host, terminal, [100, 200])
+    theirs = totals([100, 250])  # unbalanced: the terminal has 250 for the second sale
+    cup = dialect_name == "cup"
+
+    def upload_all() -> None:
+        for request, response in done:
+            amount = 250 if request is done[1][0] else int(request["4"])
+            upload = (terminal.cup_upload([(request, amount)]) if cup
+                      else terminal.intl_upload({**request, "4": f"{amount:012d}"}, response))
+            assert ask(host, upload)["39"] == "00"
+
+    first = ask(host, terminal.settlement(theirs))
+    assert first["39"] == ("00" if cup else "95")
+    upload_all()
+    end = terminal.cup_upload_end(2) if cup else terminal.settlement(theirs, processing_code="960000")
+    assert ask(host, end)["39"] == "00"
+    again = ask(host, {**terminal.settlement(theirs), "11": terminal.next_stan()})  # the restart
+    if cup:  # the identical 0500 is answered as before (对账不平): the terminal uploads again, harmlessly
+        assert (again["39"], again["48"]) == (first["39"], first["48"])
+        upload_all()
+        assert ask(host, terminal.cup_upload_end(2))["39"] == "00"
+    else:  # INTL: the batch was closed by the 960000, so the host says it is settled
+        assert again["39"] == "00"
+    [settlement] = host.ledger.settlements()
+    assert (settlement["status"], settlement["attempts"]) == ("closed", 2)
+    assert all(u["repeats"] == (1 if cup else 0) for u in settlement["uploads"])
+    assert [p["gross_minor"] for p in host.ledger.payouts()] == [350]
+    assert host.registry.terminal(TID).batch == 2  # type: ignore[union-attr]
+
+
+def test_intl_upload_resent_after_close_stays_with_the_closed_batch() -> None:
+    host, terminal = signed_on("intl-ascii")
+    ((request, answer),) = sales(host, terminal, [100])
+    ask(host, terminal.settlement(totals([999])))
+    ask(host, terminal.intl_upload(request, answer))
+    ask(host, terminal.settlement(totals([100]), processing_code="960000"))
+    assert ask(host, terminal.intl_upload(request, answer))["39"] == "00"  # resent after the close
+    assert [(u["batch"], u["repeats"]) for u in host.ledger.uploads()] == [("000001", 1)]
+    terminal.batch = 2
+    ((later, later_answer),) = sales(host, terminal, [50])
+    ask(host, terminal.intl_upload(later, later_answer))  # an upload before any 0500 of batch 2
+    assert [u["batch"] for u in host.ledger.uploads()] == ["000001", "000002"]
