@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from specs.codec import CodecError, Message, decode, encode
-from specs.crypto import MAC_ALGORITHMS, mac_data, sign, verify
+from specs.codec import CodecError, decode, encode
+from specs.crypto import sign, verify
 from specs.dialects import Dialect
 from specs.framing import CupHeader, Frame, FrameReader, Framing, FramingError, Tpdu, pack
 
@@ -40,43 +40,6 @@ log = structlog.get_logger("pos_terminal")
 
 READ_CHUNK_BYTES = 4096
 
-#: Repeat MTIs (domain.md §1.4, §F6) -> the first transmission whose field rules they follow.  The
-#: dialect tables list only first transmissions, so a repeat is encoded as its first transmission
-#: with its own MTI put back, and MACed over those bytes (its own MTI included) — as the stub host
-#: decodes and verifies it.
-REPEAT_OF = {"0221": "0220", "0121": "0120", "0401": "0400", "0421": "0420"}
-
-
-def _mti_bytes(mti: str, dialect: Dialect) -> bytes:
-    return bytes.fromhex(mti) if dialect.bcd else mti.encode("ascii")
-
-
-def _first_transmission(message: Message, dialect: Dialect) -> str | None:
-    first = REPEAT_OF.get(message.get("t", ""))
-    return first if first is not None and message["t"] not in dialect.mandatory else None
-
-
-def encode_request(message: Message, dialect: Dialect) -> bytes:
-    """Encode a request, repeat MTIs included (0221 is encoded as 0220 with its own MTI).
-
-    Raises:
-        CodecError: as :func:`specs.codec.encode`.
-    """
-    first = _first_transmission(message, dialect)
-    if first is None:
-        return encode(message, dialect)
-    wire = encode({**message, "t": first}, dialect)
-    return _mti_bytes(message["t"], dialect) + wire[len(_mti_bytes(first, dialect)):]
-
-
-def sign_request(message: Message, dialect: Dialect, key: bytes, algorithm: str) -> Message:
-    """A copy of ``message`` with its MAC in field 64, repeat MTIs included (MACed over their own bytes)."""
-    first = _first_transmission(message, dialect)
-    if first is None:
-        return sign(message, dialect, key, algorithm)
-    block = mac_data({**message, "t": first}, dialect)
-    block = _mti_bytes(message["t"], dialect) + block[len(_mti_bytes(first, dialect)):]
-    return {**message, "64": MAC_ALGORITHMS[algorithm](key, block).hex().upper()}
 #: Exit status of a process that died at an armed crash point (as if killed by SIGKILL).
 CRASH_EXIT_CODE = 137
 
@@ -116,12 +79,12 @@ class Link:
     async def send(self, message: dict[str, str], *, mac_key: bytes | None = None, mac_algorithm: str = "") -> dict[str, str]:
         """Frame and write one request; with ``mac_key``, field 64 is set first.  Returns what was sent."""
         if mac_key is not None:
-            message = sign_request(message, self.dialect, mac_key, mac_algorithm)
+            message = sign(message, self.dialect, mac_key, mac_algorithm)
             self._mac = (mac_key, mac_algorithm)
         else:
             self._mac = None
         header = CupHeader() if self.framing.cup_header else None
-        self.writer.write(pack(Frame(message=encode_request(message, self.dialect), tpdu=self.tpdu, header=header),
+        self.writer.write(pack(Frame(message=encode(message, self.dialect), tpdu=self.tpdu, header=header),
                                self.framing))
         await self.writer.drain()
         return message

@@ -7,9 +7,9 @@ from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
 from specs.codec import encode
+from specs.crypto import sign
 from specs.dialects import get_dialect
 
-from emulator.channel import encode_request, sign_request
 from emulator.messages import Profile, financial_request, repeat_mti
 
 from tests.emulator.helpers import NOW
@@ -74,7 +74,7 @@ def _sale(family: str) -> dict[str, str]:
 
 def test_the_shell_puts_the_x919_mac_of_the_mab_in_field_64() -> None:
     dialect = get_dialect("intl-bcd")
-    signed = sign_request(_sale("intl"), dialect, KEY, "x9.19")
+    signed = sign(_sale("intl"), dialect, KEY, "x9.19")
     wire = encode(signed, dialect)
     mab = wire[:-8]  # MTI .. last field before 64, bitmap with bit 64 set
     assert signed["64"] == x919_by_hand(KEY, mab).hex().upper()
@@ -83,7 +83,7 @@ def test_the_shell_puts_the_x919_mac_of_the_mab_in_field_64() -> None:
 def test_the_shell_puts_the_cup_ecb_mac_of_the_mab_in_field_64() -> None:
     dialect = get_dialect("cup")
     mak = bytes.fromhex("0123456789ABCDEF")
-    signed = sign_request(_sale("cup"), dialect, mak, "cup-ecb")
+    signed = sign(_sale("cup"), dialect, mak, "cup-ecb")
     mab = encode(signed, dialect)[:-8]
     assert bytes.fromhex(signed["64"]) == cup_ecb_by_hand(mak, mab)
 
@@ -94,8 +94,7 @@ def test_a_repeat_advice_is_encoded_and_maced_over_its_own_mti() -> None:
                                amount_minor=500, pan="4761739001010010", expiry="3012", invoice="000002",
                                auth_code="Y00003")
     repeat = {**advice, "t": repeat_mti(advice["t"])}
-    signed = sign_request(repeat, dialect, KEY, "x9.19")
-    wire = encode_request(signed, dialect)
+    signed = sign(repeat, dialect, KEY, "x9.19")
+    wire = encode(signed, dialect)
     assert wire[:2] == bytes.fromhex("0221")
-    assert wire[2:] == encode({**signed, "t": "0220"}, dialect)[2:]
     assert signed["64"] == x919_by_hand(KEY, wire[:-8]).hex().upper()
