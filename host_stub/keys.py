@@ -12,14 +12,10 @@ Wire contract (shared with the terminal):
 
 from __future__ import annotations
 
-import hmac
-
-from specs.crypto import (DEFAULT_TEST_TMK, KEY_BLOCK_LAYOUT, MAC_ALGORITHMS, build_key_block, default_mac_algorithm,
-                          derive_test_key, mac_data, read_pin_block, sign, verify)
+from specs.crypto import (DEFAULT_TEST_TMK, KEY_BLOCK_LAYOUT, build_key_block, default_mac_algorithm, derive_test_key,
+                          read_pin_block, sign, verify)
 from specs.codec import Message
 from specs.dialects import Dialect
-
-from host_stub.wire import REPEAT_OF
 
 #: Key names in key-block order.
 KEY_NAMES = ("PIK", "MAK", "TDK")
@@ -58,30 +54,9 @@ def issue_working_keys(*, tid: str, signon_count: int, layout: str, tmk_hex: str
 def mac_is_valid(message: Message, dialect: Dialect, mak_hex: str) -> bool:
     """Whether field 64 of a received message is right under the MAK (False, never raises, on bad input).
 
-    Repeats (0221, 0401) are MACed over their own bytes, MTI included; the shared codec only knows
-    the first-transmission MTIs, so their MAC block is built as the first transmission's with the
-    MTI bytes put back (:func:`repeat_mac_block`).
+    Repeats (0221, 0401) are MACed over their own bytes, MTI included, like any other message.
     """
-    algorithm = default_mac_algorithm(dialect.family)
-    if message.get("t") not in REPEAT_OF:
-        return verify(message, dialect, bytes.fromhex(mak_hex), algorithm)
-    given = message.get("64", "")
-    try:
-        expected = MAC_ALGORITHMS[algorithm](bytes.fromhex(mak_hex), repeat_mac_block(message, dialect)).hex().upper()
-    except ValueError:
-        return False
-    return hmac.compare_digest(expected.encode("ascii"), given.upper().encode("utf-8", "replace"))
-
-
-def repeat_mac_block(message: Message, dialect: Dialect) -> bytes:
-    """The MAC block of a repeat (0221, 0401): encoded as its first transmission, its own MTI restored.
-
-    Raises:
-        ValueError: the message cannot be encoded.
-    """
-    mti = message["t"]
-    block = mac_data({**message, "t": REPEAT_OF[mti]}, dialect)
-    return (bytes.fromhex(mti) if dialect.bcd else mti.encode("ascii")) + block[2 if dialect.bcd else 4:]
+    return verify(message, dialect, bytes.fromhex(mak_hex), default_mac_algorithm(dialect.family))
 
 
 def signed(message: Message, dialect: Dialect, mak_hex: str) -> Message:

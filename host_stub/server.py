@@ -27,7 +27,7 @@ from typing import Any
 import structlog
 
 from specs import codes
-from specs.codec import CodecError, Message, decode_unvalidated
+from specs.codec import CodecError, Message, decode, decode_unvalidated
 from specs.dialects import Dialect, is_request, response_mti
 from specs.framing import Frame, FrameReader, Framing, FramingError, pack
 from specs.masking import mask_message
@@ -36,7 +36,7 @@ from host_stub.clock import BusinessClock
 from host_stub.faults import Close, FaultEngine, Plan, Sleep, Write, steps
 from host_stub.host import Host, classify
 from host_stub.journal import RequestJournal
-from host_stub.wire import decode_request, encode_response
+from host_stub.wire import encode_response
 
 log = structlog.get_logger("pos_host")
 
@@ -148,7 +148,7 @@ class HostServer:
         """Answer one frame by its plan; returns False when the connection must close."""
         now = self.clock.now()
         try:
-            request = decode_request(frame.message, self.dialect)
+            request = decode(frame.message, self.dialect)
         except CodecError as exc:
             bound.warning("undecodable message", error=str(exc))
             answer = self._format_error(frame, exc, now, peer)
