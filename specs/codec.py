@@ -36,6 +36,14 @@ _AN = frozenset(string.ascii_letters + string.digits + " ")
 _ANS = frozenset(chr(c) for c in range(0x20, 0x7F))
 _HEX = frozenset(string.hexdigits)
 _Z = frozenset(string.digits + "=")
+#: Field kind -> (characters allowed, how the error names them).
+_ALLOWED: dict[str, tuple[frozenset[str], str]] = {
+    "n": (frozenset(string.digits), "digits only"),
+    "z": (_Z, "digits and '=' only"),
+    "an": (_AN, "letters, digits and spaces only"),
+    "ans": (_ANS, "printable ASCII only"),
+    "b": (_HEX, "hex digits only"),
+}
 
 
 class CodecError(ValueError):
@@ -190,14 +198,8 @@ def _value_problem(number: str, value: object, fmt: FieldFormat) -> str | None:
     """Describe what is wrong with a decoded-form value, or None when it fits the format."""
     if not isinstance(value, str):
         return f"Field {number} holds a {type(value).__name__}, expecting a string ({fmt.describe()})"
-    allowed, what = {
-        "n": (frozenset(string.digits), "digits only"),
-        "z": (_Z, "digits and '=' only"),
-        "an": (_AN, "letters, digits and spaces only"),
-        "ans": (_ANS, "printable ASCII only"),
-        "b": (_HEX, "hex digits only"),
-    }[fmt.kind]
-    bad = next((i for i, ch in enumerate(value) if ch not in allowed), None)
+    allowed, what = _ALLOWED[fmt.kind]
+    bad = None if allowed.issuperset(value) else next(i for i, ch in enumerate(value) if ch not in allowed)
     if bad is not None:
         if fmt.kind in ("n", "an") and len(value) <= 24 and number not in SENSITIVE_FIELDS:
             found = repr(value)
