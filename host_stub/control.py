@@ -72,7 +72,8 @@ ROUTES: tuple[Route, ...] = (
     Route(method="GET", path="/registry/merchants", handler="list_merchants", summary="Every merchant."),
     Route(method="GET", path="/registry/merchants/{mid}", handler="get_merchant", summary="One merchant."),
     Route(method="PUT", path="/registry/merchants/{mid}", handler="put_merchant",
-          summary="Create or change a merchant (partial update).", body=_OBJECT),
+          summary="Create or change a merchant (partial update); clearing payout_hold (or a frozen status) "
+                  "releases the payouts it held.", body=_OBJECT),
     Route(method="GET", path="/registry/terminals", handler="list_terminals", summary="Every terminal (keys as KCVs)."),
     Route(method="GET", path="/registry/terminals/{tid}", handler="get_terminal", summary="One terminal."),
     Route(method="PUT", path="/registry/terminals/{tid}", handler="put_terminal",
@@ -273,6 +274,8 @@ class ControlApi:
         merchant = existing.updated(body, where="body") if existing else Merchant.from_dict({**body, "mid": mid},
                                                                                             where="body")
         self.runtime.registry.put(merchant)
+        # A hold lifted (payout_hold cleared, status no longer frozen) releases the payouts it held.
+        self.runtime.host.merchant_changed(existing, merchant, self._now())
         return _json(merchant.as_dict(), status=200 if existing else 201)
 
     async def list_terminals(self, request: web.Request) -> web.Response:

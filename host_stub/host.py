@@ -11,8 +11,10 @@ Rules (after h11 ``_state.py``):
 3. A request that is well-formed but wrong for the books is *answered* (with the response code the
    acquirer would give); nothing a terminal sends makes the core raise.
 
-Theory of operation.  :meth:`Host.handle` names the request (:func:`classify`), then applies the
-checks in the order a real acquirer does: a fault-forced answer; the terminal and merchant in the
+Theory of operation.  :meth:`Host.answer` names the request (:func:`classify`), then applies the
+checks in the order a real acquirer does: a fault-forced answer; the message rules in force
+(``required_fields``: 30 and 处理要求 1; ``min_software_version`` against the CUP header's
+软件分版本号: 30 for financial requests, 处理要求 6 on every answer); the terminal and merchant in the
 registry (97 / 58 / 03); the MAC (A0, and A0 to everything after ``mac_failure_limit`` consecutive
 failures until a sign-on); sign-on of the day (22), CUP batch (77), cutover window (90); then the
 per-kind rules below.  Approvals get an RRN (37), an approval code (38) and the settlement date
@@ -113,6 +115,25 @@ class Directives:
 NO_DIRECTIVES = Directives()
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Answer:
+    """The core's answer to one request.
+
+    Attributes:
+        response: the response message, ready to encode.
+        processing_requirement: the CUP header 处理要求 the answer must carry (``1`` download
+            parameters, ``6`` TMS download), or None when the core asks for nothing (header as received).
+    """
+
+    response: Message
+    processing_requirement: str | None = None
+
+
+#: CUP header 处理要求 values the core sets (domain.md §1.2).
+DOWNLOAD_PARAMETERS = "1"
+TMS_DOWNLOAD = "6"
+
+
 def classify(request: Message, dialect: Dialect) -> str:
     """Name the business meaning of a request.
 
@@ -154,6 +175,10 @@ class _Ctx:
     card: Card | None = None
     original: dict[str, Any] | None = None
     effects: list[Callable[[int], None]] = field(default_factory=list)
+    #: CUP header 软件分版本号 of the request's frame (None: no CUP header).
+    software_version: str | None = None
+    #: CUP header 处理要求 the answer must carry (None: nothing asked).
+    processing_requirement: str | None = None
 
     @property
     def tid(self) -> str:
@@ -193,25 +218,33 @@ class Host:
 
     # ------------------------------------------------------------------ entry point
 
-    def handle(self, request: Message, *, now: datetime, directives: Directives = NO_DIRECTIVES) -> Message:
+    def handle(self, request: Message, *, now: datetime, directives: Directives = NO_DIRECTIVES,
+               software_version: str | None = None) -> Message:
+        """:meth:`answer`, without the header instruction: the response message only."""
+        return self.answer(request, now=now, directives=directives, software_version=software_version).response
+
+    def answer(self, request: Message, *, now: datetime, directives: Directives = NO_DIRECTIVES,
+               software_version: str | None = None) -> Answer:
         """Decide the answer to one decoded, validated request and record it in the ledger.
 
         Args:
             request: decoded request message (``"t"`` plus data elements).
             now: the business clock's current local time.
             directives: what the fault plan asks for this request.
+            software_version: the CUP header's 软件分版本号 (N6), None without a CUP header.
 
         Returns:
-            The response message, ready to encode (MACed when the request was).
+            The response (MACed when the request was) and the 处理要求 its CUP header must carry.
         """
         calendar = self.calendar
         ctx = _Ctx(request=request, now=now, directives=directives, kind=classify(request, self.dialect),
-                   business_date=calendar.business_date(now), response=self._base_response(request, now), row={})
+                   business_date=calendar.business_date(now), response=self._base_response(request, now), row={},
+                   software_version=software_version)
         ctx.row = self._base_row(ctx)
         with self.ledger.transaction():
             rc = self._decide(ctx)
             self._finish(ctx, rc)
-        return self._seal(ctx)
+        return Answer(response=self._seal(ctx), processing_requirement=ctx.processing_requirement)
 
     def record_rejected(self, partial: Message, *, reason: str, now: datetime) -> int:
         """Put a request that failed validation (answered 30) on the books; returns the row id.
@@ -230,12 +263,12 @@ class Host:
             local_time=partial.get("12"), rc=codes.FORMAT_ERROR, status="declined", reason=reason))
 
     def refresh_payouts(self, now: datetime) -> int:
-        """Pay every scheduled payout whose value date has come (business date of ``now``)."""
+        """Pay every pending payout whose value date has come (business date of ``now``)."""
         today = self.calendar.business_date(now)
         return self.ledger.pay_due_payouts(today=today.isoformat(), at=now.isoformat(timespec="seconds"))
 
     def release_payout(self, payout_id: int, now: datetime) -> dict[str, Any]:
-        """Release a held payout (C11/C36 hold lifted): it is scheduled, or paid if its value date has come.
+        """Release a held payout (C11/C36 hold lifted): it is pending, or paid if its value date has come.
 
         Raises:
             KeyError: no such payout.
@@ -246,9 +279,38 @@ class Host:
             raise KeyError(payout_id)
         if payout["status"] != "held":
             raise ValueError(f"Payout {payout_id} is {payout['status']}, expecting held")
-        self.ledger.update_payout(payout_id, status="scheduled", released_at=now.isoformat(timespec="seconds"))
+        self.ledger.update_payout(payout_id, status="pending", released_at=now.isoformat(timespec="seconds"))
         self.refresh_payouts(now)
         return self.ledger.payout(payout_id) or {}
+
+    def merchant_changed(self, before: Merchant | None, after: Merchant, now: datetime) -> list[dict[str, Any]]:
+        """A merchant's registry entry changed: release the payouts held for a reason that no longer
+        applies (its ``payout_hold`` cleared or changed, or its status no longer frozen) (C11, C36).
+
+        Payouts held by a fault (``payout_hold`` action) keep their hold: only ``POST
+        /ledger/payouts/{id}/release`` lifts it.
+
+        Returns:
+            The released payouts as they are now (pending, or paid when their value date has come).
+        """
+        if before is None:
+            return []
+        lifted: set[str] = set()
+        if before.payout_hold and before.payout_hold != after.payout_hold:
+            lifted.add(before.payout_hold)
+        if before.status in ("frozen", "frozen_payout") and after.status != before.status:
+            lifted.add(f"merchant {before.status}")
+            if after.status in ("frozen", "frozen_payout"):
+                lifted.discard(f"merchant {after.status}")
+        still_held = {after.payout_hold} if after.payout_hold else set()
+        released = []
+        with self.ledger.transaction():
+            for payout in self.ledger.payouts(mid=after.mid, status="held"):
+                if payout["hold_reason"] in lifted and payout["hold_reason"] not in still_held:
+                    self.ledger.update_payout(payout["id"], status="pending", released_at=now.isoformat(timespec="seconds"))
+                    released.append(payout["id"])
+            self.refresh_payouts(now)
+        return [p for p in (self.ledger.payout(i) for i in released) if p is not None]
 
     # ------------------------------------------------------------------ the checks, in order
 
@@ -261,6 +323,9 @@ class Host:
         if ctx.directives.respond_rc:
             ctx.row["reason"] = "fault"
             return ctx.directives.respond_rc
+        rc = self._check_message_rules(ctx)
+        if rc:
+            return rc
         rc = self._check_parties(ctx)
         if rc:
             return rc
@@ -291,6 +356,25 @@ class Host:
         ctx.merchant = merchant
         if terminal:
             ctx.row["batch"] = f"{terminal.batch:06d}"
+
+    def _check_message_rules(self, ctx: _Ctx) -> str | None:
+        """The rules in force for every message: mandatory new fields (C33) and the minimum CUP
+        software version (C07).  Both ask the terminal, in the header, for the download that cures them."""
+        settings = self.settings
+        minimum = settings.min_software_version
+        outdated = (minimum is not None and ctx.software_version is not None
+                    and ctx.software_version.isdigit() and int(ctx.software_version) < int(minimum))
+        if outdated:
+            ctx.processing_requirement = TMS_DOWNLOAD  # on every answer, whatever it says
+        missing = [f for f in settings.required_for(ctx.request["t"]) if f not in ctx.request]
+        if missing:
+            ctx.row["reason"] = f"missing_required_field:{','.join(missing)}"
+            ctx.processing_requirement = ctx.processing_requirement or DOWNLOAD_PARAMETERS
+            return codes.FORMAT_ERROR
+        if outdated and ctx.request["t"] in _FINANCIAL_MTIS:
+            ctx.row["reason"] = f"software_version:{ctx.software_version}<{minimum}"
+            return codes.FORMAT_ERROR
+        return None
 
     def _check_parties(self, ctx: _Ctx) -> str | None:
         """Terminal and merchant registration, status and region (domain.md C06, C15, C19)."""
@@ -792,7 +876,7 @@ class Host:
             if closed["response_48"]:
                 ctx.response["48"] = closed["response_48"]
             self.ledger.update_settlement(closed["id"], attempts=closed["attempts"] + 1)
-            return closed["rc"]
+            return str(closed["rc"])
         if closed is not None and closed["terminal_totals"] == asdict(theirs) and closed["rc"] == codes.APPROVED:
             # The terminal restarts the settlement of a batch the host already closed (it lost the
             # closing answer, C23): the batch is settled, so say so, and never close or pay it twice.
@@ -887,7 +971,7 @@ class Host:
         except ValueError:
             ctx.row["reason"] = "bad_upload"
             return codes.FORMAT_ERROR
-        if settlement is not None:
+        if settlement_id is not None:
             self.ledger.update_settlement(settlement_id, upload_count=len(self.ledger.uploads_of(tid=ctx.tid, batch=batch)))
         return codes.APPROVED
 
@@ -938,19 +1022,30 @@ class Host:
         at = ctx.now.isoformat(timespec="seconds")
         records: list[tuple[str, int, str]] = []
         seen: set[str] = set()
+        posted = 0
         for upload in self.ledger.uploads_of(tid=ctx.tid, batch=batch):
             host = host_records.get(upload["original_stan"])
             amount = upload["amount_minor"] or 0
+            record_id = host["id"] if host else None
             if host is None:
                 match, kind, day = "terminal_only", upload["kind"] or "sale", ctx.business_date.isoformat()
+                if upload["host_record_id"] is None:  # not posted from an earlier upload end
+                    record_id, kind = self._post_uploaded(ctx, upload, batch)
+                    posted += record_id is not None
+                else:
+                    record_id = upload["host_record_id"]
             else:
                 seen.add(host["stan"])
                 match = "matched" if host["amount_minor"] == amount else "amount_differs"
                 kind, day = host["kind"], host["business_date"]
             self.ledger.update_upload(upload["id"], settlement_id=settlement_id, match=match, kind=kind,
-                                      host_record_id=host["id"] if host else None,
+                                      host_record_id=record_id,
                                       host_amount_minor=host["amount_minor"] if host else None)
             records.append((kind, amount, day))
+        if posted:
+            settlement = self.ledger.settlement(settlement_id)
+            self.ledger.update_settlement(settlement_id, posted_from_upload=(settlement or {}).get(
+                "posted_from_upload", 0) + posted)
         for stan, host in host_records.items():
             if stan in seen:
                 continue
@@ -963,6 +1058,39 @@ class Host:
                 pan_masked=host["pan_masked"], rrn=host["rrn"], auth_code=host["auth_code"], match="host_only",
                 host_record_id=host["id"], host_amount_minor=host["amount_minor"], received_at=at))
         return totals_of((k, a) for k, a, _ in records), records
+
+    def _post_uploaded(self, ctx: _Ctx, upload: dict[str, Any], batch: str) -> tuple[int | None, str]:
+        """Post an uploaded record the host does not have standing (C13: an advice acknowledged but
+        never posted, or finally declined while the terminal kept it): the batch upload is the
+        terminal's proof of the sale, and the host rebuilds its batch from it.
+
+        A record the host reversed or voided is not brought back: the terminal's upload is then an
+        exception of the settlement, not a posting.
+
+        Returns:
+            The new authorization row's id (None when not posted) and the record's kind.
+        """
+        earlier = self.ledger.find_request(tid=ctx.tid, stan=upload["original_stan"])
+        kind = (earlier or {}).get("kind") or upload["kind"] or "sale"
+        if earlier is not None and earlier["status"] not in ("declined", "dropped"):
+            return None, kind  # reversed, voided, refunded or already standing: nothing to post
+        mti = upload["original_mti"] or (earlier or {}).get("mti") or "0200"
+        rrn, auth_code = upload["rrn"], upload["auth_code"]
+        if not rrn:
+            seq = self.ledger.next_sequence("rrn")
+            rrn, auth_code = f"{ctx.now:%y%j}{seq % 10_000_000:07d}", auth_code or f"{(seq * 7919) % 1_000_000:06d}"
+        previous = earlier or {}
+        row_id = self.ledger.insert_authorization(dict(
+            received_at=ctx.now.isoformat(timespec="seconds"), business_date=ctx.business_date.isoformat(),
+            mti=mti[:3] + "0", kind=kind, tid=ctx.tid, mid=ctx.request.get("42") or previous.get("mid") or "",
+            stan=upload["original_stan"], processing_code=upload["processing_code"] or previous.get("processing_code"),
+            amount_minor=upload["amount_minor"], currency=previous.get("currency"),
+            pan_masked=upload["pan_masked"] or previous.get("pan_masked"),
+            pan_token=upload["pan_token"] or previous.get("pan_token"), local_date=previous.get("local_date"),
+            local_time=previous.get("local_time"), rrn=rrn, auth_code=auth_code, rc=codes.APPROVED,
+            status="approved", reason="posted_from_upload", batch=batch, terminal_batch=previous.get("terminal_batch"),
+            settlement_date=f"{ctx.business_date:%m%d}", original_id=previous.get("id")))
+        return row_id, kind
 
     def _close_batch(self, ctx: _Ctx, settlement_id: int, batch: str, records: list[tuple[str, int, str]], *,
                      result: str, uploaded: Totals | None = None, extra_exceptions: dict[str, Any] | None = None) -> None:
@@ -987,12 +1115,13 @@ class Host:
         merchant = ctx.merchant or Merchant(mid=ctx.request.get("42", "?" * 15))
         directives = ctx.directives
         schedule = merchant.fee_schedule or self.settings.fee_schedule
+        by_settlement_date = self.settings.fee_date_basis == "settlement"
         gross = fee = 0
         for kind, amount, day in records:
             cls = SETTLEMENT_CLASS.get(kind)
             if cls == "debit":
                 gross += amount
-                rule = fee_rule_at(schedule, date.fromisoformat(day))
+                rule = fee_rule_at(schedule, ctx.business_date if by_settlement_date else date.fromisoformat(day))
                 fee += rule.fee(amount) if rule else 0
             elif cls == "credit":
                 gross -= amount
@@ -1001,7 +1130,7 @@ class Host:
         value_date = calendar.value_date(ctx.business_date, days=days)
         if directives.payout_delay_days:
             value_date = calendar.value_date(value_date, days=directives.payout_delay_days)
-        status, hold, failure = "scheduled", None, None
+        status, hold, failure = "pending", None, None
         if directives.payout_failure or not merchant.bank_account_valid:
             status, failure = "failed", directives.payout_failure or "bank account invalid"
         elif directives.payout_hold or merchant.payout_hold or merchant.status in ("frozen", "frozen_payout"):
@@ -1010,7 +1139,8 @@ class Host:
         self.ledger.insert_payout(dict(
             mid=merchant.mid, tid=ctx.tid, batch=batch, settlement_id=settlement_id,
             business_date=ctx.business_date.isoformat(), value_date=value_date.isoformat(), gross_minor=gross,
-            fee_minor=fee, net_minor=gross - fee, status=status, hold_reason=hold, failure_reason=failure,
+            fee_minor=fee, net_minor=gross - fee, amount_minor=gross - fee, status=status, hold_reason=hold,
+            failure_reason=failure,
             delay_days=directives.payout_delay_days, created_at=ctx.now.isoformat(timespec="seconds")))
         self.refresh_payouts(ctx.now)
 

@@ -15,14 +15,16 @@ Tables (domain.md §7):
 ``settlements``
     One row per terminal batch being settled: the terminal's totals, the host's totals, the
     totals rebuilt from the batch upload, the result (``balanced``, ``unbalanced`` while waiting for
-    the upload, ``uploaded``, ``upload_mismatch``), and when it closed.
+    the upload, ``uploaded``, ``upload_mismatch``), when it closed, and ``posted_from_upload``: how
+    many uploaded records the host did not have and posted from the upload (C13).
 ``uploads``
     Batch-upload rows (0320) per settlement, plus the host's verdict per record: ``matched``,
     ``amount_differs``, ``terminal_only`` (uploaded, unknown to the host) or ``host_only`` (on the
     host's books, not uploaded).
 ``payouts``
-    Funds owed to the merchant per closed batch: gross, fee, net, value date, status
-    (``scheduled``, ``paid``, ``held``, ``failed``) with hold and failure reasons.
+    Funds owed to the merchant per closed batch: gross, fee, net (also as ``amount_minor``, the
+    money the merchant receives), value date, status (``pending`` until the value date, ``paid``,
+    ``held``, ``failed``) with hold and failure reasons.
 
 A file ledger uses WAL and ``synchronous=FULL``.  :meth:`Ledger.transaction` nests: the host core
 wraps everything one request changes (its row, the original it reverses, card balance, batch
@@ -114,7 +116,8 @@ CREATE TABLE IF NOT EXISTS settlements (
     attempts INTEGER NOT NULL DEFAULT 1,
     upload_count INTEGER NOT NULL DEFAULT 0,
     end_count INTEGER,
-    exceptions TEXT NOT NULL DEFAULT '{}'
+    exceptions TEXT NOT NULL DEFAULT '{}',
+    posted_from_upload INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS settlements_batch ON settlements (tid, batch);
 CREATE TABLE IF NOT EXISTS uploads (
@@ -151,6 +154,7 @@ CREATE TABLE IF NOT EXISTS payouts (
     gross_minor INTEGER NOT NULL,
     fee_minor INTEGER NOT NULL,
     net_minor INTEGER NOT NULL,
+    amount_minor INTEGER NOT NULL DEFAULT 0,
     status TEXT NOT NULL,
     hold_reason TEXT,
     failure_reason TEXT,
@@ -181,6 +185,7 @@ class Ledger:
             self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        self._upgrade()
         self._depth = 0
         #: Registry entries already read, by (kind, key); owned by :class:`host_stub.registry.Registry`
         #: and emptied whenever a transaction rolls back or the books are reset, so it never holds a
@@ -192,6 +197,17 @@ class Ledger:
 
     def close(self) -> None:
         self._db.close()
+
+    def _upgrade(self) -> None:
+        """Books written by an older version: add the newer columns, rename old payout statuses."""
+        for table, column, definition in (("settlements", "posted_from_upload", "INTEGER NOT NULL DEFAULT 0"),
+                                          ("payouts", "amount_minor", "INTEGER NOT NULL DEFAULT 0")):
+            have = {r["name"] for r in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+                if column == "amount_minor":
+                    self._db.execute("UPDATE payouts SET amount_minor = net_minor")
+        self._db.execute("UPDATE payouts SET status = 'pending' WHERE status = 'scheduled'")
 
     # ------------------------------------------------------------------ transactions
 
@@ -281,6 +297,14 @@ class Ledger:
             " UNION ALL SELECT 'tombstone' FROM tombstones WHERE tid = ? AND stan = ? AND local_date = ? LIMIT 1",
             (tid, stan, local_date, amount_minor, tid, stan, local_date or "")).fetchone()
         return row[0] if row else None
+
+    def find_request(self, *, tid: str, stan: str) -> dict[str, Any] | None:
+        """The newest unsettled financial request (0100/0200 or an advice) with this TID and STAN."""
+        row = self._db.execute(
+            "SELECT * FROM authorizations WHERE tid = ? AND stan = ? AND settled = 0"
+            " AND mti IN ('0100', '0200', '0220', '0221', '0120', '0121') AND kind != 'malformed'"
+            " ORDER BY id DESC LIMIT 1", (tid, stan)).fetchone()
+        return dict(row) if row else None
 
     def find_posted_advice(self, *, tid: str, stan: str, processing_code: str | None,
                            amount_minor: int | None) -> dict[str, Any] | None:
@@ -442,9 +466,9 @@ class Ledger:
         return dict(row) if row else None
 
     def pay_due_payouts(self, *, today: str, at: str) -> int:
-        """Scheduled payouts whose value date has come are paid; returns how many."""
+        """Pending payouts whose value date has come are paid; returns how many."""
         with self.transaction() as db:
-            return db.execute("UPDATE payouts SET status = 'paid', paid_at = ? WHERE status = 'scheduled'"
+            return db.execute("UPDATE payouts SET status = 'paid', paid_at = ? WHERE status = 'pending'"
                               " AND value_date <= ?", (at, today)).rowcount
 
     # ------------------------------------------------------------------ reading with filters

@@ -171,12 +171,17 @@ class HostServer:
             self.journal.add(at=now.isoformat(timespec="seconds"), peer=peer, outcome="closed_before_processing",
                              request=request, faults=fault_ids)
             return False
+        requirement: str | None = None
         try:
-            response = self.host.handle(request, now=now, directives=plan.directives)
+            answer_ = self.host.answer(request, now=now, directives=plan.directives,
+                                       software_version=frame.header.software_version if frame.header else None)
+            response, requirement = answer_.response, answer_.processing_requirement
         except Exception as exc:  # a bug in the core must not take the server down: answer 96
             bound.error("host core failed; answering 96", error=repr(exc), exc_info=True)
             response = {"t": response_mti(request["t"]), **{k: request[k] for k in ("3", "11", "41", "42", "60")
                                                              if k in request}, "39": codes.SYSTEM_MALFUNCTION}
+        if requirement is not None and plan.processing_requirement is None:  # a fault's 处理要求 wins
+            plan = replace(plan, processing_requirement=requirement)
         answer = self._frame(response, frame, plan)
         interim = self._interim(response, frame, plan) if plan.interim_count else None
         outcome = "answered" if plan.send else ("closed_after_processing" if plan.close_after else "dropped")

@@ -62,6 +62,9 @@ def fee_rule_at(schedule: tuple[FeeRule, ...], day: date) -> FeeRule | None:
 
 
 REVERSAL_UNKNOWN_CODES = ("25", "12", "00")
+#: How the fee schedule is applied to a batch's debits: at each transaction's business date (as the
+#: published schedule promises) or at the date the batch settled (C34's flawed acquirer).
+FEE_DATE_BASES = ("transaction", "settlement")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -83,6 +86,13 @@ class HostSettings:
         cutover, cutover_window_seconds, holidays: the business calendar (:class:`Calendar`).
         payout_days: T+n business days from batch close to payout value date.
         fee_schedule: merchant discount rates with effective dates (a merchant may have its own).
+        fee_date_basis: which date picks the rule of ``fee_schedule`` for a debit: its own business
+            date (``transaction``) or the business date its batch settled (``settlement``) (C34).
+        min_software_version: CUP header 软件分版本号 (N6) a terminal must run: financial requests
+            from an older version are answered 30, and every answer to such a terminal carries
+            header 处理要求 6 (TMS download) (C07).  None: no gate.
+        required_fields: per request MTI, data elements that must be present (a new rule, C33): a
+            request without one is answered 30 with header 处理要求 1 (download parameters).
     """
 
     strict_registry: bool = False
@@ -98,6 +108,16 @@ class HostSettings:
     holidays: tuple[date, ...] = ()
     payout_days: int = 1
     fee_schedule: tuple[FeeRule, ...] = field(default=())
+    fee_date_basis: str = "transaction"
+    min_software_version: str | None = None
+    required_fields: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def required_for(self, mti: str) -> tuple[str, ...]:
+        """Fields ``required_fields`` demands in a request with this MTI (a repeat MTI counts as its original)."""
+        for wanted, names in self.required_fields:
+            if wanted == mti or wanted[:3] == mti[:3] and mti[3] == "1" and wanted[3] == "0":
+                return names
+        return ()
 
     @property
     def calendar(self) -> Calendar:
@@ -112,7 +132,9 @@ class HostSettings:
                 "mac_failure_limit": self.mac_failure_limit, "cutover": self.cutover.strftime("%H:%M:%S"),
                 "cutover_window_seconds": self.cutover_window_seconds,
                 "holidays": [d.isoformat() for d in self.holidays], "payout_days": self.payout_days,
-                "fee_schedule": [r.as_dict() for r in self.fee_schedule]}
+                "fee_schedule": [r.as_dict() for r in self.fee_schedule], "fee_date_basis": self.fee_date_basis,
+                "min_software_version": self.min_software_version,
+                "required_fields": {mti: list(names) for mti, names in self.required_fields}}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, where: str = "settings") -> "HostSettings":
@@ -153,7 +175,44 @@ class HostSettings:
                                       key=key, where=where)
                 changes[key] = tuple(FeeRule.from_dict(r, where=f"{where}.fee_schedule[{i}]")
                                      for i, r in enumerate(data[key]))
+            elif key == "fee_date_basis":
+                changes[key] = want_str(data, key, where=where, choices=FEE_DATE_BASES)
+            elif key == "min_software_version":
+                changes[key] = None if data[key] is None else want_str(data, key, where=where, digits=6)
+            elif key == "required_fields":
+                changes[key] = _required_fields(data[key], where=f"{where}.required_fields")
         return replace(self, **changes)
+
+
+def _required_fields(value: Any, *, where: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """``{MTI: [field, ...]}`` -> ``(("0800", ("62",)), ...)``; MTIs 4 digits, fields 2-128.
+
+    >>> _required_fields({"0800": ["62"], 200: [63]}, where="settings.required_fields")
+    (('0800', ('62',)), ('0200', ('63',)))
+    >>> _required_fields({"0800": ["1"]}, where="settings.required_fields")
+    Traceback (most recent call last):
+    ...
+    host_stub.validation.ConfigError: Key '0800' holds '1', expecting data element numbers 2 to 128: settings.required_fields.0800
+    """
+    if value is None:
+        return ()
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"Found {value!r}, expecting a mapping of MTI to a list of field numbers",
+                          key="", where=where)
+    out = []
+    for raw_mti, names in value.items():
+        mti = want_str({"mti": raw_mti}, "mti", where=where, digits=4) if isinstance(raw_mti, int) \
+            else str(raw_mti)
+        if len(mti) != 4 or not mti.isdigit():
+            raise ConfigError(f"Key {raw_mti!r} is not an MTI, expecting 4 digits such as 0800", key=str(raw_mti),
+                              where=where)
+        fields_ = want_str_list({mti: names}, mti, where=where)
+        bad = next((f for f in fields_ if not (f.isdigit() and 2 <= int(f) <= 128)), None)
+        if bad is not None:
+            raise ConfigError(f"Key {mti!r} holds {bad!r}, expecting data element numbers 2 to 128", key=mti,
+                              where=where)
+        out.append((mti, tuple(str(int(f)) for f in fields_)))
+    return tuple(out)
 
 
 _FIELDS = frozenset(HostSettings.__dataclass_fields__)

@@ -194,7 +194,7 @@ HOST_SETTINGS: Mapping[str, str] = MappingProxyType({
     "fee_date_basis": "fee_date_basis",
 })
 #: Host settings the scenarios need that the host does not offer yet (README §8).
-PROPOSED_HOST_SETTINGS = frozenset({"min_software_version", "required_fields", "fee_date_basis"})
+PROPOSED_HOST_SETTINGS: frozenset[str] = frozenset()
 
 MERCHANT_STATUSES = ("active", "frozen", "frozen_payout", "disabled")
 TERMINAL_STATUSES = ("active", "frozen", "disabled")

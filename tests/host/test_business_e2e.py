@@ -98,7 +98,7 @@ def test_settled_batch_is_paid_on_its_value_date() -> None:
         assert await rc(client, terminal, terminal.settlement(totals([10_000, 20_000]))) == "00"
         [payout] = (await api.get(f"/ledger/payouts?tid={TID}&batch=000001"))[1]["payouts"]
         assert (payout["net_minor"], payout["fee_minor"], payout["value_date"], payout["status"]) == (
-            29_850, 150, "2026-11-25", "scheduled")
+            29_850, 150, "2026-11-25", "pending")
         await api.post("/clock", {"set": "2026-11-25T08:00:00"})
         [paid] = (await api.get("/ledger/payouts?status=paid"))[1]["payouts"]
         assert paid["id"] == payout["id"]

@@ -338,7 +338,7 @@ def test_reversal_rc_for_unknown_original(rc: str) -> None:
 
 
 @pytest.mark.parametrize(("action", "status", "field", "value"), [
-    ({"type": "payout_delay", "days": 2}, "scheduled", "value_date", "2026-11-26"),
+    ({"type": "payout_delay", "days": 2}, "pending", "value_date", "2026-11-26"),
     ({"type": "payout_hold", "reason": "risk"}, "held", "hold_reason", "risk"),
     ({"type": "payout_failure", "reason": "account closed"}, "failed", "failure_reason", "account closed"),
 ])

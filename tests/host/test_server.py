@@ -171,14 +171,14 @@ def test_a_failing_core_answers_96_and_keeps_serving(monkeypatch: pytest.MonkeyP
 
     async def scenario() -> None:
         async with running("cup") as h:
-            original = h.runtime.host.handle
+            original = h.runtime.host.answer
 
-            def broken(request: dict[str, str], **kwargs: Any) -> dict[str, str]:
+            def broken(request: dict[str, str], **kwargs: Any) -> Any:
                 if request["t"] == "0200":
                     raise RuntimeError("bug")
                 return original(request, **kwargs)
 
-            monkeypatch.setattr(h.runtime.host, "handle", broken)
+            monkeypatch.setattr(h.runtime.host, "answer", broken)
             client = await h.connect()
             try:
                 answer = await client.exchange(terminal.financial("sale", 100))

@@ -40,7 +40,7 @@ def test_balanced_settlement_closes_the_batch_and_creates_a_payout(dialect_name:
     assert host.registry.terminal(TID).batch == 2  # type: ignore[union-attr]
     [payout] = host.ledger.payouts()
     assert (payout["gross_minor"], payout["fee_minor"], payout["net_minor"]) == (3449, 0, 3449)
-    assert (payout["status"], payout["value_date"]) == ("scheduled", "2026-11-24")  # T+1
+    assert (payout["status"], payout["value_date"]) == ("pending", "2026-11-24")  # T+1
 
 
 @pytest.mark.parametrize("dialect_name", ["intl-ascii", "cup"])
@@ -230,7 +230,7 @@ def test_value_date_skips_weekends_and_holidays_and_is_paid_when_due() -> None:
     [payout] = host.ledger.payouts()
     assert payout["business_date"] == "2026-11-27" and payout["value_date"] == "2026-12-01"
     host.refresh_payouts(NOW + timedelta(days=7))  # Monday 30 Nov is a holiday
-    assert host.ledger.payouts()[0]["status"] == "scheduled"
+    assert host.ledger.payouts()[0]["status"] == "pending"
     host.refresh_payouts(NOW + timedelta(days=8))
     assert host.ledger.payouts(status="paid")[0]["paid_at"].startswith("2026-12-01")
 
