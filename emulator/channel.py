@@ -14,6 +14,13 @@ because the count must survive a restart (it is durable, in the journal).
 A :class:`~emulator.terminal.CrashPoint` the settings arm (``crash_at``) ends the process on the
 spot with :func:`os._exit`: no ``finally``, no flush, no socket close — a power cut.  What the
 journal committed before it survives; the next invocation recovers from there.
+
+The wire trace.  Every request written (``sent``, with its MAC), every message received with the
+core's verdict on it (``received``: ``matched``, ``mac_verified``, from the core's
+:class:`~emulator.terminal.Observed`), every timeout, lost link, unreadable answer and failed
+connect, and the crash point the process dies at, go into the journal's ``trace`` table, masked
+(:meth:`emulator.journal.Journal.trace`), and into the log as ``send`` / ``receive`` / ``link event``
+/ ``crash`` events.  CUP frames carry the settings' ``software_version`` in the header's 软件分版本号.
 """
 
 from __future__ import annotations
@@ -25,16 +32,20 @@ from dataclasses import dataclass
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from datetime import datetime, timezone
+from typing import Mapping
+
 from specs.codec import CodecError, decode, encode
 from specs.crypto import sign, verify
 from specs.dialects import Dialect
 from specs.framing import CupHeader, Frame, FrameReader, Framing, FramingError, Tpdu, pack
+from specs.masking import mask_message, mask_pan
 
 from emulator.journal import Journal
 from emulator.settings import TerminalSettings
-from emulator.terminal import (Backoff, Connect, ConnectFailed, Connected, ConnectionLost, CrashPoint, Disconnect,
-                               Finish, Input, MessageReceived, MessageUnreadable, Operation, Print, Printed,
-                               PrinterFailed, Result, Send, StartTimer, Terminal, TimerExpired)
+from emulator.terminal import (COMMAND_NAMES, Backoff, Connect, ConnectFailed, Connected, ConnectionLost, CrashPoint,
+                               Disconnect, Finish, Input, MessageReceived, MessageUnreadable, Observed, Operation,
+                               Print, Printed, PrinterFailed, Result, Send, StartTimer, Terminal, TimerExpired)
 
 log = structlog.get_logger("pos_terminal")
 
@@ -58,15 +69,17 @@ class Link:
     """One TCP connection speaking framed ISO 8583."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, framing: Framing,
-                 dialect: Dialect, tpdu: Tpdu | None) -> None:
+                 dialect: Dialect, tpdu: Tpdu | None, header: CupHeader | None = None) -> None:
         self.reader, self.writer = reader, writer
         self.framing, self.dialect, self.tpdu = framing, dialect, tpdu
+        self.header = header if header is not None or not framing.cup_header else CupHeader()
         self.frames = FrameReader(framing)
         self._pending: list[Frame] = []
         self._mac: tuple[bytes, str] | None = None
 
     @classmethod
-    async def open(cls, endpoint: Endpoint, framing: Framing, dialect: Dialect, tpdu: Tpdu | None) -> "Link":
+    async def open(cls, endpoint: Endpoint, framing: Framing, dialect: Dialect, tpdu: Tpdu | None,
+                   header: CupHeader | None = None) -> "Link":
         """Connect, retrying refused or timed-out attempts with backoff (tenacity)."""
         async for attempt in AsyncRetrying(stop=stop_after_attempt(endpoint.connect_attempts),
                                            wait=wait_exponential(multiplier=0.05, max=1.0),
@@ -74,7 +87,7 @@ class Link:
             with attempt:
                 async with asyncio.timeout(endpoint.connect_timeout_seconds):
                     reader, writer = await asyncio.open_connection(endpoint.host, endpoint.port)
-        return cls(reader, writer, framing, dialect, tpdu)
+        return cls(reader, writer, framing, dialect, tpdu, header)
 
     async def send(self, message: dict[str, str], *, mac_key: bytes | None = None, mac_algorithm: str = "") -> dict[str, str]:
         """Frame and write one request; with ``mac_key``, field 64 is set first.  Returns what was sent."""
@@ -83,8 +96,7 @@ class Link:
             self._mac = (mac_key, mac_algorithm)
         else:
             self._mac = None
-        header = CupHeader() if self.framing.cup_header else None
-        self.writer.write(pack(Frame(message=encode(message, self.dialect), tpdu=self.tpdu, header=header),
+        self.writer.write(pack(Frame(message=encode(message, self.dialect), tpdu=self.tpdu, header=self.header),
                                self.framing))
         await self.writer.drain()
         return message
@@ -135,6 +147,34 @@ def backoff_seconds(settings: TerminalSettings, attempt: int) -> float:
     return float(strategy(state))
 
 
+def trace_view(message: Mapping[str, str]) -> dict[str, str]:
+    """A message as the trace and the log keep it: masked (:func:`specs.masking.mask_message`), and the
+    PANs inside a CUP batch-upload field 48 masked in place (same length, so the STANs stay readable).
+
+    >>> trace_view({"t": "0320", "48": "01" + "00" + "000007" + "00006229141777631700" + "000000001000",
+    ...             "60": "00000001201"})["48"]
+    '01000000070000622914******1700000000001000'
+    """
+    view = mask_message(message)
+    if message.get("t") == "0320" and message.get("60", "")[8:11] == "201":
+        data = message.get("48", "")
+        out, i = [data[:2]], 2
+        while i + 40 <= len(data):
+            record = data[i:i + 40]
+            pan = record[8:28]
+            digits = pan.lstrip("0")
+            masked = pan[:len(pan) - len(digits)] + mask_pan(digits) if len(digits) >= 13 else "*" * len(pan)
+            out.append(record[:8] + masked + record[28:])
+            i += 40
+        out.append(data[i:])
+        view["48"] = "".join(out)
+    return view
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
 def crash_now(point: str) -> None:
     """Die like a power cut: no cleanup of any kind (domain.md §3.1 crash points)."""
     os.write(2, f"pos-terminal: crashed at point {point} (--crash-at)\n".encode())
@@ -156,8 +196,15 @@ async def run_operation(operation: Operation, *, terminal: Terminal, journal: Jo
     """
     settings = terminal.settings
     tpdu = Tpdu(destination=terminal.profile.nii.zfill(4), source="0000") if framing.tpdu else None
+    header = CupHeader(software_version=settings.software_version) if framing.cup_header else None
+    command = COMMAND_NAMES[type(operation)]
     link: Link | None = None
     deadline: float | None = None
+    last_mac_valid: bool | None = None
+
+    def trace(kind: str, **fields: object) -> None:
+        journal.add_trace(at=_now_iso(), kind=kind, command=command, **fields)  # type: ignore[arg-type]
+
     actions = terminal.handle(operation)
     try:
         while True:
@@ -166,11 +213,12 @@ async def run_operation(operation: Operation, *, terminal: Terminal, journal: Jo
                 match action:
                     case Connect():
                         try:
-                            link = await Link.open(endpoint, framing, dialect, tpdu)
+                            link = await Link.open(endpoint, framing, dialect, tpdu, header)
                             follow_up = Connected()
                         except (OSError, TimeoutError) as exc:
                             follow_up = ConnectFailed(reason=f"{endpoint.host}:{endpoint.port}: "
                                                              f"{getattr(exc, 'strerror', None) or exc or 'timed out'}")
+                            trace("connect_failed", detail=follow_up.reason)
                     case Disconnect():
                         if link is not None:
                             await link.close()
@@ -180,8 +228,15 @@ async def run_operation(operation: Operation, *, terminal: Terminal, journal: Jo
                         try:
                             sent = await link.send(message, mac_key=mac_key, mac_algorithm=algorithm)
                             log.info("send", message=sent)
+                            trace("sent", message=trace_view(sent))
                         except ConnectionError as exc:
                             follow_up = ConnectionLost(reason=repr(exc))
+                            trace("link_lost", detail=follow_up.reason)
+                    case Observed(message=message, matched=matched, mac_verified=mac_verified, why=why):
+                        log.info("receive", message=message, mac_valid=last_mac_valid, matched=matched,
+                                 mac_verified=mac_verified, **({"why": why} if why else {}))
+                        trace("received", message=trace_view(message), matched=matched, mac_verified=mac_verified,
+                              detail=why or None)
                     case StartTimer(seconds=seconds):
                         deadline = asyncio.get_running_loop().time() + seconds
                     case Backoff(attempt=attempt, purpose=purpose):
@@ -198,6 +253,8 @@ async def run_operation(operation: Operation, *, terminal: Terminal, journal: Jo
                             follow_up = Printed()
                     case CrashPoint(point=point):
                         if point == settings.crash_at:
+                            log.warning("crash", point=point)
+                            trace("crash", detail=f"crash point {point}")
                             crash_now(point)
                     case Finish(result=result):
                         log.info("result", **result.as_dict())
@@ -208,9 +265,13 @@ async def run_operation(operation: Operation, *, terminal: Terminal, journal: Jo
                 assert link is not None, "the core waits for the wire only after connecting"
                 follow_up = await link.next_input(deadline)
                 if isinstance(follow_up, MessageReceived):
-                    log.info("receive", message=follow_up.message, mac_valid=follow_up.mac_valid)
-                elif not isinstance(follow_up, TimerExpired):
+                    last_mac_valid = follow_up.mac_valid  # logged with the core's verdict (Observed)
+                elif isinstance(follow_up, TimerExpired):
+                    trace("timeout", detail=f"no answer by the deadline ({terminal.response_timeout_seconds:g} s timer)")
+                else:
                     log.warning("link event", event_type=type(follow_up).__name__, reason=getattr(follow_up, "reason", ""))
+                    trace("link_lost" if isinstance(follow_up, ConnectionLost) else "unreadable",
+                          detail=getattr(follow_up, "reason", "") or None)
             actions = terminal.handle(follow_up)
     finally:
         if link is not None:

@@ -1,6 +1,18 @@
 """The terminal's durable state in SQLite (domain.md §3.1): counters, sign-on state and working
 keys, the journal J, the pending reversals R, the store-and-forward queue Q, the settlement state S
-with per-record upload flags, and the exception log of parked items.
+with per-record upload flags, the exception log of parked items, the closed batches with their
+totals, and the wire trace.
+
+The journal table keeps one row per approved financial request (voids, refunds and the records of
+closed batches included: ``settled`` = 1), each naming its operator; ``receipt_pending`` in
+:meth:`Journal.records` is a record whose receipt never printed (C29).
+
+The ``trace`` table is the terminal's wire trace, oldest first (:meth:`Journal.add_trace`,
+:meth:`Journal.trace`): what it sent, what it received and whether it took it as its answer
+(``matched``) and verified its MAC (``mac_verified``), timeouts and link events, and the crash
+point it died at.  Messages are masked.  Trace rows are diagnostics, not money: they are committed
+with ``synchronous=NORMAL`` (in WAL mode they survive a process crash, and only a power cut can take
+the last ones), while every money-protecting write stays ``synchronous=FULL``.
 
 WAL with ``synchronous=FULL``: when :meth:`Journal.apply` returns, the change is on disk, so a power
 cut after it cannot undo it.  Each durable action of the terminal core is *one* SQLite transaction
@@ -21,7 +33,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, fields
 from typing import Any, Iterator, Mapping
 
-from emulator.terminal import (Action, Advice, AppendJournal, Books, CloseBatch, CommitApproval, Edit, JournalRecord,
+from emulator.terminal import (Action, Advice, AppendJournal, Books, CloseBatch, ClosedBatch, CommitApproval, Edit,
+                               JournalRecord,
                                MarkUploaded, ParkAdvice, ParkReversal, PendingReversal, RemoveAdvice, SaveAdvice,
                                SaveCounters, SaveMarkers, SaveReversal, SaveSettlement, SaveSignOn, SettlementStage,
                                SettlementState, UpdateAdvice, UpdateJournal, UpdateReversal, DeleteReversal)
@@ -52,7 +65,8 @@ CREATE TABLE IF NOT EXISTS journal (
     offline INTEGER NOT NULL DEFAULT 0,
     uploaded INTEGER NOT NULL DEFAULT 0,
     printed INTEGER NOT NULL DEFAULT 0,
-    settled INTEGER NOT NULL DEFAULT 0
+    settled INTEGER NOT NULL DEFAULT 0,
+    operator TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS reversals (
     seq INTEGER PRIMARY KEY,
@@ -74,6 +88,28 @@ CREATE TABLE IF NOT EXISTS saf (
     record TEXT,
     on_accept TEXT NOT NULL,
     on_decline TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS batches (
+    id INTEGER PRIMARY KEY,
+    batch TEXT NOT NULL,
+    debit_count INTEGER NOT NULL,
+    debit_minor INTEGER NOT NULL,
+    credit_count INTEGER NOT NULL,
+    credit_minor INTEGER NOT NULL,
+    result TEXT NOT NULL,
+    uploaded INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS trace (
+    seq INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    command TEXT,
+    kind TEXT NOT NULL,
+    mti TEXT,
+    stan TEXT,
+    message TEXT,
+    matched INTEGER,
+    mac_verified INTEGER,
+    detail TEXT
 );
 CREATE TABLE IF NOT EXISTS exceptions (
     id INTEGER PRIMARY KEY,
@@ -168,17 +204,62 @@ class Journal:
             settlement = SettlementState(batch=s["batch"], stage=SettlementStage(s["stage"]), result=s["result"],
                                          uploaded=s["uploaded"], first_rc=s["first_rc"])
         parked = [(r["what"], r["stan"], r["why"]) for r in db.execute("SELECT * FROM exceptions ORDER BY id")]
+        closed = [ClosedBatch(batch=r["batch"], debit_count=r["debit_count"], debit_minor=r["debit_minor"],
+                              credit_count=r["credit_count"], credit_minor=r["credit_minor"], result=r["result"],
+                              uploaded=r["uploaded"])
+                  for r in db.execute("SELECT * FROM batches ORDER BY id")]
         return Books(stan=counters.get("stan", 0), invoice=counters.get("invoice", 0), batch=counters.get("batch", 1),
                      signed_on=bool(counters.get("signed_on", 0)), records=records, history=history,
                      reversals=reversals, advices=advices, settlement=settlement,
                      signon_required=state.get("signon_required") == "1", param_download=state.get("param_download", ""),
                      key_block=state.get("key_block", ""), key_mode=state.get("key_mode", ""),
-                     clock_offset_seconds=float(state.get("clock_offset_seconds", "0")), parked=parked)
+                     clock_offset_seconds=float(state.get("clock_offset_seconds", "0")), parked=parked,
+                     signon_date=state.get("signon_date", ""), daily_signon=state.get("daily_signon") == "1",
+                     closed_batches=closed)
 
     def records(self, *, include_settled: bool = False) -> list[dict[str, Any]]:
-        """Journal rows (PAN in clear: mask before showing)."""
+        """Journal rows, one per approved financial request (PAN in clear: mask before showing), with
+        ``receipt_pending`` (the receipt never printed)."""
         sql = "SELECT * FROM journal" + ("" if include_settled else " WHERE settled = 0") + " ORDER BY id"
-        return [dict(r) for r in self._db.execute(sql)]
+        rows = [dict(r) for r in self._db.execute(sql)]
+        for row in rows:
+            row["receipt_pending"] = not row["printed"]
+        return rows
+
+    # ------------------------------------------------------------------- the wire trace
+
+    def add_trace(self, *, at: str, kind: str, command: str | None = None, message: Mapping[str, str] | None = None,
+                  matched: bool | None = None, mac_verified: bool | None = None, detail: str | None = None) -> int:
+        """Append one trace event (``message`` already masked); returns its sequence number."""
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            with self._transaction() as db:
+                cur = db.execute(
+                    "INSERT INTO trace (at, command, kind, mti, stan, message, matched, mac_verified, detail)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (at, command, kind, message.get("t") if message else None, message.get("11") if message else None,
+                     json.dumps(dict(message)) if message is not None else None,
+                     None if matched is None else int(matched), None if mac_verified is None else int(mac_verified),
+                     detail))
+                return int(cur.lastrowid or 0)
+        finally:
+            self._db.execute("PRAGMA synchronous=FULL")
+
+    def trace(self, *, since: int = 0) -> list[dict[str, Any]]:
+        """Trace events after sequence number ``since``, oldest first: ``seq``, ``at``, ``command``,
+        ``kind`` (sent, received, timeout, link_lost, unreadable, connect_failed, crash), ``message``,
+        ``matched`` and ``mac_verified`` (received only), ``detail``."""
+        out = []
+        for r in self._db.execute("SELECT * FROM trace WHERE seq > ? ORDER BY seq", (since,)):
+            row = dict(r)
+            row["message"] = json.loads(row["message"]) if row["message"] is not None else None
+            for name in ("matched", "mac_verified"):
+                row[name] = None if row[name] is None else bool(row[name])
+            out.append(row)
+        return out
+
+    def last_trace_seq(self) -> int:
+        return int(self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM trace").fetchone()[0])
 
     def exceptions(self) -> list[dict[str, Any]]:
         """Parked reversals and advices (manual follow-up), oldest first."""
@@ -196,17 +277,21 @@ class Journal:
             case SaveCounters(stan=stan, invoice=invoice, batch=batch):
                 with self._transaction() as db:
                     self._set_counters(db, stan=stan, invoice=invoice, batch=batch)
-            case SaveSignOn(signed_on=signed_on, key_block=block, key_mode=mode, clock_offset_seconds=offset):
+            case SaveSignOn(signed_on=signed_on, key_block=block, key_mode=mode, clock_offset_seconds=offset,
+                            signon_date=day):
                 with self._transaction() as db:
                     self._set_counters(db, signed_on=int(signed_on))
                     self._set_state(db, key_block=block, key_mode=mode,
-                                    **({"clock_offset_seconds": repr(offset)} if offset is not None else {}))
-            case SaveMarkers(signon_required=required, param_download=param):
+                                    **({"clock_offset_seconds": repr(offset)} if offset is not None else {}),
+                                    **({"signon_date": day} if day is not None else {}))
+            case SaveMarkers(signon_required=required, param_download=param, daily_signon=daily):
                 values = {}
                 if required is not None:
                     values["signon_required"] = "1" if required else "0"
                 if param is not None:
                     values["param_download"] = param
+                if daily is not None:
+                    values["daily_signon"] = "1" if daily else "0"
                 with self._transaction() as db:
                     self._set_state(db, **values)
             case AppendJournal(record=record):
@@ -278,11 +363,16 @@ class Journal:
                 with self._transaction() as db:
                     db.executemany("UPDATE journal SET uploaded = 1 WHERE invoice = ? AND settled = 0",
                                    [(i,) for i in invoices])
-            case CloseBatch(next_batch=next_batch):
+            case CloseBatch(next_batch=next_batch, closed=closed):
                 with self._transaction() as db:
                     db.execute("UPDATE journal SET settled = 1 WHERE settled = 0")
                     self._set_state(db, settlement="")
                     self._set_counters(db, batch=next_batch)
+                    if closed is not None:
+                        db.execute("INSERT INTO batches (batch, debit_count, debit_minor, credit_count, credit_minor,"
+                                   " result, uploaded) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                   (closed.batch, closed.debit_count, closed.debit_minor, closed.credit_count,
+                                    closed.credit_minor, closed.result, closed.uploaded))
 
     @staticmethod
     def _set_counters(db: sqlite3.Connection, **values: int) -> None:

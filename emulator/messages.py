@@ -6,11 +6,12 @@ cannot drift apart.  What this module adds is which data elements each request c
 (domain.md §F1-§F10 and the wire contract shared with the host):
 
 * network management: INTL ``0800`` 70 = 001 sign-on / 002 sign-off / 301 echo, 24 = NII;
-  CUP sign-on ``0800`` 60 = "00" + batch + 001|003|004, 63 = operator; CUP sign-off and echo
-  ``0820`` 60.3 = 002 / 301;
+  CUP sign-on ``0800`` 60 = "00" + batch + 001|003|004, 63 = operator, 62 = device information
+  (用法十九, when the terminal sends it: :func:`device_info`); CUP sign-off and echo ``0820``
+  60.3 = 002 / 301;
 * financial requests: 2/14 (manual entry, 22 = 012, or 011 with a PIN in 52), 3, 4, 11, 12, 13,
-  25, 41, 42; INTL adds 24 = NII and 62 = invoice; CUP adds 49 = currency and
-  60 = 60.1 + batch + "000";
+  25, 41, 42; INTL adds 24 = NII and 62 = invoice; CUP adds 49 = currency,
+  60 = 60.1 + batch + "000" and 63 = operator (63.1);
 * references to an original (void, completion void, pre-auth void, completion, refund, adjust):
   37 = original RRN, 38 = original approval code; CUP also 61 = original batch N6 + original STAN
   N6 + original date MMDD N4;
@@ -86,18 +87,34 @@ def _base(profile: Profile, mti: str, stan: str, now: datetime) -> Message:
     return message
 
 
+def device_info(profile: Profile, software_version: str) -> str:
+    """CUP 0800 field 62 device information (用法十九), as the hex of its bytes (field 62 is binary).
+
+    The emulator's layout: tag-length-value items in ASCII, ``01`` terminal serial (the TID),
+    ``02`` model, ``03`` software version (the header's 软件分版本号).
+
+    >>> bytes.fromhex(device_info(Profile(family="cup"), "310000")).decode("ascii")
+    '010810000001020APOSHARNESS0306310000'
+    """
+    items = (("01", profile.tid), ("02", "POSHARNESS"), ("03", software_version))
+    return "".join(tag + f"{len(value):02X}" + value for tag, value in items).encode("ascii").hex().upper()
+
+
 def network_request(profile: Profile, purpose: str, *, stan: str, batch: str, now: datetime,
-                    key_mode: str = "003") -> Message:
+                    key_mode: str = "003", operator: str | None = None, device: str | None = None) -> Message:
     """Sign-on, sign-off or echo: ``purpose`` is ``sign_on``, ``sign_off`` or ``echo``.
 
-    CUP sign-on asks for the key layout ``key_mode`` in 60.3 (001, 003 or 004).
+    CUP sign-on asks for the key layout ``key_mode`` in 60.3 (001, 003 or 004), names the operator in
+    63 and, given ``device`` (:func:`device_info`), carries it in 62.
     """
     if profile.family == "cup":
         code = {"sign_on": key_mode, "sign_off": CUP_SIGN_OFF, "echo": CUP_ECHO}[purpose]
         message = _base(profile, "0800" if purpose == "sign_on" else "0820", stan, now)
         message["60"] = "00" + batch + code
         if purpose == "sign_on":
-            message["63"] = profile.operator
+            message["63"] = operator or profile.operator
+            if device is not None:
+                message["62"] = device
         return message
     message = _base(profile, "0800", stan, now)
     message["70"] = INTL_NMIC[purpose]
@@ -107,7 +124,8 @@ def network_request(profile: Profile, purpose: str, *, stan: str, batch: str, no
 def financial_request(profile: Profile, kind: str, *, stan: str, batch: str, now: datetime,
                       amount_minor: int | None, pan: str, expiry: str, invoice: str | None,
                       original: Original | None = None, pin_block: str | None = None,
-                      auth_code: str | None = None, original_amount_minor: int | None = None) -> Message:
+                      auth_code: str | None = None, original_amount_minor: int | None = None,
+                      operator: str | None = None) -> Message:
     """Any transaction kind of :mod:`specs.transactions` (sale, void, refund, pre-auth, advices...).
 
     Args:
@@ -119,6 +137,7 @@ def financial_request(profile: Profile, kind: str, *, stan: str, batch: str, now
         pin_block: field 52 as hex, when a PIN was entered.
         auth_code: field 38 of an offline sale (the terminal's own approval code).
         original_amount_minor: INTL tip adjust: the amount before the adjust, in field 60.
+        operator: CUP 63.1 (default: the profile's operator).
     """
     lay = layout(kind, profile.family)
     message = _base(profile, lay.mti, stan, now)
@@ -141,7 +160,7 @@ def financial_request(profile: Profile, kind: str, *, stan: str, batch: str, now
     if auth_code is not None:
         message["38"] = auth_code
     if profile.family == "cup":
-        message.update({"49": profile.currency, "60": f"{lay.cup_type}{batch}000"})
+        message.update({"49": profile.currency, "60": f"{lay.cup_type}{batch}000", "63": operator or profile.operator})
     else:
         if invoice is not None:
             message["62"] = invoice
@@ -169,12 +188,13 @@ def repeat_mti(mti: str) -> str:
 
 
 def settlement_request(profile: Profile, totals: Totals, *, stan: str, batch: str, now: datetime,
-                       processing_code: str = INTL_SETTLE_FIRST) -> Message:
-    """INTL 0500 (920000, or 960000 after a batch upload) with 63 totals; CUP 0500 with 48 totals."""
+                       processing_code: str = INTL_SETTLE_FIRST, operator: str | None = None) -> Message:
+    """INTL 0500 (920000, or 960000 after a batch upload) with 63 totals; CUP 0500 with 48 totals
+    and 63 = operator."""
     message = _base(profile, "0500", stan, now)
     if profile.family == "cup":
         message.update({"48": cup_field_48(totals), "49": profile.currency, "60": "00" + batch + CUP_UPLOAD_DATA,
-                        "63": profile.operator})
+                        "63": operator or profile.operator})
     else:
         message.update({"3": processing_code, "60": batch, "63": intl_field_63(totals)})
     return message

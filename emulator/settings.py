@@ -40,6 +40,12 @@ CRASH_POINTS: Mapping[str, str] = {
 }
 
 
+#: Operator roles of the ``operators`` table (CUP 主管 = supervisor).
+OPERATOR_ROLES = ("cashier", "supervisor")
+#: The operator of a terminal without an operator table (CUP 63.1 an3).
+DEFAULT_OPERATOR = "001"
+
+
 class SettingsError(ValueError):
     """A setting is unknown or holds a value of the wrong kind.
 
@@ -78,7 +84,9 @@ class TerminalSettings:
     #: Commit the approval to the journal before printing (off: print first; a printer failure then
     #: loses an approval the host has).
     commit_before_print: bool = True
-    #: On 77, A0 or 99, sign on again at once (and before the next transaction).
+    #: On 77, 22, A0 or 99 and on CUP header 处理要求 3, sign on again at once (and before the next
+    #: transaction); before the first transaction of a new business day when the host requires a
+    #: daily sign-on; after a sign-on the host declined, before the next transaction.
     auto_signon_on_77: bool = True
     #: Verify the MAC of every answer; an approval whose MAC fails is never committed.
     verify_response_mac: bool = True
@@ -86,6 +94,13 @@ class TerminalSettings:
     batch_upload_on_unbalanced: bool = True
     #: Refuse new transactions while a settlement is unfinished.
     block_sales_while_settling: bool = True
+    #: Never send a financial request twice: a 0100/0200 without an answer is reversed (off: it is
+    #: sent again once with the same STAN, as buggy terminals do; a host that posted the first
+    #: answers 94 and the terminal drops its reversal: C10).
+    never_resend_financial: bool = True
+    #: Voids, refunds and settlement need an operator whose role in ``operators`` is ``supervisor``;
+    #: an operator missing from a non-empty ``operators`` table may do nothing (C14).
+    enforce_operator_roles: bool = True
 
     # ---- limits --------------------------------------------------------------------------------
     #: Settlement waits this many times the response timeout (PAX EDC: +50 %).
@@ -108,6 +123,20 @@ class TerminalSettings:
     #: Maximum debit total of the open batch in minor units ("batch amount cap"); 0 = no cap.
     max_batch_amount_minor: int = 0
 
+    # ---- operators and identity on the wire ------------------------------------------------------
+    #: Operator id (3 digits, CUP 63.1) -> role (``cashier`` or ``supervisor``).  Empty: no operator
+    #: table, every operator may do everything.  A command without ``--operator`` runs as the first
+    #: supervisor of the table (the merchant's own login), or as operator 001 without a table.
+    operators: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: CUP header 软件分版本号 (N6) this terminal's software reports in every message (C07).
+    software_version: str = "310000"
+    #: CUP sign-on (0800) carries the terminal's device information in field 62 (用法十九, C33).
+    send_device_info: bool = True
+    #: The acquirer requires a sign-on every business day: with ``auto_signon_on_77`` the terminal signs
+    #: on before the first transaction of a later day than its last sign-on.  The terminal also
+    #: learns this rule the first time the host answers 22 (POS state differs, sign on again).
+    daily_signon: bool = False
+
     # ---- keys ----------------------------------------------------------------------------------
     #: CUP sign-on 60.3: 001 single-length PIK+MAK, 003 double-length, 004 with TDK (INTL: 003).
     key_mode: str = "003"
@@ -126,6 +155,20 @@ class TerminalSettings:
 
     def __post_init__(self) -> None:
         _check(self)
+        # A plain dict, sorted, whatever mapping came in (a scenario passes a read-only view).
+        object.__setattr__(self, "operators", {str(k): str(v) for k, v in sorted(dict(self.operators).items())})
+
+    def role_of(self, operator: str) -> str | None:
+        """The operator's role, or None when the table is not empty and does not list the operator
+        (with no table every operator is a supervisor)."""
+        if not self.operators:
+            return "supervisor"
+        return self.operators.get(operator)
+
+    @property
+    def default_operator(self) -> str:
+        """Who runs a command given without an operator: the table's first supervisor, else 001."""
+        return next((op for op, role in self.operators.items() if role == "supervisor"), DEFAULT_OPERATOR)
 
     @property
     def tmk_bytes(self) -> bytes:
@@ -152,6 +195,14 @@ def _check(s: TerminalSettings) -> None:
     for name in ("max_tranlog", "max_batch_amount_minor", "backoff_initial_seconds", "backoff_max_seconds"):
         if getattr(s, name) < 0:
             problems.append((name, f"{getattr(s, name)}, expecting 0 or more"))
+    for operator, role in dict(s.operators).items():
+        if not (isinstance(operator, str) and len(operator) == 3 and operator.isdigit()):
+            problems.append(("operators", f"keyed by {operator!r}, expecting 3-digit operator ids like '001'"))
+        elif role not in OPERATOR_ROLES:
+            problems.append(("operators", f"giving operator {operator} the role {role!r}, expecting one of "
+                                          f"{', '.join(OPERATOR_ROLES)}"))
+    if len(s.software_version) != 6 or not s.software_version.isdigit():
+        problems.append(("software_version", f"{s.software_version!r}, expecting 6 digits like '310000'"))
     if s.settlement_timeout_factor <= 0:
         problems.append(("settlement_timeout_factor", f"{s.settlement_timeout_factor}, expecting more than 0"))
     if problems:
@@ -203,9 +254,33 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             raise SettingsError(f"Setting {name} holds {value!r}, expecting a list of response codes",
                                 name=name, source=source)
         return tuple(_response_code(v, name=name, source=source) for v in items)
+    if kind == "dict[str, str]":
+        return _operators(value, name=name, source=source)
     if value is None:
         return ""
+    if name == "software_version" and isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:06d}"  # YAML reads 310000 as a number
     return str(value)
+
+
+def _operators(value: Any, *, name: str, source: str) -> dict[str, str]:
+    """An operator table from YAML (a mapping) or ``--set`` (``001:cashier,099:supervisor``).
+
+    >>> _operators("001:cashier, 099:supervisor", name="operators", source="--set")
+    {'001': 'cashier', '099': 'supervisor'}
+    """
+    if isinstance(value, str):
+        pairs = [item.partition(":") for item in value.strip().strip("{}").split(",") if item.strip()]
+        if any(not sep for _, sep, _ in pairs):
+            raise SettingsError(f"Setting {name} holds {value!r}, expecting id:role pairs such as "
+                                "001:cashier,099:supervisor", name=name, source=source)
+        value = {k.strip().strip("'\""): v.strip().strip("'\"") for k, _, v in pairs}
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise SettingsError(f"Setting {name} holds {value!r}, expecting a mapping of operator id to role",
+                            name=name, source=source)
+    return {f"{k:03d}" if isinstance(k, int) and not isinstance(k, bool) else str(k): str(v) for k, v in value.items()}
 
 
 def load_settings(config_path: str | Path | None = None, overrides: Iterable[str] = (),
@@ -266,6 +341,7 @@ def _known(name: str, source: str) -> str:
 
 def describe(settings: TerminalSettings) -> dict[str, Any]:
     """The settings as plain data (for ``status`` and reports); the TMK is never shown."""
-    data = dataclasses.asdict(settings)
+    data = {f.name: getattr(settings, f.name) for f in fields(settings)}
+    data["operators"] = dict(settings.operators)
     data["tmk"] = f"*({len(settings.tmk)})"
     return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Generator, Mapping, Union
 
 from specs import codes
@@ -60,9 +60,13 @@ from specs.totals import (CUP_BALANCED, CUP_UPLOAD_MAX_RECORDS, SETTLEMENT_CLASS
 from specs.transactions import layout
 
 from emulator.messages import (INTL_SETTLE_AFTER_UPLOAD, INTL_SETTLE_FIRST, Original, Profile, UploadItem,
-                               cup_upload_end, cup_upload_request, financial_request, intl_upload_request,
-                               network_request, repeat_mti, reversal_request, settlement_request)
+                               cup_upload_end, cup_upload_request, device_info, financial_request,
+                               intl_upload_request, network_request, repeat_mti, reversal_request, settlement_request)
 from emulator.settings import TerminalSettings
+
+#: CUP header 处理要求 values asking for a download (parameters, IC parameters, TMS software).
+PARAMETER_DOWNLOADS: Mapping[str, str] = {"1": "a parameter download", "5": "an IC parameter download",
+                                          "6": "a software (TMS) download"}
 
 
 class TerminalUsageError(RuntimeError):
@@ -116,6 +120,8 @@ class JournalRecord:
     offline: bool = False
     uploaded: bool = False
     printed: bool = False
+    #: Who did it (CUP 63.1): every record names its operator (C14).
+    operator: str = ""
 
     @property
     def counts(self) -> bool:
@@ -190,6 +196,25 @@ class SettlementState:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class ClosedBatch:
+    """A batch the terminal closed: the totals it closed with and how the host agreed."""
+
+    batch: str
+    debit_count: int
+    debit_minor: int
+    credit_count: int
+    credit_minor: int
+    #: ``balanced`` / ``unbalanced`` (uploaded, or closed without upload by the flawed terminal).
+    result: str
+    uploaded: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"batch": self.batch, "debit_count": self.debit_count, "debit_minor": self.debit_minor,
+                "credit_count": self.credit_count, "credit_minor": self.credit_minor, "result": self.result,
+                "uploaded": self.uploaded}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class WorkingKeys:
     pik: bytes
     mak: bytes
@@ -221,6 +246,12 @@ class Books:
     clock_offset_seconds: float = 0.0
     #: Reversals and advices set aside for manual follow-up: (what, stan, why).
     parked: list[tuple[str, str, str]] = field(default_factory=list)
+    #: Business date (ISO) of the last approved sign-on, by the clock synced at that sign-on.
+    signon_date: str = ""
+    #: The host told us it wants a sign-on every business day (it answered 22 once).
+    daily_signon: bool = False
+    #: Batches closed so far, oldest first.
+    closed_batches: list[ClosedBatch] = field(default_factory=list)
 
     def open_batch_totals(self) -> Totals:
         return totals_of((r.kind, r.amount_minor) for r in self.records if r.counts)
@@ -234,15 +265,20 @@ class Books:
         match action:
             case SaveCounters(stan=stan, invoice=invoice, batch=batch):
                 self.stan, self.invoice, self.batch = stan, invoice, batch
-            case SaveSignOn(signed_on=signed_on, key_block=block, key_mode=mode, clock_offset_seconds=offset):
+            case SaveSignOn(signed_on=signed_on, key_block=block, key_mode=mode, clock_offset_seconds=offset,
+                            signon_date=day):
                 self.signed_on, self.key_block, self.key_mode = signed_on, block, mode
                 if offset is not None:
                     self.clock_offset_seconds = offset
-            case SaveMarkers(signon_required=required, param_download=param):
+                if day is not None:
+                    self.signon_date = day
+            case SaveMarkers(signon_required=required, param_download=param, daily_signon=daily):
                 if required is not None:
                     self.signon_required = required
                 if param is not None:
                     self.param_download = param
+                if daily is not None:
+                    self.daily_signon = daily
             case AppendJournal(record=record):
                 self.records.append(record)
             case CommitApproval(record=record, reversal_stan=stan, edits=edits):
@@ -279,11 +315,13 @@ class Books:
                 self.settlement = state
             case MarkUploaded(invoices=invoices):
                 self._edit(tuple((i, {"uploaded": True}) for i in invoices))
-            case CloseBatch(next_batch=next_batch):
+            case CloseBatch(next_batch=next_batch, closed=closed):
                 self.history.extend(self.records)
                 self.records = []
                 self.settlement = None
                 self.batch = next_batch
+                if closed is not None:
+                    self.closed_batches.append(closed)
             case _:
                 raise TerminalUsageError(f"{type(action).__name__} is not a durable action")
 
@@ -294,6 +332,10 @@ class Books:
 
 
 # --------------------------------------------------------------------------- inputs: operations
+#
+# Every operation carries ``now``, the terminal's clock (the business time: synced from the host's
+# 12/13 at sign-on, or the time the caller injects), and ``operator``, who does it (CUP 63.1; None:
+# the default operator of the settings, see ``TerminalSettings.default_operator``).
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -307,16 +349,19 @@ class Reference:
 @dataclass(frozen=True, kw_only=True, slots=True)
 class SignOn:
     now: datetime
+    operator: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class SignOff:
     now: datetime
+    operator: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Echo:
     now: datetime
+    operator: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -325,6 +370,7 @@ class Sale:
     amount_minor: int
     card: Card
     pin: str | None = None
+    operator: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -332,6 +378,7 @@ class Balance:
     now: datetime
     card: Card
     pin: str | None = None
+    operator: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -340,12 +387,14 @@ class PreAuth:
     amount_minor: int
     card: Card
     pin: str | None = None
+    operator: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class PreAuthVoid:
     now: datetime
     original: Reference = Reference()
+    operator: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -353,18 +402,21 @@ class Completion:
     now: datetime
     amount_minor: int
     original: Reference = Reference()
+    operator: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class CompletionVoid:
     now: datetime
     original: Reference = Reference()
+    operator: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Void:
     now: datetime
     original: Reference = Reference()
+    operator: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -372,6 +424,7 @@ class Refund:
     now: datetime
     amount_minor: int
     original: Reference = Reference()
+    operator: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -379,6 +432,7 @@ class OfflineSale:
     now: datetime
     amount_minor: int
     card: Card
+    operator: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -389,11 +443,13 @@ class Adjust:
     original: Reference = Reference()
     tip_minor: int | None = None
     new_amount_minor: int | None = None
+    operator: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Settle:
     now: datetime
+    operator: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -401,6 +457,7 @@ class Reverse:
     """Send the pending reversals now, even one that is stuck."""
 
     now: datetime
+    operator: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -408,6 +465,7 @@ class Idle:
     """The terminal is idle: deliver what is owed (pending reversals)."""
 
     now: datetime
+    operator: str | None = None
 
 
 Financial = Union[Sale, Balance, PreAuth, PreAuthVoid, Completion, CompletionVoid, Void, Refund, OfflineSale, Adjust]
@@ -569,20 +627,24 @@ class SaveCounters:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class SaveSignOn:
-    """Persist the sign-on state: keys (as received, under the TMK) and the clock offset."""
+    """Persist the sign-on state: keys (as received, under the TMK), the clock offset and the
+    business date of the sign-on (None = unchanged)."""
 
     signed_on: bool
     key_block: str = ""
     key_mode: str = ""
     clock_offset_seconds: float | None = None
+    signon_date: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class SaveMarkers:
-    """Persist host instructions: sign on again; parameter download required (None = unchanged)."""
+    """Persist host instructions: sign on again; parameter download required; the host wants a
+    sign-on every business day (None = unchanged)."""
 
     signon_required: bool | None = None
     param_download: str | None = None
+    daily_signon: bool | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -675,10 +737,31 @@ class MarkUploaded:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class CloseBatch:
-    """One transaction: the open batch's records become history, S is cleared, batch := next."""
+    """One transaction: the open batch's records become history, S is cleared, batch := next, and
+    the closed batch's totals are kept (``closed``)."""
 
     batch: str
     next_batch: int
+    closed: ClosedBatch | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Observed:
+    """The core's verdict on a message that arrived (for the wire trace; nothing to perform).
+
+    Attributes:
+        message: the message as received.
+        matched: True when the terminal took it as the answer to its outstanding request (MTI + 10,
+            same 11 and 41, while waiting), False when it set it aside as stray.
+        mac_verified: True / False when the terminal checked field 64 of its answer and it verified /
+            failed; None when it did not check (no MAC sent, verification off, or a stray message).
+        why: why a stray message was set aside.
+    """
+
+    message: Message
+    matched: bool
+    mac_verified: bool | None = None
+    why: str = ""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -693,7 +776,7 @@ DURABLE_ACTIONS = (SaveCounters, SaveSignOn, SaveMarkers, AppendJournal, CommitA
 Action = Union[Connect, Disconnect, Send, StartTimer, Backoff, Print, CrashPoint, SaveCounters, SaveSignOn,
                SaveMarkers, AppendJournal, CommitApproval, UpdateJournal, SaveReversal, UpdateReversal,
                DeleteReversal, ParkReversal, SaveAdvice, UpdateAdvice, RemoveAdvice, ParkAdvice, SaveSettlement,
-               MarkUploaded, CloseBatch, Finish]
+               MarkUploaded, CloseBatch, Observed, Finish]
 
 
 class Outcome(enum.Enum):
@@ -851,6 +934,9 @@ _Wait = Union[_Exchange, _Print, _Pause]
 _Answer = Union[_Answered, _NoAnswer, _NotConnected]
 Flow = Generator[_Wait, Any, Result]
 
+#: Operations only a supervisor may do when operator roles are enforced (C14).
+SUPERVISOR_OPERATIONS: tuple[type, ...] = (Void, PreAuthVoid, CompletionVoid, Refund, Settle)
+
 #: Kinds whose original must be in the open batch / may be in any batch, and which kinds qualify.
 _ORIGINALS: Mapping[str, tuple[tuple[str, ...], bool]] = {
     "void": (("sale",), True),
@@ -885,6 +971,7 @@ class Terminal:
         self.result: Result | None = None
         self._flow: Flow | None = None
         self._exchange: _Exchange | None = None
+        self._operator = self.settings.default_operator
         self._linked = False
         self._out: list[Action] = []
         self._notes: dict[str, Any] = {}
@@ -902,7 +989,14 @@ class Terminal:
         Raises:
             TerminalUsageError: a local operation in a state that cannot take it.
         """
+        received = event if isinstance(event, MessageReceived) else None
         event = self._classify(event)
+        if received is None:
+            return self._transition(event)
+        observed = self._observed(received, event)
+        return [observed, *self._transition(event)]
+
+    def _transition(self, event: Any) -> list[Action]:
         try:
             target = TRANSITIONS[self.state][type(event)]
         except KeyError:
@@ -945,6 +1039,15 @@ class Terminal:
             return ResponseStray(message=message, why=f"TID {message.get('41')!r}, expecting {request['41']}")
         return ResponseMatched(message=message, mac_valid=event.mac_valid,
                                processing_requirement=event.processing_requirement)
+
+    def _observed(self, received: MessageReceived, event: Any) -> Observed:
+        """The verdict on a received message, for the wire trace (G8: matched, MAC checked)."""
+        if not isinstance(event, ResponseMatched):
+            return Observed(message=received.message, matched=False, why=getattr(event, "why", ""))
+        exchange = self._exchange
+        checked = bool(exchange and exchange.mac and self._mak is not None and self.settings.verify_response_mac)
+        return Observed(message=received.message, matched=True,
+                        mac_verified=received.mac_valid is True if checked else None)
 
     def _answer_for(self, event: Any) -> _Answer:
         exchange = self._exchange
@@ -1039,22 +1142,40 @@ class Terminal:
         return self.settings.mac_algorithm or default_mac_algorithm(self.profile.family)
 
     def _observe(self, event: ResponseMatched, exchange: _Exchange) -> None:
-        """Act on what every answer may carry: CUP header 处理要求, re-sign-on response codes."""
+        """Act on what every answer may carry: CUP header 处理要求, re-sign-on response codes.
+
+        With ``auto_signon_on_77`` the terminal signs on again after 77, 22, A0, 99 or 处理要求 3 (C09);
+        without it, it records nothing and carries on as it was.  A 22 also teaches it that this host
+        wants a sign-on every business day.
+        """
+        auto = self.settings.auto_signon_on_77
         requirement = event.processing_requirement
         if requirement == "3" and exchange.purpose != "sign_on":
-            self._emit(SaveMarkers(signon_required=True))
-        elif requirement in ("1", "5", "6"):
+            if auto:
+                self._emit(SaveMarkers(signon_required=True))
+        elif requirement in PARAMETER_DOWNLOADS:
             self._emit(SaveMarkers(param_download=requirement))
         elif requirement == "0" and exchange.purpose == "sign_on" and self.books.param_download:
             self._emit(SaveMarkers(param_download=""))
         rc = event.message.get("39", "")
-        if (rc and codes.lookup(rc).action is codes.TerminalAction.RESIGN_ON and self.settings.auto_signon_on_77
-                and exchange.purpose != "sign_on"):
+        if exchange.purpose == "sign_on" or not rc:
+            return
+        if rc == codes.SUSPECTED_MALFUNCTION and not self.books.daily_signon:
+            self._emit(SaveMarkers(daily_signon=True))
+        if codes.lookup(rc).action is codes.TerminalAction.RESIGN_ON and auto:
             self._emit(SaveMarkers(signon_required=True))
 
-    @property
-    def _needs_sign_on(self) -> bool:
-        return self.books.signon_required or (bool(self.books.key_block) and self._keys is None)
+    def _sign_on_reason(self, now: datetime) -> str | None:
+        """Why the terminal must sign on before this operation, or None."""
+        books, s = self.books, self.settings
+        if books.signon_required:
+            return "the host asked for a sign-on"
+        if books.key_block and self._keys is None:
+            return "the working keys no longer check"
+        if (s.auto_signon_on_77 and (s.daily_signon or books.daily_signon) and books.signon_date
+                and now.date().isoformat() > books.signon_date):
+            return f"first transaction of business day {now.date().isoformat()} (last sign-on {books.signon_date})"
+        return None
 
     # ------------------------------------------------------------------- small helpers for flows
 
@@ -1105,6 +1226,11 @@ class Terminal:
     # ------------------------------------------------------------------- flows
 
     def _start(self, op: Operation) -> Flow:
+        self._operator = op.operator or self.settings.default_operator
+        self._notes["operator"] = self._operator
+        refusal = self._operator_refusal(op)
+        if refusal is not None:
+            return self._refusal_flow(op, refusal)
         if isinstance(op, (SignOn, SignOff, Echo)):
             return self._network_flow(op)
         if isinstance(op, Settle):
@@ -1112,6 +1238,27 @@ class Terminal:
         if isinstance(op, (Reverse, Idle)):
             return self._reverse_flow(op)
         return self._financial_flow(op)
+
+    def _operator_refusal(self, op: Operation) -> str | None:
+        """C14: with ``enforce_operator_roles``, an operator the table does not know may do nothing,
+        and voids, refunds and settlement need a supervisor."""
+        s = self.settings
+        if not s.enforce_operator_roles or isinstance(op, Idle):
+            return None
+        role = s.role_of(self._operator)
+        command = COMMAND_NAMES[type(op)]
+        if role is None:
+            return (f"operator {self._operator} is not in the operator table ({', '.join(s.operators)}): "
+                    f"{command} refused")
+        if isinstance(op, SUPERVISOR_OPERATIONS) and role != "supervisor":
+            supervisors = [o for o, r in s.operators.items() if r == "supervisor"]
+            return (f"{command} needs a supervisor, operator {self._operator} is a {role}"
+                    + (f" (supervisors: {', '.join(supervisors)})" if supervisors else ""))
+        return None
+
+    def _refusal_flow(self, op: Operation, text: str) -> Flow:
+        return self._refused(op, text)
+        yield  # a generator that ends at once: nothing is sent
 
     def _network_flow(self, op: SignOn | SignOff | Echo) -> Flow:
         if isinstance(op, SignOn):
@@ -1137,13 +1284,18 @@ class Terminal:
         """F1: 0800, then verify and load the working keys, adopt the batch, sync the clock."""
         stan = self._take_stan()
         mode = self.settings.key_mode if self.profile.family == "cup" else "003"
-        request = network_request(self.profile, "sign_on", stan=stan, batch=self._batch, now=now, key_mode=mode)
+        device = (device_info(self.profile, self.settings.software_version)
+                  if self.profile.family == "cup" and self.settings.send_device_info else None)
+        request = network_request(self.profile, "sign_on", stan=stan, batch=self._batch, now=now, key_mode=mode,
+                                  operator=self._operator, device=device)
         answer: _Answer = yield from self._exchange_once(self._exchange_of(request, "sign_on", mac=False,
                                                                            before=(self._counters(),)))
         if not isinstance(answer, _Answered):
             return answer
         response = answer.message
         if answer.rc != codes.APPROVED:
+            if self.settings.auto_signon_on_77:
+                self._emit(SaveMarkers(signon_required=True))  # still not signed on: try again before the next transaction
             return answer
         block = response.get("62", "")
         if self.profile.family == "intl" and block:
@@ -1162,8 +1314,10 @@ class Terminal:
         if self.profile.family == "cup" and len(response.get("60", "")) >= 8 and response["60"][2:8].isdigit():
             batch = int(response["60"][2:8])  # adopt the host's batch number (60.2)
         self._emit(self._counters(batch))
+        offset = _clock_offset(now, response)
+        host_now = now + timedelta(seconds=offset) if offset is not None else now  # the clock as synced now
         self._emit(SaveSignOn(signed_on=True, key_block=block if keys else "", key_mode=mode if keys else "",
-                              clock_offset_seconds=_clock_offset(now, response)))
+                              clock_offset_seconds=offset, signon_date=host_now.date().isoformat()))
         self._emit(SaveMarkers(signon_required=False))
         self._keys = keys
         self._notes["signed_on"] = True
@@ -1174,19 +1328,27 @@ class Terminal:
             return self._result(op, Outcome.DECLINED, f"key check failed, still signed off: {self._notes['key_error']}",
                                 answer=answer, batch=self._batch, keys_loaded=False)
         outcome = Outcome.APPROVED if answer.rc == codes.APPROVED else Outcome.DECLINED
-        return self._result(op, outcome, _rc_text(answer.rc), answer=answer, batch=self._batch,
-                            keys_loaded=self._keys is not None)
+        return self._result(op, outcome, _rc_text(answer.rc) + self._download_hint(), answer=answer,
+                            batch=self._batch, keys_loaded=self._keys is not None)
+
+    def _download_hint(self) -> str:
+        """What the host asks the operator to download (CUP 处理要求 1/5/6), for the operator's text."""
+        code = self.books.param_download
+        return f"; the host asks for {PARAMETER_DOWNLOADS[code]} (处理要求 {code})" if code in PARAMETER_DOWNLOADS else ""
 
     def _sign_on_if_required(self, op: Operation, now: datetime) -> Generator[_Wait, Any, Result | None]:
-        """Sign on first when the host told us to; None when the terminal may go on."""
-        if not self._needs_sign_on:
+        """Sign on first when the host told us to (or a new business day needs it); None when the
+        terminal may go on."""
+        reason = self._sign_on_reason(now)
+        if reason is None:
             return None
         answer = yield from self._sign_on(now)
         self._notes["signed_on_again"] = True
+        self._notes["signon_reason"] = reason
         if isinstance(answer, _Answered) and answer.rc == codes.APPROVED and "key_error" not in self._notes:
             return None
         if isinstance(answer, _Answered):
-            why = self._notes.get("key_error") or _rc_text(answer.rc)
+            why = self._notes.get("key_error") or _rc_text(answer.rc) + self._download_hint()
             return self._result(op, Outcome.DECLINED, f"sign-on required by the host failed: {why}", answer=answer)
         return self._failure(op, answer, "sign-on required by the host")
 
@@ -1401,7 +1563,7 @@ class Terminal:
         request = financial_request(
             self.profile, kind, stan=stan, batch=self._batch, now=op.now,
             amount_minor=amount if kind != "balance" else None, pan=pan, expiry=expiry, invoice=invoice,
-            original=original.original() if original else None,
+            original=original.original() if original else None, operator=self._operator,
             pin_block=pin_block(pin, pan, self._keys.pik).hex().upper() if pin and self._keys else None)
         before: list[Action] = [self._counters()]
         after: list[Action] = [CrashPoint(point="b")]
@@ -1418,6 +1580,13 @@ class Terminal:
             details["invoice"] = invoice
         if isinstance(answer, _NotConnected):
             return self._failure(op, answer)
+        if isinstance(answer, _NoAnswer) and not s.never_resend_financial:
+            # The flawed terminal (C10): the very same request again, same STAN, instead of a
+            # reversal.  A host that posted the first answers 94, and the decline below drops R.
+            self._notes["resent"] = True
+            answer = yield from self._exchange_once(self._exchange_of(request, kind))
+            if isinstance(answer, _NotConnected):
+                return self._failure(op, answer)
         if isinstance(answer, _NoAnswer):
             if reversal is not None and answer.reason != reversal.reason:
                 self._emit(UpdateReversal(stan=stan, changes={"reason": answer.reason}))
@@ -1427,7 +1596,7 @@ class Terminal:
         if rc != codes.APPROVED:
             if reversal is not None:
                 self._emit(DeleteReversal(stan=stan))
-            result_text = _rc_text(rc)
+            result_text = _rc_text(rc) + self._download_hint()
             if self.books.signon_required and self.settings.auto_signon_on_77:
                 blocked = yield from self._sign_on_if_required(op, op.now)
                 result_text += "; signed on again" if blocked is None else f"; {blocked.text}"
@@ -1456,7 +1625,7 @@ class Terminal:
             rrn=response.get("37", ""), auth_code=response.get("38", ""), local_date=request["13"],
             local_time=request["12"], settlement_date=response.get("15"), mti=lay.mti,
             processing_code=lay.processing_code, condition=lay.condition,
-            original_invoice=original.invoice if original else None)
+            original_invoice=original.invoice if original else None, operator=self._operator)
         edits = _original_edits(kind, original)
         details.update(rrn=record.rrn, auth_code=record.auth_code)
         printed = yield from self._commit_and_print(record, reversal_stan=stan if reversal else None, edits=edits)
@@ -1502,11 +1671,12 @@ class Terminal:
         stan, invoice = self._take_stan(), self._take_invoice()
         request = financial_request(self.profile, kind, stan=stan, batch=self._batch, now=op.now,
                                     amount_minor=amount, pan=pan, expiry=expiry, invoice=invoice,
-                                    original=original.original() if original else None)
+                                    original=original.original() if original else None, operator=self._operator)
         record = JournalRecord(invoice=invoice, stan=stan, batch=self._batch, kind=kind, amount_minor=amount, pan=pan,
                                expiry=expiry, rrn="", auth_code="", local_date=request["13"],
                                local_time=request["12"], mti=lay.mti, processing_code=lay.processing_code,
-                               condition=lay.condition, original_invoice=original.invoice if original else None)
+                               condition=lay.condition, original_invoice=original.invoice if original else None,
+                               operator=self._operator)
         advice = Advice(stan=stan, kind=kind, message=request, invoice=invoice, record=record,
                         on_accept=_original_edits(kind, original))
         answer = yield from self._exchange_once(self._exchange_of(
@@ -1553,11 +1723,12 @@ class Terminal:
             invoice = self._take_invoice()
             auth_code = f"Y{stan[-5:]}"  # the terminal's own approval code (Y = offline approved)
             request = financial_request(self.profile, kind, stan=stan, batch=self._batch, now=now, amount_minor=amount,
-                                        pan=pan, expiry=expiry, invoice=invoice, auth_code=auth_code)
+                                        pan=pan, expiry=expiry, invoice=invoice, auth_code=auth_code,
+                                        operator=self._operator)
             record = JournalRecord(invoice=invoice, stan=stan, batch=self._batch, kind=kind, amount_minor=amount,
                                    pan=pan, expiry=expiry, rrn="", auth_code=auth_code, local_date=request["13"],
                                    local_time=request["12"], mti=mti, processing_code=request["3"],
-                                   condition=request["25"], offline=True)
+                                   condition=request["25"], offline=True, operator=self._operator)
             advice = Advice(stan=stan, kind=kind, message=request, invoice=invoice,
                             on_decline=((invoice, {"status": DECLINED}),))
             save = SaveAdvice(advice=advice, record=record)
@@ -1567,7 +1738,7 @@ class Terminal:
             request = financial_request(self.profile, kind, stan=stan, batch=self._batch, now=now, amount_minor=amount,
                                         pan=pan, expiry=expiry, invoice=invoice, original=original.original(),
                                         original_amount_minor=original.amount_minor
-                                        if self.profile.family == "intl" else None)
+                                        if self.profile.family == "intl" else None, operator=self._operator)
             record = replace(original, amount_minor=amount, tip_minor=tip)
             advice = Advice(stan=stan, kind=kind, message=request, invoice=invoice,
                             on_decline=((invoice, {"amount_minor": original.amount_minor,
@@ -1610,7 +1781,8 @@ class Terminal:
         if state.stage is SettlementStage.STARTED:
             stan = self._take_stan()
             request = settlement_request(self.profile, books.open_batch_totals(), stan=stan, batch=state.batch,
-                                         now=op.now, processing_code=INTL_SETTLE_FIRST)
+                                         now=op.now, processing_code=INTL_SETTLE_FIRST,
+                                         operator=self._operator)
             # S is durable before the 0500 leaves: from then on new transactions are refused.
             before = (self._counters(), *((SaveSettlement(state=state),) if fresh else ()))
             answer = yield from self._exchange_once(self._exchange_of(request, "settlement", before=before,
@@ -1690,7 +1862,8 @@ class Terminal:
         stan = self._take_stan()
         if self.profile.family == "intl":
             request = settlement_request(self.profile, self.books.open_batch_totals(), stan=stan, batch=state.batch,
-                                         now=op.now, processing_code=INTL_SETTLE_AFTER_UPLOAD)
+                                         now=op.now, processing_code=INTL_SETTLE_AFTER_UPLOAD,
+                                         operator=self._operator)
         else:
             request = cup_upload_end(self.profile, stan=stan, batch=state.batch, now=op.now,
                                      balanced=state.result == "balanced", uploaded=state.uploaded)
@@ -1709,7 +1882,10 @@ class Terminal:
         totals = self.books.open_batch_totals()
         self._emit(CrashPoint(point="g"))
         next_batch = self.books.batch % 999_999 + 1
-        self._emit(CloseBatch(batch=state.batch, next_batch=next_batch))
+        closed = ClosedBatch(batch=state.batch, debit_count=totals.debit_count, debit_minor=totals.debit_minor,
+                             credit_count=totals.credit_count, credit_minor=totals.credit_minor,
+                             result=state.result or "balanced", uploaded=state.uploaded)
+        self._emit(CloseBatch(batch=state.batch, next_batch=next_batch, closed=closed))
         printed = yield _Print(lines=(f"SETTLEMENT batch {state.batch}", f"result {state.result}",
                                       f"sales {totals.debit_count} {_money(totals.debit_minor)}",
                                       f"refunds {totals.credit_count} {_money(totals.credit_minor)}"))

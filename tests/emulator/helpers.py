@@ -24,8 +24,8 @@ from emulator.journal import Journal
 from emulator.messages import Profile
 from emulator.settings import TerminalSettings
 from emulator.terminal import (DURABLE_ACTIONS, Action, Backoff, Books, Connect, ConnectFailed, Connected,
-                               ConnectionLost, CrashPoint, Finish, MessageReceived, MessageUnreadable, Operation, Print, Printed,
-                               PrinterFailed, Result, Send, Terminal, TimerExpired)
+                               ConnectionLost, CrashPoint, Finish, MessageReceived, MessageUnreadable, Observed, Operation,
+                               Print, Printed, PrinterFailed, Result, Send, Terminal, TimerExpired)
 
 NOW = datetime(2026, 11, 22, 9, 30, 15)
 VISA = Card(pan="4761739001010010", expiry="3012")
@@ -132,9 +132,12 @@ class Run:
     sent: list[Message]
 
     def kinds(self) -> list[str]:
-        """Action names in order, with Send shown as its MTI and CrashPoint as its point."""
+        """Action names in order, with Send shown as its MTI and CrashPoint as its point (the
+        core's verdicts on received messages, ``Observed``, are left out: see :meth:`observed`)."""
         out = []
         for a in self.actions:
+            if isinstance(a, Observed):
+                continue
             if isinstance(a, Send):
                 out.append(f"Send {a.message['t']}")
             elif isinstance(a, CrashPoint):
@@ -142,6 +145,9 @@ class Run:
             else:
                 out.append(type(a).__name__)
         return out
+
+    def observed(self) -> list[Observed]:
+        return [a for a in self.actions if isinstance(a, Observed)]
 
     def mtis(self) -> list[str]:
         return [m["t"] for m in self.sent]

@@ -7,7 +7,8 @@ from typing import Any, Callable
 import pytest
 
 from emulator.terminal import (EXTERNAL, FLOW, OPERATIONS, TRANSITIONS, Books, ConnectFailed, Connected,
-                               ConnectionLost, Finish, MessageReceived, MessageUnreadable, PendingReversal, Print,
+                               ConnectionLost, Finish, MessageReceived, MessageUnreadable, Observed, PendingReversal,
+                               Print,
                                Printed, PrinterFailed, Reverse, Sale, Send, Settle, State, Terminal, TerminalUsageError,
                                TimerExpired)
 from emulator.settings import TerminalSettings
@@ -127,13 +128,30 @@ def test_a_stray_answer_keeps_the_timer_running_and_is_never_an_approval() -> No
     terminal, request = _at(State.AWAITING_RESPONSE)
     assert request is not None
     approval = FakeHost().approve(request)
-    for stray in ({**approval, "11": "999999"}, {**approval, "41": "99999999"}, replace_mti(approval, "0110")):
-        assert terminal.handle(MessageReceived(message=stray)) == []
+    strays = ({**approval, "11": "999999"}, {**approval, "41": "99999999"}, replace_mti(approval, "0110"))
+    for stray, why in zip(strays, ("STAN '999999', expecting 000001", "TID '99999999', expecting 10000001",
+                                   "MTI 0110, expecting 0210")):
+        # Nothing to do but note the verdict for the wire trace.
+        assert terminal.handle(MessageReceived(message=stray, mac_valid=True)) == [
+            Observed(message=stray, matched=False, mac_verified=None, why=why)]
         assert terminal.state is State.AWAITING_RESPONSE
     actions = terminal.handle(TimerExpired())
     [finish] = [a for a in actions if isinstance(a, Finish)]
     assert finish.result.outcome.value == "no_answer"
     assert terminal.books.records == [] and [r.stan for r in terminal.books.reversals] == [request["11"]]
+
+
+@pytest.mark.parametrize("state", list(State), ids=lambda s: s.name)
+def test_every_received_message_gets_a_verdict_first(state: State) -> None:
+    """G8 needs, per received message, whether it was taken as the answer and whether its MAC was checked."""
+    terminal, request = _at(state)
+    answer = FakeHost().approve(request) if request else {"t": "0210", "11": "000001", "41": "10000001", "39": "00"}
+    first = terminal.handle(MessageReceived(message=answer, mac_valid=None))[0]
+    assert isinstance(first, Observed) and first.message == answer
+    assert first.matched is (state is State.AWAITING_RESPONSE)
+    assert first.mac_verified is None  # no MAC was sent: nothing to check
+    if not first.matched:
+        assert first.why == "no request outstanding"
 
 
 def replace_mti(message: dict[str, str], mti: str) -> dict[str, str]:
