@@ -550,5 +550,59 @@ def demo(options: Options, amounts: str) -> None:
                        f"{len(minors)} sales approved, settlement balanced, batch closed")
 
 
+@main.command("matrix")
+@click.option("--only", default=None, metavar="C01,C22", help="Run only these causes (comma-separated ids).")
+@click.option("--dialect", "dialect_filter", default=None, metavar="D[,D]",
+              help=f"Run only these dialects (comma-separated; {', '.join(sorted(DIALECTS))}); default: every "
+                   "dialect each scenario lists.")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None,
+              help="Write matrix.json, junit.xml and index.html into this directory.")
+@click.option("--host", "host_address", default=None, metavar="HOST:PORT",
+              help="Run against this host instead of stub host children (needs --control and one --dialect).")
+@click.option("--control", "control_url", default=None, metavar="URL",
+              help="The control API of the --host, e.g. http://127.0.0.1:8584.")
+@click.option("--jobs", type=click.IntRange(1, 32), default=2, show_default=True,
+              help="Scenarios run in parallel (one stub host child per job and dialect).")
+@click.option("--timeout", "response_timeout", type=click.FloatRange(min=0.05), default=0.5, show_default=True,
+              help="The terminal's response timeout in every run (fault delays scale with it).")
+@click.pass_context
+def matrix(ctx: click.Context, only: str | None, dialect_filter: str | None, report_dir: str | None,
+           host_address: str | None, control_url: str | None, jobs: int, response_timeout: float) -> None:
+    """Run the cause-and-fix matrix: every cause with the fix off (the symptom must appear) and on
+    (its invariants must hold); print one row per cause and the wall time.  Exit 1 if any row does
+    not behave as its scenario file expects."""
+    from emulator.report import format_failures, format_table, write_reports
+    from emulator.runner import MatrixError, MatrixOptions, run as run_matrix
+
+    group = ctx.parent.params if ctx.parent is not None else {}
+    if group.get("log_level") == "warning":  # the default: keep the progress lines readable
+        configure_logging(json=bool(group.get("log_json")), level="error")
+    dialects = tuple(d.strip() for d in (dialect_filter or "").split(",") if d.strip())
+    unknown = [d for d in dialects if d not in DIALECTS]
+    if unknown:
+        raise click.BadParameter(f"{', '.join(unknown)} is not a dialect, expecting {', '.join(sorted(DIALECTS))}",
+                                 param_hint="--dialect")
+    if (host_address is None) != (control_url is None):
+        raise click.UsageError("--host and --control go together")
+    options = MatrixOptions(only=tuple(c.strip().upper() for c in (only or "").split(",") if c.strip()),
+                            dialects=dialects, jobs=jobs, host=host_address, control_url=control_url,
+                            response_timeout_seconds=response_timeout)
+    try:
+        result = run_matrix(options, progress=lambda line: click.echo(line, err=True))
+    except MatrixError as exc:
+        raise click.UsageError(str(exc)) from None
+    data = result.as_dict()
+    click.echo(format_table(data))
+    failures = format_failures(data)
+    if failures:
+        click.echo("\nNot as the scenario files expect:\n" + failures)
+    if report_dir is not None:
+        paths = write_reports(data, report_dir)
+        click.echo(f"\nreports: {', '.join(str(p) for p in paths.values())}")
+    click.echo(f"wall time {result.wall_seconds:.1f} s")
+    if not result.ok:
+        sys.exit(1)
+
+
 if __name__ == "__main__":
     main()
