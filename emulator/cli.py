@@ -15,7 +15,17 @@ When an operation leaves a reversal pending, the terminal sends it at once ("at 
 
 Options that apply to every command (before or after the command name): ``--host``, ``--port``,
 ``--dialect``, ``--journal``, ``--tid``, ``--mid``, ``--timeout``, ``--config FILE`` (YAML settings),
-``--set name=value`` (repeatable), ``--crash-at POINT`` and ``--json``.
+``--set name=value`` (repeatable), ``--crash-at POINT``, ``--operator ID`` (who does it: CUP 63.1,
+the journal's ``operator``; roles from the ``operators`` setting), ``--now ISO-DATETIME`` (the
+business time to use instead of the clock synced at sign-on, e.g. a scenario's clock) and ``--json``.
+
+With ``--json`` each command prints one JSON object: the result keys (``command``, ``outcome``,
+``mti``, ``response_mti``, ``rc``, ``stan``, ``text``, and what the command adds) plus ``operator``
+and ``trace``, the wire trace of this invocation (events as :meth:`emulator.journal.Journal.trace`
+returns them: ``kind`` sent / received / timeout / link_lost / unreadable / connect_failed / crash,
+the masked ``message``, ``matched`` and ``mac_verified`` for received messages).  ``status --json``
+shows the durable state (see :func:`status_of`); ``trace --since N --json`` the trace after event N
+(also what a process that died at a crash point had sent).
 
 Exit codes: 0 the exchange completed (approved, declined, balanced or unbalanced); 2 bad usage or
 configuration; 3 no connection could be made; 4 a request went out and no (trustworthy) answer
@@ -25,6 +35,7 @@ came; 5 refused by the terminal itself, nothing sent; 137 died at the armed cras
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import json
 import sys
@@ -60,7 +71,7 @@ _EXIT_CODES = {Outcome.CONNECT_FAILED: EXIT_CONNECT_FAILED, Outcome.NO_ANSWER: E
 
 #: Options every command takes, also after the command name: name -> click option factory.
 _COMMON = ("host", "port", "dialect", "journal", "tid", "mid", "timeout", "config", "overrides", "crash_at",
-           "json_output")
+           "operator", "now", "json_output")
 
 
 def _common_options(func: Callable[..., Any], *, top: bool) -> Callable[..., Any]:
@@ -86,6 +97,11 @@ def _common_options(func: Callable[..., Any], *, top: bool) -> Callable[..., Any
                      help="Override one setting (repeatable), e.g. --set final_reversal_codes=00,12,25."),
         click.option("--crash-at", type=click.Choice(sorted(CRASH_POINTS)), default=None,
                      help="Die like a power cut at this crash point (domain.md §3.1 a-g)."),
+        click.option("--operator", default=None, metavar="ID",
+                     help="Operator doing the command (3 digits, CUP 63.1); default: the first supervisor of the "
+                          "operators setting, or 001."),
+        click.option("--now", default=None, metavar="ISO-DATETIME",
+                     help="Business time to use (e.g. 2024-06-03T09:00:00) instead of the clock synced at sign-on."),
         click.option("--json", "json_output", is_flag=True, default=None if not top else False,
                      help="Print one JSON object per command on stdout."),
     ]
@@ -123,6 +139,18 @@ class Options:
         self.profile = Profile(tid=o["tid"], mid=o["mid"], family=self.dialect.family, nii=o["nii"])
         self.timeout: float = o["timeout"]
         self.json: bool = bool(o["json_output"])
+        operator = o.get("operator")
+        if operator is not None and not (len(operator) == 3 and operator.isdigit()):
+            raise click.BadParameter(f"operator {operator!r} is {len(operator)} characters, expecting 3 digits like 001",
+                                     param_hint="--operator")
+        self.operator: str | None = operator
+        self.now: datetime | None = None
+        if o.get("now"):
+            try:
+                self.now = datetime.fromisoformat(o["now"]).replace(tzinfo=None)
+            except ValueError:
+                raise click.BadParameter(f"{o['now']!r} is not an ISO date-time, expecting e.g. 2024-06-03T09:00:00",
+                                         param_hint="--now") from None
         try:
             settings = load_settings(o["config"], o["overrides"])
             if o["crash_at"]:
@@ -193,26 +221,40 @@ def command(name: str | None = None, **kwargs: Any) -> Callable[[Callable[..., A
 # --------------------------------------------------------------------------- running operations
 
 
-def _now(books: Books) -> datetime:
-    """The terminal's clock: local time plus the offset learnt from the host at sign-on."""
+def _now(books: Books, options: Options | None = None) -> datetime:
+    """The terminal's clock: the business time given with ``--now``, else local time plus the offset
+    learnt from the host at sign-on."""
+    if options is not None and options.now is not None:
+        return options.now
     return datetime.now() + timedelta(seconds=books.clock_offset_seconds)
+
+
+def _operation(options: Options, make: Callable[[datetime], Operation], books: Books) -> Operation:
+    operation = make(_now(books, options))
+    return dataclasses.replace(operation, operator=options.operator) if options.operator else operation
 
 
 async def _drive(options: Options, journal: Journal, make: Callable[[datetime], Operation]) -> Result:
     books = journal.load()
+    trace_from = journal.last_trace_seq()
     terminal = Terminal(options.profile, books, response_timeout_seconds=options.timeout, settings=options.settings)
     assert options.port is not None
     endpoint = Endpoint(host=options.host, port=options.port,
                         connect_timeout_seconds=min(10.0, max(options.timeout, 0.5)))
-    operation = make(_now(books))
+    operation = _operation(options, make, books)
     result = await run_operation(operation, terminal=terminal, journal=journal, endpoint=endpoint,
                                  framing=options.framing, dialect=options.dialect)
     if _owes_reversal_at_idle(options.settings, terminal, operation, result):
         terminal.start_next_operation()
-        idle = await run_operation(Idle(now=_now(terminal.books)), terminal=terminal, journal=journal,
+        idle = await run_operation(Idle(now=_now(terminal.books, options)), terminal=terminal, journal=journal,
                                    endpoint=endpoint, framing=options.framing, dialect=options.dialect)
         result = _with_idle(result, idle)
-    return result
+    return _with_trace(result, journal, trace_from)
+
+
+def _with_trace(result: Result, journal: Journal, since: int) -> Result:
+    """The result with the wire trace this invocation wrote (``trace``)."""
+    return dataclasses.replace(result, details={**result.details, "trace": journal.trace(since=since)})
 
 
 def _owes_reversal_at_idle(settings: TerminalSettings, terminal: Terminal, operation: Operation,
@@ -432,10 +474,12 @@ def adjust(options: Options, invoice: str | None, rrn: str | None, tip: str | No
 async def _offline(options: Options, journal: Journal, make: Callable[[datetime], Operation]) -> Result:
     """An operation that sends nothing (offline sale, tip adjust): no endpoint is needed."""
     books = journal.load()
+    trace_from = journal.last_trace_seq()
     terminal = Terminal(options.profile, books, response_timeout_seconds=options.timeout, settings=options.settings)
-    return await run_operation(make(_now(books)), terminal=terminal, journal=journal,
-                               endpoint=Endpoint(host=options.host, port=options.port or 1),
-                               framing=options.framing, dialect=options.dialect)
+    result = await run_operation(_operation(options, make, books), terminal=terminal, journal=journal,
+                                 endpoint=Endpoint(host=options.host, port=options.port or 1),
+                                 framing=options.framing, dialect=options.dialect)
+    return _with_trace(result, journal, trace_from)
 
 
 @command()
@@ -450,8 +494,23 @@ def reverse(options: Options) -> None:
     _report(options, _run(options, lambda now: Reverse(now=now)))
 
 
-def status_of(options: Options, books: Books) -> dict[str, Any]:
-    """What ``status`` shows: counters, sign-on, open batch, R, Q, S, host instructions, exceptions."""
+def status_of(options: Options, books: Books, *, trace_seq: int = 0) -> dict[str, Any]:
+    """What ``status`` shows: counters, sign-on, open batch, R, Q, S, host instructions, exceptions,
+    closed batches.
+
+    Keys (``--json``): ``stan``, ``invoice``, ``batch``, ``signed_on``, ``signon_date``,
+    ``daily_signon``, ``keys_loaded``, ``signon_required``, ``param_download_required``;
+    ``open_records`` and the open batch's ``sale_count`` / ``sale_amount_minor`` / ``refund_count`` /
+    ``refund_amount_minor``; ``pending_reversals`` (rows) and ``pending_reversal_stans``;
+    ``saf_queue`` (rows) and ``saf_queue_stans``; ``settlement`` (S or null) and
+    ``settlement_state`` (``idle`` or the stage of the unfinished settlement: started, uploading,
+    ending, host_closed); ``parked`` (every parked item), ``parked_reversals`` and
+    ``parked_advices`` (rows: stan, why); ``closed_batches`` (batch, debit_count, debit_minor,
+    credit_count, credit_minor, result, uploaded) and ``batches_closed``; ``receipt_pending``
+    (invoices of journal records whose receipt never printed, closed batches included) and
+    ``unprinted_receipts`` (those of the open batch); ``operators``; ``trace_seq`` (the last
+    trace event: ``trace --since`` it).
+    """
     totals = books.open_batch_totals()
     terminal = Terminal(options.profile, books, settings=options.settings)
     stuck_after = options.settings.reversal_max_attempts
@@ -472,6 +531,17 @@ def status_of(options: Options, books: Books) -> dict[str, Any]:
             "uploaded": books.settlement.uploaded},
         "parked": [{"what": what, "stan": stan, "why": why} for what, stan, why in books.parked],
         "unprinted_receipts": [r.invoice for r in books.records if not r.printed],
+        "pending_reversal_stans": [r.stan for r in books.reversals],
+        "saf_queue_stans": [a.stan for a in books.advices],
+        "settlement_state": "idle" if books.settlement is None else books.settlement.stage.value,
+        "parked_reversals": [{"stan": stan, "why": why} for what, stan, why in books.parked if what == "reversal"],
+        "parked_advices": [{"stan": stan, "why": why} for what, stan, why in books.parked if what == "advice"],
+        "closed_batches": [b.as_dict() for b in books.closed_batches],
+        "batches_closed": len(books.closed_batches),
+        "receipt_pending": [r.invoice for r in (*books.history, *books.records) if not r.printed],
+        "signon_date": books.signon_date or None, "daily_signon": books.daily_signon,
+        "operators": dict(options.settings.operators),
+        "trace_seq": trace_seq,
     }
 
 
@@ -481,7 +551,7 @@ def status(options: Options) -> None:
     settlement state (no traffic)."""
     journal = Journal(options.journal_path)
     try:
-        data = status_of(options, journal.load())
+        data = status_of(options, journal.load(), trace_seq=journal.last_trace_seq())
     finally:
         journal.close()
     if options.json:
@@ -504,7 +574,33 @@ def journal_command(options: Options, include_settled: bool) -> None:
         row["pan"] = mask_pan(row["pan"])
         click.echo(json.dumps(row) if options.json else
                    f"inv {row['invoice']} STAN {row['stan']} batch {row['batch']} {row['kind']} {row['status']} "
-                   f"{row['amount_minor'] / 100:.2f} {row['pan']} RRN {row['rrn'] or '-'} auth {row['auth_code']}")
+                   f"{row['amount_minor'] / 100:.2f} {row['pan']} RRN {row['rrn'] or '-'} auth {row['auth_code']} "
+                   f"operator {row['operator'] or '-'}" + (" RECEIPT PENDING" if row["receipt_pending"] else ""))
+
+
+@command("trace")
+@click.option("--since", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Only events after this sequence number (status shows the last as trace_seq).")
+def trace_command(options: Options, since: int) -> None:
+    """Show the wire trace (masked): what was sent and received, with the terminal's verdict on each
+    answer (matched, MAC verified), timeouts, link events, crashes (no traffic)."""
+    store = Journal(options.journal_path)
+    try:
+        events = store.trace(since=since)
+    finally:
+        store.close()
+    for event in events:
+        if options.json:
+            click.echo(json.dumps(event))
+            continue
+        message = event["message"] or {}
+        verdict = ""
+        if event["kind"] == "received":
+            verdict = (" matched" if event["matched"] else " STRAY") + {True: " mac ok", False: " MAC BAD", None: ""}[
+                event["mac_verified"]]
+        click.echo(f"{event['seq']:>5} {event['at']} {event['command'] or '-':<8} {event['kind']:<14} "
+                   f"{message.get('t', ''):<4} {message.get('11', ''):<6} {message.get('39', ''):<2}{verdict}"
+                   + (f" ({event['detail']})" if event["detail"] else ""))
 
 
 @command("settings")
