@@ -169,8 +169,7 @@ TERMINAL_SETTINGS: Mapping[str, str] = MappingProxyType({
 })
 
 #: Names the scenarios need that the terminal does not offer yet (the runner's wish list, README §8).
-PROPOSED_TERMINAL_SETTINGS = frozenset({"never_resend_financial", "enforce_operator_roles", "software_version",
-                                        "send_device_info", "operators"})
+PROPOSED_TERMINAL_SETTINGS: frozenset[str] = frozenset()
 #: Terminal identity: ``pos-terminal --tid/--mid`` options rather than settings.
 TERMINAL_IDENTITY_SETTINGS = frozenset({"tid", "mid"})
 
