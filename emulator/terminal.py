@@ -1391,6 +1391,14 @@ class Terminal:
                 self._emit(DeleteReversal(stan=reversal.stan))
                 self._notes["reversal_cleared"] = True
                 return None
+            if self.books.signon_required and s.auto_signon_on_77:
+                # The host refused the reversal for our keys or state (A0, 99, 77, 22 or 处理要求 3):
+                # sign on now and repeat it under the new keys, rather than under the old ones (C03).
+                blocked = yield from self._sign_on_if_required(op, op.now)
+                if blocked is not None:
+                    return replace(blocked, text=f"{blocked.text}; pending reversal of STAN {reversal.stan} "
+                                                 "not cleared")
+                continue
             if rc in s.reversal_retry_codes or not last.mac_ok:
                 continue
             reversal = replace(reversal, refusals=reversal.refusals + 1, last_rc=rc)

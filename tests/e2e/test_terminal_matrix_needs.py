@@ -304,3 +304,26 @@ def test_a_crash_leaves_what_was_sent_and_the_crash_in_the_trace(tmp_path: Path)
                                               if e["kind"] == "sent"] == ["0400", "0200"]
 
     run_bounded(run(), 60.0)
+
+
+# ------------------------------------------------------------------------------ C03
+
+
+@pytest.mark.parametrize("dialect_name", DIALECTS)
+def test_c03_after_a_key_rotation_the_owed_reversal_is_refused_a0_then_signed_on_and_sent_again(
+        dialect_name: str) -> None:
+    async def body(pos: Pos, server: HostServer, ledger: Ledger) -> None:
+        await pos(SignOn(now=NOW))
+        fault(server, {"kind": "sale", "nth": 1}, {"type": "drop_response"})
+        lost = await sale(pos, 3000, reverse_at_idle=False)
+        assert lost.outcome is Outcome.NO_ANSWER
+        fault(server, {}, {"type": "rotate_keys"}, times=1)
+        after = await sale(pos, 2000)
+        assert after.outcome is Outcome.APPROVED and after.details["signed_on_again"] is True
+        mtis = [e["mti"] for e in server.journal.entries()][-4:]
+        assert mtis == ["0400", "0800", "0400", "0200"]
+        assert [r["rc"] for r in ledger.authorizations(stan=lost.stan, mti="0400")] == ["A0", "00"]
+        assert [r["status"] for r in ledger.authorizations(stan=lost.stan, mti="0200")] == ["reversed"]
+        assert_books_agree(pos.books, ledger)
+
+    scenario(dialect_name, body)

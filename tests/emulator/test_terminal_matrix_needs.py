@@ -237,3 +237,30 @@ def test_a_closed_batch_keeps_its_totals_and_result(family: str) -> None:
          "result": "balanced", "uploaded": 0},
         {"batch": "000002", "debit_count": 1, "debit_minor": 700, "credit_count": 0, "credit_minor": 0,
          "result": "unbalanced", "uploaded": 1}]
+
+
+# --------------------------------------------------------------------------- C03: a reversal refused for old keys
+
+
+@pytest.mark.parametrize("rc", ["A0", "99"])
+def test_a_reversal_refused_for_old_keys_signs_on_at_once_and_goes_again_under_the_new_keys(rc: str) -> None:
+    rig = Rig("cup")
+    rig.run(SignOn(now=NOW))
+    rig.host.rules.append(when("0200", NO_ANSWER, times=1))
+    sale(rig)  # a reversal is owed
+    rig.host.rules.append(when("0400", declined(rc), times=1))
+    run = sale(rig)
+    assert run.mtis() == ["0400", "0800", "0400", "0200"]
+    assert run.result.outcome is Outcome.APPROVED and rig.books.reversals == []
+    assert not rig.books.signon_required
+
+
+def test_without_auto_sign_on_a_reversal_refused_for_old_keys_is_repeated_under_them() -> None:
+    rig = Rig("cup", settings=settings(auto_signon_on_77=False, reversal_max_attempts=2, park_stuck_reversal=False))
+    rig.host.rules.append(when("0200", NO_ANSWER, times=1))
+    sale(rig)
+    rig.host.rules.append(when("0400", declined("A0")))
+    run = sale(rig)
+    assert run.mtis() == ["0400", "0400"] and run.result.outcome is Outcome.DECLINED
+    assert run.result.text.endswith("host answered A0 (MAC verification failed (private)), not final")
+    assert len(rig.books.reversals) == 1 and not rig.books.signon_required
