@@ -194,6 +194,8 @@ def _rung(message: Mapping[str, Any]) -> dict[str, Any]:
     """One message of the ladder: the fields worth seeing at a glance."""
     fields = message.get("message") or {}
     shown = [(k, fields[k]) for k in LADDER_FIELDS if k in fields]
+    if message.get("kind") == "sent" and "39" in fields:  # a CUP reversal's reason (98, 96, A0, 06)
+        shown.insert(0, ("39", fields["39"]))
     return {"mti": message.get("mti"), "stan": message.get("stan"), "rc": message.get("rc"), "fields": shown}
 
 
@@ -301,6 +303,9 @@ Each cause is run with the fix off (the symptom must appear) and with the fix on
  <span class="muted">{{ "%.2f"|format(run.seconds or 0) }} s, {{ run.messages|selectattr("kind", "in", ["sent", "received"])|list|length }} messages</span></summary>
 {% if run.checks %}<ul class="checks">{% for c in run.checks %}<li class="{{ 'pass' if c.passed else 'fail' }}">{{ '✔' if c.passed else '✘' }} {{ c.what }}{% if c.detail %} — <span class="muted">{{ c.detail }}</span>{% endif %}</li>{% endfor %}</ul>{% endif %}
 {% if run.failures and not run.checks %}<ul class="findings">{% for f in run.failures %}<li>{{ f }}</li>{% endfor %}</ul>{% endif %}
+<table><thead><tr><th>step</th><th>outcome</th><th>rc</th><th>STAN</th><th>what the terminal said</th></tr></thead><tbody>
+{% for st in run.steps if st.kind in ("terminal", "crash_at", "restart", "expect") %}<tr><td>{{ st.name }}</td><td>{{ st.outcome or "" }}</td><td>{{ st.rc or "" }}</td><td>{{ st.stan or "" }}</td><td class="muted">{{ st.text }}</td></tr>{% endfor %}
+</tbody></table>
 <table><thead><tr><th>invariant</th><th></th><th>findings</th></tr></thead><tbody>
 {% for inv in run.invariants %}<tr><td>{{ inv.id }} {{ inv.title }}{% if inv.expected %} <span class="muted">(expected to {{ inv.expected }})</span>{% endif %}</td>
 <td><span class="badge {{ 'na' if not inv.applicable else 'pass' if inv.holds else 'fail' }}">{{ 'n/a' if not inv.applicable else 'holds' if inv.holds else 'broken' }}</span></td>

@@ -38,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -53,7 +52,7 @@ import aiohttp
 import yaml
 
 from specs.cards import Card, seeded_card
-from specs.dialects import get_dialect, response_mti
+from specs.dialects import get_dialect
 from specs.framing import DEFAULT_FRAMING
 from specs.masking import mask_message, mask_pan, mask_value
 from specs.scenario import (SCENARIO_DIR, TERMINAL_FAULTS,
@@ -69,10 +68,9 @@ from emulator.invariants import INVARIANTS, Evidence, InvariantResult, TraceEven
 from emulator.journal import Journal
 from emulator.messages import Profile
 from emulator.settings import SETTING_NAMES, TerminalSettings
-from emulator.terminal import (Adjust, Balance, Books, Completion, CompletionVoid, ConnectFailed, ConnectionLost,
-                               Echo, Idle, Input, MessageReceived, MessageUnreadable, OfflineSale, Operation, Outcome,
-                               PreAuth, PreAuthVoid, Reference, Refund, Result, Reverse, Sale, Send, Settle, SignOff,
-                               SignOn, State, Terminal, TimerExpired, Void)
+from emulator.terminal import (Adjust, Balance, Books, Completion, CompletionVoid, Echo, Idle, OfflineSale, Operation,
+                               Outcome, PreAuth, PreAuthVoid, Reference, Refund, Result, Reverse, Sale, Settle, SignOff,
+                               SignOn, Terminal, Void)
 
 #: Default response timeout of the matrix runs (the terminal's 60 s scaled down).
 DEFAULT_RESPONSE_TIMEOUT_SECONDS = 0.5
@@ -520,13 +518,13 @@ class _Recorder:
     def __init__(self, pans: Iterable[str], clock: Callable[[], datetime] = datetime.now) -> None:
         self.items: list[TraceItem] = []
         self.start = time.monotonic()
+        self.wall_start = time.time()  # the terminal's own trace is stamped with wall-clock time
         self.clock = clock
         self.step: str | None = None
         self.step_index: int | None = None
         #: Every PAN the run may put on the wire, longest first: masked wherever it appears (CUP
         #: upload field 48 carries PANs inside a longer digit string that field masking cannot see).
         self._pans = sorted({p for p in pans if p}, key=len, reverse=True)
-        self._last_request: dict[str, str] | None = None
 
     def now_ms(self) -> float:
         return (time.monotonic() - self.start) * 1000.0
@@ -563,63 +561,6 @@ class _Recorder:
                          business_at=business_at, **values)
         self.items.append(item)
         return item
-
-    def sent(self, message: Mapping[str, str], *, mac: bool, at_ms: float | None = None) -> None:
-        self._last_request = dict(message)
-        self.add("sent", message=self.scrub(message), mac=mac, at_ms=at_ms)
-
-    def received(self, message: Mapping[str, str], *, matched: bool | None, mac_verified: bool | None,
-                 at_ms: float | None = None) -> None:
-        self.add("received", message=self.scrub(message), matched=matched, mac_verified=mac_verified, at_ms=at_ms)
-
-    def answers_last_request(self, message: Mapping[str, str]) -> bool:
-        request = self._last_request
-        if request is None:
-            return False
-        try:
-            wanted = response_mti(request.get("t", ""))
-        except ValueError:
-            return False
-        return message.get("t") == wanted and message.get("11") == request.get("11") \
-            and message.get("41") == request.get("41")
-
-    def answered(self) -> None:
-        self._last_request = None
-
-
-class _TracingTerminal(Terminal):
-    """The terminal core, recording what crosses its boundary: requests sent, answers received
-    (and whether it took them as its answer, and checked their MAC), timeouts and link events."""
-
-    recorder: _Recorder
-
-    def handle(self, event: Input) -> list[Any]:
-        before = self.state
-        actions = super().handle(event)
-        r = self.recorder
-        if isinstance(event, MessageReceived):
-            # The core's own verdict when it gives one (an ``Observed`` action), else: taken as the
-            # answer when it moved the waiting flow on (a stray leaves it waiting, with no action).
-            verdict = next((a for a in actions if hasattr(a, "matched") and hasattr(a, "mac_verified")), None)
-            if verdict is not None:
-                r.received(event.message, matched=bool(verdict.matched), mac_verified=verdict.mac_verified)
-            else:
-                matched = before is State.AWAITING_RESPONSE and (bool(actions) or self.state is not before)
-                checked = self.settings.verify_response_mac and event.mac_valid is not None
-                r.received(event.message, matched=matched,
-                           mac_verified=event.mac_valid if checked and matched else None)
-        elif isinstance(event, TimerExpired) and before is State.AWAITING_RESPONSE:
-            r.add("timeout", text=f"no answer within {self.response_timeout_seconds:g} s")
-        elif isinstance(event, ConnectionLost) and before is State.AWAITING_RESPONSE:
-            r.add("link_lost", text=event.reason or "connection lost")
-        elif isinstance(event, MessageUnreadable):
-            r.add("unreadable", text=event.reason)
-        elif isinstance(event, ConnectFailed):
-            r.add("connect_failed", text=event.reason)
-        for action in actions:
-            if isinstance(action, Send):
-                r.sent(action.message, mac=action.mac_key is not None)
-        return actions
 
 
 # ============================================================================ one run
@@ -686,7 +627,7 @@ class _Run:
             self.journal_path = str(work_dir / f"{scenario.id}-{dialect}-{name}.sqlite")
         self.journal = Journal(self.journal_path)
         self.records: dict[str, StepRecord] = {}
-        self.closed_batches: list[dict[str, Any]] = []
+        self.trace_seq = 0
         self.expect_failures: list[str] = []
         self.expect_checks: list[CheckResult] = []
 
@@ -929,24 +870,53 @@ class _Run:
         return op_type(**kwargs)  # type: ignore[no-any-return]
 
     async def _operate(self, operation: Operation, settings: TerminalSettings) -> Result:
-        terminal = _TracingTerminal(self.profile(), self.journal.load(), response_timeout_seconds=self.timeout,
-                                    settings=settings)
-        terminal.recorder = self.recorder
+        terminal = Terminal(self.profile(), self.journal.load(), response_timeout_seconds=self.timeout,
+                            settings=settings)
         endpoint = Endpoint(host=self.host.address, port=self.host.port,
                             connect_timeout_seconds=max(1.0, self.timeout * 2))
-        result = await run_operation(operation, terminal=terminal, journal=self.journal, endpoint=endpoint,
-                                     framing=DEFAULT_FRAMING[self.dialect_name], dialect=self.dialect)
-        # As ``pos-terminal`` does after every command: a reversal this one left behind goes at once.
-        if (settings.reverse_at_idle and terminal.books.reversals and not isinstance(operation, (Reverse, Idle))
-                and result.outcome is not Outcome.CONNECT_FAILED and not result.details.get("reversal_sent")):
-            terminal.start_next_operation()
-            idle = await run_operation(Idle(now=self.now()), terminal=terminal, journal=self.journal,
-                                       endpoint=endpoint, framing=DEFAULT_FRAMING[self.dialect_name],
-                                       dialect=self.dialect)
-            details = dict(result.details)
-            details["idle"] = {"outcome": idle.outcome.value, "text": idle.text, "rc": idle.rc}
-            result = dataclasses.replace(result, details=details)
+        framing = DEFAULT_FRAMING[self.dialect_name]
+        try:
+            result = await run_operation(operation, terminal=terminal, journal=self.journal, endpoint=endpoint,
+                                         framing=framing, dialect=self.dialect)
+            # As ``pos-terminal`` does after every command: a reversal this one left behind goes at once.
+            if (settings.reverse_at_idle and terminal.books.reversals and not isinstance(operation, (Reverse, Idle))
+                    and result.outcome is not Outcome.CONNECT_FAILED and not result.details.get("reversal_sent")):
+                terminal.start_next_operation()
+                idle = await run_operation(Idle(now=self.now()), terminal=terminal, journal=self.journal,
+                                           endpoint=endpoint, framing=framing, dialect=self.dialect)
+                details = dict(result.details)
+                details["idle"] = {"outcome": idle.outcome.value, "text": idle.text, "rc": idle.rc}
+                result = dataclasses.replace(result, details=details)
+        finally:
+            self._pull_trace()
         return result
+
+    def _pull_trace(self) -> int:
+        """Move what the terminal wrote to its journal's wire trace since last time onto the ladder:
+        requests sent, answers received with the core's own verdict (``matched``, ``mac_verified``),
+        timeouts, lost links, unreadable answers, failed connects, the crash point it died at.
+        Returns how many crash events came with it."""
+        crashes = 0
+        for row in self.journal.trace(since=self.trace_seq):
+            self.trace_seq = max(self.trace_seq, int(row["seq"]))
+            try:
+                epoch = datetime.fromisoformat(str(row["at"]).replace("Z", "+00:00")).timestamp()
+                at_ms = max(0.0, (epoch - self.recorder.wall_start) * 1000.0)
+            except ValueError:
+                at_ms = None
+            kind, message = str(row["kind"]), row.get("message")
+            values: dict[str, Any] = {"text": str(row.get("detail") or "")}
+            if isinstance(message, Mapping):
+                values["message"] = self.recorder.scrub(message)
+                if kind == "sent":
+                    values["mac"] = "64" in message
+            if kind == "received":
+                values["matched"] = row.get("matched")
+                values["mac_verified"] = row.get("mac_verified")
+            if kind == "crash":
+                crashes += 1
+            self.recorder.add(kind, at_ms=at_ms, **values)
+        return crashes
 
     def _own_mti(self, command: str | None) -> str | None:
         if command is None or command == "restart":
@@ -961,12 +931,8 @@ class _Run:
         own = self._own_mti(record.command)
         record.stan = result.get("stan") if own is None or result.get("mti") == own else None
         record.text = str(result.get("text", ""))
-        record.details = {k: v for k, v in result.items() if k not in ("command", "outcome", "rc", "stan", "text")}
-        if result.get("batch_closed"):
-            self.closed_batches.append({
-                "batch": result.get("batch"), "debit_count": result.get("sale_count", 0),
-                "debit_minor": result.get("sale_amount_minor", 0), "credit_count": result.get("refund_count", 0),
-                "credit_minor": result.get("refund_amount_minor", 0)})
+        record.details = {k: v for k, v in result.items()
+                          if k not in ("command", "outcome", "rc", "stan", "text", "trace")}
 
     def _status(self) -> None:
         books = self.journal.load()
@@ -1035,17 +1001,16 @@ class _Run:
         config_path = self.work_dir / f"{self.scenario.id}-{self.dialect_name}-{self.name}-{record.index}.yaml"
         config_path.write_text(yaml.safe_dump(self.settings_file_values(extra)), encoding="utf-8")
         books_before = self.journal.load()
-        command = [sys.executable, "-m", "emulator.cli", "--log-json", "--log-level", "info",
+        command = [sys.executable, "-m", "emulator.cli", "--log-level", "error",
                    "--host", self.host.address, "--port", str(self.host.port), "--dialect", self.dialect_name,
                    "--journal", self.journal_path, "--tid", self.tid, "--mid", self.mid,
-                   "--timeout", str(self.timeout), "--config", str(config_path), "--crash-at", step.point, "--json",
-                   *self.cli_arguments(then, books_before)]
-        wall_start = time.time()
-        base_ms = self.recorder.now_ms()
-        self.recorder.add("child", text=f"pos-terminal --crash-at {step.point} {' '.join(self.cli_arguments_shown(then))}")
+                   "--timeout", str(self.timeout), "--config", str(config_path), "--crash-at", step.point,
+                   "--now", self.now().isoformat(timespec="seconds"), "--json",
+                   *(("--operator", then.operator) if then.operator else ()), *self.cli_arguments(then, books_before)]
+        self.recorder.add("child", text=f"pos-terminal --crash-at {step.point} "
+                                        f"{' '.join(self.cli_arguments_shown(then))}")
         process = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE,
-                                                       stderr=asyncio.subprocess.PIPE,
-                                                       env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                                       stderr=asyncio.subprocess.PIPE)
         try:
             async with asyncio.timeout(CHILD_TIMEOUT_SECONDS):
                 out, err = await process.communicate()
@@ -1053,13 +1018,14 @@ class _Run:
             process.kill()
             await process.wait()
             raise RunAborted(f"pos-terminal child for step {record.name} did not finish in {CHILD_TIMEOUT_SECONDS:g} s")
-        self._trace_child(err.decode("utf-8", "replace"), wall_start, base_ms)
+        crashes = self._pull_trace()  # the child wrote its wire trace into the same journal
         if process.returncode == CRASH_EXIT_CODE:
             record.outcome = "crashed"
             sent = [t for t in self.recorder.items if t.kind == "sent" and t.step_index == record.index]
             record.stan = self._own_stan(then, sent, books_before)
             record.text = f"died at crash point {step.point} (exit {CRASH_EXIT_CODE})"
-            self.recorder.add("crash", text=f"terminal died at crash point {step.point}")
+            if not crashes:
+                self.recorder.add("crash", text=f"terminal died at crash point {step.point}")
         else:
             try:
                 result = json.loads(out.decode().strip().splitlines()[-1])
@@ -1084,39 +1050,6 @@ class _Run:
             return f"{books.stan:06d}"
         return None
 
-    def _trace_child(self, stderr: str, wall_start: float, base_ms: float) -> None:
-        """The child's JSON log lines (already masked by its logging) as trace items."""
-        settings = self.settings()
-        for line in stderr.splitlines():
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if not isinstance(event, dict):
-                continue
-            at_ms = base_ms
-            stamp = event.get("timestamp")
-            if isinstance(stamp, str):
-                try:
-                    epoch = datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-                    at_ms = base_ms + max(0.0, (epoch - wall_start) * 1000.0)
-                except ValueError:
-                    pass
-            name = event.get("event")
-            message = event.get("message")
-            if name == "send" and isinstance(message, dict):
-                self.recorder.sent(message, mac=True, at_ms=at_ms)
-            elif name == "receive" and isinstance(message, dict):
-                matched = self.recorder.answers_last_request(message)
-                if matched:
-                    self.recorder.answered()
-                mac_valid = event.get("mac_valid")
-                verified = mac_valid if settings.verify_response_mac and mac_valid is not None and matched else None
-                self.recorder.received(message, matched=matched, mac_verified=verified, at_ms=at_ms)
-            elif name == "link event":
-                self.recorder.add("link_lost" if event.get("event_type") == "ConnectionLost" else "unreadable",
-                                  text=str(event.get("reason", "")), at_ms=at_ms)
-
     # ---------------------------------------------------------------- evidence and verdict
 
     async def _view(self) -> "RunView":
@@ -1131,7 +1064,7 @@ class _Run:
             settlements=[normalise_settlement(self.recorder.scrub_value(r)) for r in settlements],
             payouts=[normalise_payout(r) for r in payouts],
             host_journal=[self.recorder.scrub_value(e) for e in journal],
-            books=books, closed_batches=list(self.closed_batches),
+            books=books, closed_batches=[c.as_dict() for c in books.closed_batches],
             business_date=date.fromisoformat(clock["business_date"]) if clock.get("business_date") else None,
             holidays=frozenset(date.fromisoformat(d) for d in host_settings.get("holidays") or ()),
             final_reversal_codes=tuple(self.settings().final_reversal_codes))

@@ -21,10 +21,7 @@ pytestmark = pytest.mark.timeout(300)  # the session fixture runs the whole matr
 SCENARIOS: list[Scenario] = load_all(SCENARIO_DIR)
 
 #: Cause -> what the terminal or host does not do yet (reported to their owners).
-KNOWN_GAPS: dict[str, str] = {
-    "C03": "terminal: an A0 answer to a reversal does not make the terminal sign on at once (auto_signon_on_77); "
-           "it repeats the reversal under the old keys and signs on only at the next operation",
-}
+KNOWN_GAPS: dict[str, str] = {}
 
 
 def _params() -> list[Any]:
