@@ -241,7 +241,7 @@ class Host:
                    business_date=calendar.business_date(now), response=self._base_response(request, now), row={},
                    software_version=software_version)
         ctx.row = self._base_row(ctx)
-        with self.ledger.transaction():
+        with self.ledger.request_transaction():
             rc = self._decide(ctx)
             self._finish(ctx, rc)
         return Answer(response=self._seal(ctx), processing_requirement=ctx.processing_requirement)

@@ -8,9 +8,12 @@ stops the server.  For every request:
 1. decode (repeat MTIs 0221/0401 accepted); an undecodable message gets ``30`` when its MTI, STAN
    and TID can still be read, otherwise the connection is closed;
 2. the fault engine folds the faults firing on it into a :class:`~host_stub.faults.Plan`;
-3. unless the plan closes first, the core decides and posts (one ledger transaction);
-4. the answer (TPDU swapped, the request's CUP header, 处理要求 as the plan says) is written by
-   the plan's steps (write / sleep / close).
+3. unless the plan closes first, the core decides and posts (one ledger transaction, a savepoint
+   of the group the server commits once per turn of the event loop: group commit, see
+   :mod:`host_stub.ledger`);
+4. once the group holding its writes is committed, the answer (TPDU swapped, the request's CUP
+   header, 处理要求 as the core or the plan says) is written by the plan's steps (write / sleep /
+   close).
 
 Stopping (SIGTERM): no new connections; a connection in the middle of a request finishes it (its
 ledger transaction and its answer, within ``grace_seconds``); idle connections are closed.
@@ -71,9 +74,11 @@ class HostServer:
         self._busy: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._stopping = False
+        self._commit_waiter: asyncio.Future[None] | None = None
 
     async def start(self, bind: str = "127.0.0.1", port: int = 0) -> int:
         """Start listening; returns the bound port (useful with port 0)."""
+        self.host.ledger.group_commits = True
         self._server = await asyncio.start_server(self._serve_connection, bind, port)
         self.port = int(self._server.sockets[0].getsockname()[1])
         return self.port
@@ -99,6 +104,8 @@ class HostServer:
         await asyncio.gather(*self._connections, return_exceptions=True)
         await self._server.wait_closed()
         self._server = None
+        self.host.ledger.commit_pending()
+        self.host.ledger.group_commits = False
 
     async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -182,6 +189,13 @@ class HostServer:
                                                              if k in request}, "39": codes.SYSTEM_MALFUNCTION}
         if requirement is not None and plan.processing_requirement is None:  # a fault's 处理要求 wins
             plan = replace(plan, processing_requirement=requirement)
+        try:
+            await self._durable()
+        except Exception as exc:  # the books could not be written: nothing may be answered
+            bound.error("ledger commit failed; closing without an answer", error=repr(exc))
+            self.journal.add(at=now.isoformat(timespec="seconds"), peer=peer, outcome="commit_failed",
+                             request=request, error=repr(exc))
+            return False
         answer = self._frame(response, frame, plan)
         interim = self._interim(response, frame, plan) if plan.interim_count else None
         outcome = "answered" if plan.send else ("closed_after_processing" if plan.close_after else "dropped")
@@ -199,6 +213,29 @@ class HostServer:
                 case Close():
                     return False
         return True
+
+    async def _durable(self) -> None:
+        """Wait until the group holding this request's writes is committed (group commit: the
+        first request of a turn of the event loop schedules the commit; every request decided in
+        that turn waits for the same one)."""
+        if not self.host.ledger.pending_commit:
+            return
+        if self._commit_waiter is None:
+            loop = asyncio.get_running_loop()
+            self._commit_waiter = loop.create_future()
+            loop.call_soon(self._commit_group)
+        await asyncio.shield(self._commit_waiter)
+
+    def _commit_group(self) -> None:
+        waiter, self._commit_waiter = self._commit_waiter, None
+        assert waiter is not None
+        try:
+            self.host.ledger.commit_pending()
+        except Exception as exc:
+            waiter.set_exception(exc)
+            waiter.exception()  # retrieved here too: a waiter cancelled meanwhile must not leave it unseen
+        else:
+            waiter.set_result(None)
 
     def _format_error(self, frame: Frame, exc: CodecError, now: datetime, peer: str) -> bytes | None:
         """Answer 30 when the MTI, STAN and TID could be read; otherwise close (None)."""
