@@ -674,7 +674,8 @@ def action_from_dict(data: Mapping[str, Any], *, where: str = "action") -> Actio
             kwargs[name] = want_str(data, name, where=spot, choices=tuple("012345678"))
         elif name == "reason":
             kwargs[name] = want_str(data, name, where=spot)
-    return cls(**kwargs)
+    action: Action = cls(**kwargs)
+    return action
 
 
 def action_as_dict(action: Action) -> dict[str, Any]:

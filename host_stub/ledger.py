@@ -46,7 +46,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import asdict
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Literal, Mapping
 
 from specs.totals import SETTLEMENT_CLASS, Totals, totals_of
 
@@ -606,7 +606,7 @@ class _Transaction:
         ledger._depth = 1
         return db
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Literal[False]:
         ledger = self.ledger
         if ledger._depth > 1:
             ledger._depth -= 1
