@@ -1,6 +1,7 @@
 """Host throughput, latency and CPU per round trip: our stub host against a bare asyncio + pyiso8583 host.
 
     python benchmarks/host_throughput.py [--terminals 8] [--seconds 5] [--dialect intl-bcd] [--ledger file|memory]
+                                         [--repeat 1]
 
 Both hosts run as child processes of this script (one process tree) and get the same closed-loop
 load: ``--terminals`` concurrent connections, each sending a sale, waiting for its answer, sending
@@ -12,7 +13,9 @@ p50/p99 latency, and the host process's CPU time (user + system, from /proc) per
 * our host: ``pos-host serve`` with its ledger on (an SQLite file by default) and an empty fault
   list, logging at ``warning`` (request/response log lines are per-request info lines).
 
-Figures only, no assertions: CPU and latency depend on the machine.
+Figures only, no assertions: CPU and latency depend on the machine.  On a shared machine the
+figures move with whatever else runs: ``--repeat N`` measures both hosts N times, interleaved, and
+prints the median of each figure and of the CPU ratio (and every run).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -129,7 +133,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
 
 
-async def measure(name: str, command: list[str], dialect_name: str, terminals: int, seconds: float) -> dict[str, float]:
+async def measure(name: str, command: list[str], dialect_name: str, terminals: int, seconds: float) -> dict[str, Any]:
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
     try:
         assert process.stdout is not None
@@ -158,20 +162,35 @@ async def measure(name: str, command: list[str], dialect_name: str, terminals: i
 
 
 async def main(args: argparse.Namespace) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        ledger = ":memory:" if args.ledger == "memory" else str(Path(tmp) / "bench.sqlite")
-        bare = [sys.executable, str(Path(__file__).resolve()), "--bare-host", "--dialect", args.dialect]
-        ours = [sys.executable, "-m", "host_stub.cli", "--log-level", "warning", "serve", "--dialect", args.dialect,
-                "--port", "0", "--ledger", ledger]
-        results = [await measure("bare asyncio + pyiso8583", bare, args.dialect, args.terminals, args.seconds),
-                   await measure(f"pos-host (ledger {args.ledger}, no faults)", ours, args.dialect, args.terminals,
-                                 args.seconds)]
-    print(f"dialect {args.dialect}, {args.terminals} concurrent terminals, closed loop, {args.seconds:g} s per host")
+    runs: list[tuple[dict[str, float], dict[str, float]]] = []
+    for _ in range(args.repeat):
+        with tempfile.TemporaryDirectory() as tmp:
+            ledger = ":memory:" if args.ledger == "memory" else str(Path(tmp) / "bench.sqlite")
+            bare = [sys.executable, str(Path(__file__).resolve()), "--bare-host", "--dialect", args.dialect]
+            ours = [sys.executable, "-m", "host_stub.cli", "--log-level", "warning", "serve", "--dialect",
+                    args.dialect, "--port", "0", "--ledger", ledger]
+            runs.append((await measure("bare asyncio + pyiso8583", bare, args.dialect, args.terminals, args.seconds),
+                         await measure(f"pos-host (ledger {args.ledger}, no faults)", ours, args.dialect,
+                                       args.terminals, args.seconds)))
+    print(f"dialect {args.dialect}, {args.terminals} concurrent terminals, closed loop, {args.seconds:g} s per host"
+          + (f", {args.repeat} runs" if args.repeat > 1 else ""))
     print(f"{'host':<40} {'round trips':>11} {'per s':>9} {'p50 ms':>8} {'p99 ms':>8} {'host CPU us/rt':>15}")
-    for r in results:
-        print(f"{r['name']:<40} {r['round_trips']:>11} {r['per_second']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
-              f"{r['cpu_us']:>15.0f}")
-    print(f"CPU per round trip, pos-host / bare: {results[1]['cpu_us'] / results[0]['cpu_us']:.2f}x")
+    if args.repeat > 1:
+        for n, pair in enumerate(runs, 1):
+            for r in pair:
+                _row(f"run {n}: {r['name']}", r)
+            print(f"run {n}: CPU per round trip, pos-host / bare: {pair[1]['cpu_us'] / pair[0]['cpu_us']:.2f}x")
+        print("median of the runs:")
+    for i in (0, 1):
+        median = {k: statistics.median(pair[i][k] for pair in runs) for k in runs[0][i] if k != "name"}
+        _row(str(runs[0][i]["name"]), median)
+    ratio = statistics.median(pair[1]["cpu_us"] / pair[0]["cpu_us"] for pair in runs)
+    print(f"CPU per round trip, pos-host / bare: {ratio:.2f}x")
+
+
+def _row(name: str, r: dict[str, float]) -> None:
+    print(f"{name:<40} {r['round_trips']:>11.0f} {r['per_second']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
+          f"{r['cpu_us']:>15.0f}")
 
 
 if __name__ == "__main__":
@@ -180,6 +199,7 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--dialect", default="intl-bcd", choices=["intl-ascii", "intl-bcd", "cup"])
     parser.add_argument("--ledger", default="file", choices=["file", "memory"])
+    parser.add_argument("--repeat", type=int, default=1, help="Measure both hosts this many times; print medians.")
     parser.add_argument("--bare-host", action="store_true", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.bare_host:

@@ -276,6 +276,10 @@ class Plan:
         return replace(self, directives=replace(self.directives, **changes))
 
 
+#: The plan of a request no fault fires on (plans are frozen: one instance serves them all).
+NO_FAULT_PLAN = Plan()
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Write:
     """Write these bytes to the connection."""
@@ -792,7 +796,7 @@ class FaultEngine:
                 counter.fired += 1
                 fired.append(fault)
         if not fired:
-            return Plan()
+            return NO_FAULT_PLAN
         plan = reduce(lambda p, f: f.action.apply(p), fired, Plan())
         return plan.directing(fault_ids=tuple(f.id for f in fired))
 

@@ -224,7 +224,7 @@ class Host:
         return self.answer(request, now=now, directives=directives, software_version=software_version).response
 
     def answer(self, request: Message, *, now: datetime, directives: Directives = NO_DIRECTIVES,
-               software_version: str | None = None) -> Answer:
+               software_version: str | None = None, kind: str | None = None) -> Answer:
         """Decide the answer to one decoded, validated request and record it in the ledger.
 
         Args:
@@ -232,12 +232,13 @@ class Host:
             now: the business clock's current local time.
             directives: what the fault plan asks for this request.
             software_version: the CUP header's 软件分版本号 (N6), None without a CUP header.
+            kind: :func:`classify` of the request when the caller has it already.
 
         Returns:
             The response (MACed when the request was) and the 处理要求 its CUP header must carry.
         """
         calendar = self.calendar
-        ctx = _Ctx(request=request, now=now, directives=directives, kind=classify(request, self.dialect),
+        ctx = _Ctx(request=request, now=now, directives=directives, kind=kind or classify(request, self.dialect),
                    business_date=calendar.business_date(now), response=self._base_response(request, now), row={},
                    software_version=software_version)
         ctx.row = self._base_row(ctx)
@@ -739,11 +740,12 @@ class Host:
                 return codes.INVALID_CARD_NUMBER
             return None
         ctx.pan = pan
-        ctx.row["pan_masked"], ctx.row["pan_token"] = mask_pan(pan), pan_token(pan)
+        token = pan_token(pan)
+        ctx.row["pan_masked"], ctx.row["pan_token"] = mask_pan(pan), token
         if not (pan.isdigit() and 12 <= len(pan) <= 19 and luhn_valid(pan)):
             ctx.row["reason"] = "pan_not_luhn_valid"
             return codes.INVALID_CARD_NUMBER
-        ctx.card = self.registry.card(pan)
+        ctx.card = self.registry.card_by_token(token)
         if ctx.card is None and self.settings.strict_registry:
             ctx.row["reason"] = "unknown_card"
             return codes.INVALID_CARD_NUMBER

@@ -177,6 +177,9 @@ CREATE TABLE IF NOT EXISTS terminals (key TEXT PRIMARY KEY, document TEXT NOT NU
 CREATE TABLE IF NOT EXISTS cards (key TEXT PRIMARY KEY, document TEXT NOT NULL);
 """
 
+_NEXT_SEQUENCE = ("INSERT INTO sequences (name, value) VALUES (?, 1) "
+                  "ON CONFLICT(name) DO UPDATE SET value = value + 1 RETURNING value")
+
 _BOOK_TABLES = ("authorizations", "tombstones", "settlements", "uploads", "payouts", "sequences")
 _REGISTRY_TABLES = ("merchants", "terminals", "cards")
 _JSON_COLUMNS = {"settlements": ("terminal_totals", "host_totals", "uploaded_totals", "exceptions")}
@@ -202,6 +205,7 @@ class Ledger:
         #: and emptied whenever a transaction rolls back or the books are reset, so it never holds a
         #: change the file does not.
         self.registry_cache: dict[tuple[str, str], Any] = {}
+        self._insert_sql: dict[tuple[str, ...], str] = {}
         self._columns: dict[str, frozenset[str]] = {
             table: frozenset(r["name"] for r in self._db.execute(f"PRAGMA table_info({table})"))
             for table in (*_BOOK_TABLES, *_REGISTRY_TABLES)}
@@ -261,9 +265,7 @@ class Ledger:
     def next_sequence(self, name: str) -> int:
         """Monotonic counter (RRNs, auth codes) that survives restarts."""
         with self.transaction() as db:
-            return int(db.execute("INSERT INTO sequences (name, value) VALUES (?, 1) "
-                                  "ON CONFLICT(name) DO UPDATE SET value = value + 1 RETURNING value",
-                                  (name,)).fetchone()[0])
+            return int(db.execute(_NEXT_SEQUENCE, (name,)).fetchone()[0])
 
     def reset(self, *, registry: bool = True) -> None:
         """Empty the books (and the registry unless told otherwise), atomically."""
@@ -276,12 +278,14 @@ class Ledger:
 
     def insert_authorization(self, row: Mapping[str, Any]) -> int:
         """Append one request and its fate; returns the row id."""
-        self._check_columns("authorizations", row)
-        names = list(row)
+        names = tuple(row)
+        sql = self._insert_sql.get(names)
+        if sql is None:  # every request inserts one row, mostly with the same columns: build the SQL once
+            self._check_columns("authorizations", row)
+            sql = self._insert_sql[names] = (f"INSERT INTO authorizations ({', '.join(names)}) VALUES "
+                                             f"({', '.join(':' + n for n in names)})")
         with self.transaction() as db:
-            cur = db.execute(f"INSERT INTO authorizations ({', '.join(names)}) VALUES "
-                             f"({', '.join(':' + n for n in names)})", dict(row))
-            return int(cur.lastrowid or 0)
+            return int(db.execute(sql, row).lastrowid or 0)
 
     def update_authorization(self, row_id: int, **changes: Any) -> None:
         self._check_columns("authorizations", changes)

@@ -168,7 +168,8 @@ class HostServer:
             bound.warning("not a request, closing connection", mti=request["t"])
             self.journal.add(at=now.isoformat(timespec="seconds"), peer=peer, outcome="not_a_request", request=request)
             return False
-        plan = self.faults.plan_for(request, kind=classify(request, self.dialect), now=now)
+        kind = classify(request, self.dialect)
+        plan = self.faults.plan_for(request, kind=kind, now=now)
         fault_ids = plan.directives.fault_ids
         logging_requests = bound.is_enabled_for(logging.INFO)  # masking every message costs: only when shown
         if logging_requests:
@@ -180,7 +181,7 @@ class HostServer:
             return False
         requirement: str | None = None
         try:
-            answer_ = self.host.answer(request, now=now, directives=plan.directives,
+            answer_ = self.host.answer(request, now=now, directives=plan.directives, kind=kind,
                                        software_version=frame.header.software_version if frame.header else None)
             response, requirement = answer_.response, answer_.processing_requirement
         except Exception as exc:  # a bug in the core must not take the server down: answer 96
