@@ -358,7 +358,8 @@ class MatrixResult:
             "wall_seconds": round(self.wall_seconds, 2),
             "ok": self.ok,
             "options": {"only": list(self.options.only), "dialects": list(self.options.dialects),
-                        "jobs": self.options.jobs, "host": self.options.host,
+                        "jobs": 1 if self.options.host is not None else self.options.jobs,
+                        "host": self.options.host,
                         "response_timeout_seconds": self.options.response_timeout_seconds},
             "summary": {status: sum(1 for r in rows if r["status"] == status)
                         for status in ("resolved", "failed", "outside")},
@@ -479,10 +480,9 @@ class HostHandle:
 class HostPool:
     """Stub host children, one per worker and dialect, started on first use (or one external host)."""
 
-    def __init__(self, session: aiohttp.ClientSession, options: MatrixOptions, work_dir: Path) -> None:
+    def __init__(self, session: aiohttp.ClientSession, options: MatrixOptions) -> None:
         self.session = session
         self.options = options
-        self.work_dir = work_dir
         self._hosts: dict[tuple[int, str], HostHandle] = {}
         self._lock = asyncio.Lock()
 
@@ -491,7 +491,7 @@ class HostPool:
         if o.host is not None:
             address, _, port = o.host.rpartition(":")
             assert o.control_url is not None
-            return HostHandle(dialect=dialect, address=address or "127.0.0.1", port=int(port),
+            return HostHandle(dialect=dialect, address=address, port=int(port),
                               control=HostControl(self.session, o.control_url))
         key = (worker, dialect)
         if key not in self._hosts:
@@ -509,7 +509,7 @@ class HostPool:
         await asyncio.gather(*(asyncio.to_thread(p.stop) for p in processes))
 
 
-# ============================================================================ tracing the in-process terminal
+# ============================================================================ the run's trace
 
 
 class _Recorder:
@@ -628,17 +628,14 @@ class _Run:
         self.journal = Journal(self.journal_path)
         self.records: dict[str, StepRecord] = {}
         self.trace_seq = 0
-        self.expect_failures: list[str] = []
         self.expect_checks: list[CheckResult] = []
 
     # ---------------------------------------------------------------- terminal settings and identity
 
     def _card_expiries(self) -> dict[str, str]:
+        """Card alias -> the expiry the registry gives it (the card the customer holds has it too)."""
         out: dict[str, str] = {}
-        registries = [self.scenario.host.registry, self.scenario.fix.host_registry]
-        registries += [s.registry for s in (*self.scenario.steps, *(self.scenario.fix.steps or ()))
-                       if isinstance(s, HostRegistryStep)]
-        for registry in registries:
+        for registry in self._registries():
             for alias, entry in registry.cards.items():
                 if "expiry" in entry.values:
                     out[alias] = str(entry.values["expiry"])
@@ -707,6 +704,10 @@ class _Run:
             await self._collect()
         except RunAborted as exc:
             self.result.failures.append(f"cannot run faithfully: {exc}")
+        except (aiohttp.ClientError, OSError, ValueError, KeyError, TimeoutError) as exc:
+            # One run going wrong must not take the matrix down: the row fails and says why.
+            where = self.result.steps[-1].name if self.result.steps else "preparing the host"
+            self.result.failures.append(f"runner error at {where}: {type(exc).__name__}: {exc}")
         finally:
             self.journal.close()
             self.result.seconds = time.monotonic() - started
@@ -1125,22 +1126,31 @@ class _Run:
         if expectation is None:
             run.passed = not run.failures
             return
-        by_id = {r.id: r for r in run.invariants}
-        for g in expectation.invariants_broken:
-            result = by_id[g]
-            ok = not result.holds and result.applicable
-            run.checks.append(CheckResult(what=f"{g} ({INVARIANTS[g][0]}) breaks", passed=ok,
-                                          detail="; ".join(result.findings[:3]) if ok else "it holds"))
-        for g in expectation.invariants_hold:
-            result = by_id[g]
-            ok = result.holds and result.applicable
-            run.checks.append(CheckResult(what=f"{g} ({INVARIANTS[g][0]}) holds", passed=ok,
-                                          detail="; ".join(result.findings[:3]) if not result.holds
-                                          else "" if result.applicable else "not applicable"))
-        run.checks.extend(evaluate_check(expectation.check, self.view, self.family))
+        run.checks.extend(expectation_checks(expectation, run.invariants, self.view, self.family))
         run.checks.extend(self.expect_checks)
         run.failures.extend(f"{c.what}: {c.detail}" if c.detail else c.what for c in run.checks if not c.passed)
         run.passed = not run.failures
+
+
+def expectation_checks(expectation: RunExpectation, invariants: Sequence[InvariantResult], view: "RunView",
+                       family: str) -> list[CheckResult]:
+    """One run's expectation against what it showed: each invariant that must break or hold, then
+    each check (outcomes, messages, codes, ledgers, terminal state, host net)."""
+    out = []
+    by_id = {r.id: r for r in invariants}
+    for g in expectation.invariants_broken:
+        result = by_id[g]
+        ok = not result.holds and result.applicable
+        out.append(CheckResult(what=f"{g} ({INVARIANTS[g][0]}) breaks", passed=ok,
+                               detail="; ".join(result.findings[:3]) if ok else "it holds"))
+    for g in expectation.invariants_hold:
+        result = by_id[g]
+        ok = result.holds and result.applicable
+        out.append(CheckResult(what=f"{g} ({INVARIANTS[g][0]}) holds", passed=ok,
+                               detail="; ".join(result.findings[:3]) if not result.holds
+                               else "" if result.applicable else "not applicable"))
+    out.extend(evaluate_check(expectation.check, view, family))
+    return out
 
 
 def normalise_settlement(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -1438,6 +1448,14 @@ async def run_unit(unit: _Unit, host: HostHandle, options: MatrixOptions, work_d
                 run.judge(expectation, references.get(variant))
             else:
                 result.passed = False
+        if name == "fixed" and result.evidence is not None:
+            # The symptom must be the flaw's: the flawed run's expectation must not also be met
+            # by the fixed run (else the "fix" changed nothing the file can see).
+            still = expectation_checks(s.expect.broken, result.invariants, run.view, run.family)
+            if all(c.passed for c in still):
+                result.failures.append("the symptom's checks also pass with the fix on: "
+                                       + "; ".join(c.what for c in still[:4]))
+                result.passed = False
         result.evidence = None  # not kept: the report has what it needs
         unit.result.runs[name] = result
         if on_run is not None:
@@ -1464,6 +1482,10 @@ async def run_matrix(options: MatrixOptions, *, progress: Callable[[str], None] 
         raise MatrixError("--host needs --control (the host's control API URL)")
     if options.host is not None and len(options.dialects) != 1:
         raise MatrixError("--host needs exactly one --dialect (the dialect that host speaks)")
+    if options.host is not None:
+        address, _, port = options.host.rpartition(":")
+        if not address or not port.isdigit() or not 0 < int(port) < 65536:
+            raise MatrixError(f"--host {options.host!r} is not HOST:PORT, expecting e.g. 127.0.0.1:8583")
     scenarios = select_scenarios(load_all(options.scenario_dir), options.only)
     rows = {s.id: CauseRow(scenario=s) for s in scenarios}
     units: list[_Unit] = []
@@ -1504,7 +1526,7 @@ async def run_matrix(options: MatrixOptions, *, progress: Callable[[str], None] 
         queue.put_nowait(unit)
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-            pool = HostPool(session, options, work_dir)
+            pool = HostPool(session, options)
 
             async def worker(number: int) -> None:
                 while True:

@@ -19,6 +19,7 @@ from specs.scenario import SCENARIO_DIR, CrashAt, Restart, TerminalStep, load_al
 
 import emulator.report
 import emulator.runner
+from emulator.hostproc import start_host
 from emulator.invariants import TraceEvent
 from emulator.report import format_table, html_report, junit_xml, write_reports
 from emulator.runner import (RunView, StepRecord, TraceItem, evaluate_check, normalise_payout, normalise_settlement,
@@ -274,3 +275,17 @@ def test_cli_rejects_an_unknown_cause_and_a_lone_host() -> None:
     assert done.returncode == 2 and "unknown cause id C99" in done.stderr
     done = _matrix_cli("--host", "127.0.0.1:1", timeout=30)
     assert done.returncode == 2 and "--host and --control go together" in done.stderr
+
+
+def test_cli_runs_against_a_host_given_by_address(tmp_path: Path) -> None:
+    """An already running host (here a stub child on port 0): the runner resets it between runs and
+    talks to it only over TCP and its control API."""
+    with start_host("serve", "--dialect", "cup", "--port", "0", "--control-port", "0") as host:
+        done = _matrix_cli("--host", f"127.0.0.1:{host.port}", "--control",
+                           f"http://127.0.0.1:{host.ready['control_port']}", "--dialect", "cup", "--only", "C22,C40",
+                           "--report", str(tmp_path))
+    assert done.returncode == 0, done.stdout + done.stderr
+    data = json.loads((tmp_path / "matrix.json").read_text(encoding="utf-8"))
+    assert [(r["id"], r["status"], list(r["runs"])) for r in data["rows"]] == [
+        ("C22", "resolved", ["cup"]), ("C40", "resolved", ["cup"])]
+    assert data["options"]["host"] == f"127.0.0.1:{host.port}" and data["options"]["jobs"] == 1
