@@ -40,7 +40,9 @@ RUN_TITLES = {"broken": "flawed terminal (fix off)", "fixed": "fixed terminal",
               "broken_uninterrupted": "flawed terminal, uninterrupted (G7 reference)",
               "fixed_uninterrupted": "fixed terminal, uninterrupted (G7 reference)"}
 #: Fields shown on a ladder rung besides MTI, STAN and response code.
-LADDER_FIELDS = ("3", "4", "15", "22", "25", "37", "38", "60", "63")
+LADDER_FIELDS = ("3", "4", "15", "22", "25", "37", "38", "48", "60", "63")
+#: Longer field values are cut on the ladder (matrix.json has them whole).
+LADDER_VALUE_CHARS = 64
 
 
 # ============================================================================ the console table
@@ -190,10 +192,14 @@ def junit_xml(data: Mapping[str, Any]) -> str:
 # ============================================================================ index.html
 
 
+def _cut(value: str) -> str:
+    return value if len(value) <= LADDER_VALUE_CHARS else value[:LADDER_VALUE_CHARS - 1] + "…"
+
+
 def _rung(message: Mapping[str, Any]) -> dict[str, Any]:
     """One message of the ladder: the fields worth seeing at a glance."""
     fields = message.get("message") or {}
-    shown = [(k, fields[k]) for k in LADDER_FIELDS if k in fields]
+    shown = [(k, _cut(str(fields[k]))) for k in LADDER_FIELDS if k in fields]
     if message.get("kind") == "sent" and "39" in fields:  # a CUP reversal's reason (98, 96, A0, 06)
         shown.insert(0, ("39", fields["39"]))
     return {"mti": message.get("mti"), "stan": message.get("stan"), "rc": message.get("rc"), "fields": shown}
