@@ -52,6 +52,7 @@ from typing import Any, Callable
 
 from specs import codes
 from specs.codec import Message
+from specs.crypto import default_mac_algorithm
 from specs.dialects import Dialect, response_mti
 from specs.masking import luhn_valid, mask_pan
 from specs.totals import (CUP_BALANCED, CUP_ERROR, CUP_UNBALANCED, CUP_UPLOAD_DATA, CUP_UPLOAD_END_BALANCED,
@@ -60,6 +61,7 @@ from specs.totals import (CUP_BALANCED, CUP_ERROR, CUP_UNBALANCED, CUP_UPLOAD_DA
 from specs.transactions import identify
 
 from host_stub.keys import INTL_KEY_LAYOUT, issue_working_keys, mac_is_valid, pin_from_block, signed
+from host_stub.wire import wire_mac_is_valid
 from host_stub.ledger import Ledger
 from host_stub.registry import (CARD_STATUS_RC, OPEN_CARD, TERMINAL_STATUS_RC, Card, Merchant, Registry, Terminal,
                                 card_expired, pan_token)
@@ -123,10 +125,14 @@ class Answer:
         response: the response message, ready to encode.
         processing_requirement: the CUP header 处理要求 the answer must carry (``1`` download
             parameters, ``6`` TMS download), or None when the core asks for nothing (header as received).
+        mac_key: the MAK (hex) field 64 must be computed with while the response is encoded
+            (:func:`host_stub.wire.encode_signed`); None when the response needs no MAC or already
+            carries it (a response a fault damages after its MAC is signed by the core).
     """
 
     response: Message
     processing_requirement: str | None = None
+    mac_key: str | None = None
 
 
 #: CUP header 处理要求 values the core sets (domain.md §1.2).
@@ -179,6 +185,10 @@ class _Ctx:
     software_version: str | None = None
     #: CUP header 处理要求 the answer must carry (None: nothing asked).
     processing_requirement: str | None = None
+    #: The request's bytes as received (its MAC is checked over them), when the caller has them.
+    raw: bytes | None = None
+    #: The MAK the response is to be signed with while it is encoded (see :class:`Answer`).
+    mac_key: str | None = None
 
     @property
     def tid(self) -> str:
@@ -220,11 +230,14 @@ class Host:
 
     def handle(self, request: Message, *, now: datetime, directives: Directives = NO_DIRECTIVES,
                software_version: str | None = None) -> Message:
-        """:meth:`answer`, without the header instruction: the response message only."""
-        return self.answer(request, now=now, directives=directives, software_version=software_version).response
+        """:meth:`answer`, without the header instruction: the response message only (MACed)."""
+        answer = self.answer(request, now=now, directives=directives, software_version=software_version)
+        if answer.mac_key is not None:
+            return signed(answer.response, self.dialect, answer.mac_key)
+        return answer.response
 
     def answer(self, request: Message, *, now: datetime, directives: Directives = NO_DIRECTIVES,
-               software_version: str | None = None, kind: str | None = None) -> Answer:
+               software_version: str | None = None, kind: str | None = None, raw: bytes | None = None) -> Answer:
         """Decide the answer to one decoded, validated request and record it in the ledger.
 
         Args:
@@ -233,6 +246,8 @@ class Host:
             directives: what the fault plan asks for this request.
             software_version: the CUP header's 软件分版本号 (N6), None without a CUP header.
             kind: :func:`classify` of the request when the caller has it already.
+            raw: the request's bytes as received (field 64 is checked over them, not over a
+                re-encoding of the decoded request).
 
         Returns:
             The response (MACed when the request was) and the 处理要求 its CUP header must carry.
@@ -240,12 +255,13 @@ class Host:
         calendar = self.calendar
         ctx = _Ctx(request=request, now=now, directives=directives, kind=kind or classify(request, self.dialect),
                    business_date=calendar.business_date(now), response=self._base_response(request, now), row={},
-                   software_version=software_version)
+                   software_version=software_version, raw=raw)
         ctx.row = self._base_row(ctx)
         with self.ledger.request_transaction():
             rc = self._decide(ctx)
             self._finish(ctx, rc)
-        return Answer(response=self._seal(ctx), processing_requirement=ctx.processing_requirement)
+        return Answer(response=self._seal(ctx), processing_requirement=ctx.processing_requirement,
+                      mac_key=ctx.mac_key)
 
     def record_rejected(self, partial: Message, *, reason: str, now: datetime) -> int:
         """Put a request that failed validation (answered 30) on the books; returns the row id.
@@ -419,7 +435,7 @@ class Host:
             return
         if "64" not in ctx.request:
             return
-        good = bool(terminal.keys_valid and terminal.mak and mac_is_valid(ctx.request, self.dialect, terminal.mak))
+        good = bool(terminal.keys_valid and terminal.mak and self._mac_valid(ctx, terminal.mak))
         if good:
             ctx.mac_state = "ok"
             if terminal.mac_failures:
@@ -427,6 +443,13 @@ class Host:
         else:
             ctx.mac_state = "bad"
             ctx.terminal = self._save_terminal(replace(terminal, mac_failures=terminal.mac_failures + 1))
+
+    def _mac_valid(self, ctx: _Ctx, mak_hex: str) -> bool:
+        """Field 64 over the bytes the terminal sent (when the caller has them), else over the
+        decoded request encoded again."""
+        if ctx.raw is not None and not any(len(k) > 2 or (k.isdigit() and int(k) > 64) for k in ctx.request if k != "t"):
+            return wire_mac_is_valid(ctx.raw, self.dialect, bytes.fromhex(mak_hex), default_mac_algorithm(self.family))
+        return mac_is_valid(ctx.request, self.dialect, mak_hex)
 
     def _check_session(self, ctx: _Ctx) -> str | None:
         """Sign-on of the day (22), CUP batch (77), cutover window (90) for financial and settlement requests."""
@@ -1197,6 +1220,9 @@ class Host:
         directives = ctx.directives
         terminal = ctx.terminal
         if ctx.mac_state == "ok" and response.get("39") != codes.MAC_ERROR and terminal and terminal.mak:
+            if not (directives.omit_fields or directives.stan_offset or directives.corrupt_mac):
+                ctx.mac_key = terminal.mak  # signed while it is encoded: one encoding
+                return response
             response = signed(response, self.dialect, terminal.mak)
         for number in directives.omit_fields:
             response.pop(number, None)

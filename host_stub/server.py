@@ -31,6 +31,7 @@ import structlog
 
 from specs import codes
 from specs.codec import CodecError, Message, decode, decode_unvalidated
+from specs.crypto import default_mac_algorithm
 from specs.dialects import Dialect, is_request, response_mti
 from specs.framing import Frame, FrameReader, Framing, FramingError, pack
 from specs.masking import mask_message
@@ -39,7 +40,7 @@ from host_stub.clock import BusinessClock
 from host_stub.faults import Close, FaultEngine, Plan, Sleep, Write, steps
 from host_stub.host import Host, classify
 from host_stub.journal import RequestJournal
-from host_stub.wire import encode_response
+from host_stub.wire import encode_response, encode_signed
 
 log = structlog.get_logger("pos_host")
 
@@ -180,10 +181,11 @@ class HostServer:
                              request=request, faults=fault_ids)
             return False
         requirement: str | None = None
+        mac_key: str | None = None
         try:
-            answer_ = self.host.answer(request, now=now, directives=plan.directives, kind=kind,
+            answer_ = self.host.answer(request, now=now, directives=plan.directives, kind=kind, raw=frame.message,
                                        software_version=frame.header.software_version if frame.header else None)
-            response, requirement = answer_.response, answer_.processing_requirement
+            response, requirement, mac_key = answer_.response, answer_.processing_requirement, answer_.mac_key
         except Exception as exc:  # a bug in the core must not take the server down: answer 96
             bound.error("host core failed; answering 96", error=repr(exc), exc_info=True)
             response = {"t": response_mti(request["t"]), **{k: request[k] for k in ("3", "11", "41", "42", "60")
@@ -197,7 +199,13 @@ class HostServer:
             self.journal.add(at=now.isoformat(timespec="seconds"), peer=peer, outcome="commit_failed",
                              request=request, error=repr(exc))
             return False
-        answer = self._frame(response, frame, plan)
+        if mac_key is not None:  # MACed while encoded: one encoding
+            message_bytes, mac = encode_signed(response, self.dialect, bytes.fromhex(mac_key),
+                                               default_mac_algorithm(self.dialect.family))
+            response = {**response, "64": mac}
+            answer = self._frame(response, frame, plan, encoded=message_bytes)
+        else:
+            answer = self._frame(response, frame, plan)
         interim = self._interim(response, frame, plan) if plan.interim_count else None
         outcome = "answered" if plan.send else ("closed_after_processing" if plan.close_after else "dropped")
         self.journal.add(at=now.isoformat(timespec="seconds"), peer=peer, outcome=outcome, request=request,
@@ -262,11 +270,11 @@ class HostServer:
                          request=partial, response=response, error=str(exc))
         return answer
 
-    def _frame(self, response: Message, request_frame: Frame, plan: Plan) -> bytes:
+    def _frame(self, response: Message, request_frame: Frame, plan: Plan, *, encoded: bytes | None = None) -> bytes:
         header = request_frame.header
         if header is not None and plan.processing_requirement is not None:
             header = replace(header, processing_requirement=plan.processing_requirement)
-        return pack(Frame(message=encode_response(response, self.dialect),
+        return pack(Frame(message=encoded if encoded is not None else encode_response(response, self.dialect),
                           tpdu=request_frame.tpdu.swapped() if request_frame.tpdu else None,
                           header=header), self.framing)
 
