@@ -49,11 +49,13 @@ from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import aiohttp
+import structlog
 import yaml
 
 from specs.cards import Card, seeded_card
 from specs.dialects import get_dialect
 from specs.framing import DEFAULT_FRAMING
+from specs.logs import configure_logging
 from specs.masking import mask_message, mask_pan, mask_value
 from specs.scenario import (SCENARIO_DIR, TERMINAL_FAULTS,
                             TERMINAL_SETTINGS, TOGGLES, Check, ClockStep, CrashAt, ExpectStep, HostFaultStep,
@@ -1550,5 +1552,11 @@ async def run_matrix(options: MatrixOptions, *, progress: Callable[[str], None] 
 
 
 def run(options: MatrixOptions, *, progress: Callable[[str], None] | None = None) -> MatrixResult:
-    """:func:`run_matrix` on a fresh event loop."""
+    """:func:`run_matrix` on a fresh event loop.
+
+    When the caller has not configured logging, it is configured here (errors only, masked): the
+    terminal core logs every message it sends, and structlog's defaults would print card data.
+    """
+    if not structlog.is_configured():
+        configure_logging(level="error")
     return asyncio.run(run_matrix(options, progress=progress))
