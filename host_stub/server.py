@@ -79,7 +79,8 @@ class HostServer:
 
     async def start(self, bind: str = "127.0.0.1", port: int = 0) -> int:
         """Start listening; returns the bound port (useful with port 0)."""
-        self.host.ledger.group_commits = True
+        # Group commit saves fsyncs; throw-away books in memory have none to save.
+        self.host.ledger.group_commits = self.host.ledger.path != ":memory:"
         self._server = await asyncio.start_server(self._serve_connection, bind, port)
         self.port = int(self._server.sockets[0].getsockname()[1])
         return self.port
