@@ -202,7 +202,7 @@ def test_intl_upload_posts_the_advice_the_host_acknowledged_but_never_posted() -
     host, terminal = signed_on("intl-bcd")
     sale = terminal.financial("sale", 5000)
     sale_answer = ask(host, sale)
-    advice = terminal.financial("offline_sale", 3000, **{"38": "Y00002"})
+    advice = {**terminal.financial("offline_sale", 3000), "38": "Y00002"}
     assert ask(host, advice, directives=Directives(drop_advice_posting=True))["39"] == "00"
     assert ask(host, terminal.settlement(totals([5000, 3000])))["39"] == "95"
     for request, answer in ((sale, sale_answer), (advice, {"37": "", "38": "Y00002"})):
@@ -227,7 +227,7 @@ def test_cup_upload_posts_what_the_host_lacked_but_never_revives_a_reversed_reco
     reversed_sale = terminal.financial("sale", 2000)
     assert ask(host, reversed_sale)["39"] == "00"
     assert ask(host, terminal.reversal(reversed_sale))["39"] == "00"
-    lost = terminal.financial("offline_sale", 4000, **{"38": "Y00003"})
+    lost = {**terminal.financial("offline_sale", 4000), "38": "Y00003"}
     assert ask(host, lost, directives=Directives(drop_advice_posting=True))["39"] == "00"
     answer = ask(host, terminal.settlement(totals([1000, 2000, 4000])))
     assert answer["48"][30] == "2"
