@@ -205,13 +205,13 @@ def _same_batch(a: Row, b: Row) -> bool:
 
 
 def _reversal_received(ev: Evidence, stan: str) -> bool:
-    """A reversal for (this TID, STAN) reached the host: in its request journal or its ledger."""
-    for row in ev.host_journal:
-        message = _message_of(row)
-        if _s(message.get("t")) in REVERSAL_MTIS and _s(message.get("11")) == stan and _s(message.get("41")) == ev.tid:
-            return True
+    """The host accepted a reversal (answered 00) for (this TID, STAN).
+
+    A reversal the host never processed (connection closed first) or refused (A0 for a bad MAC, a
+    code outside the final ones) undid nothing, so it does not excuse an approval.
+    """
     return any(_s(r.get("mti")) in REVERSAL_MTIS and _s(r.get("stan")) == stan and _s(r.get("tid")) == ev.tid
-               for r in ev.authorizations)
+               and _s(r.get("rc")) == "00" for r in ev.authorizations)
 
 
 def _is_reversible_request(message: Mapping[str, str], family: str) -> bool:

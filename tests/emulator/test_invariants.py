@@ -72,10 +72,18 @@ def test_g1_orphan_approval() -> None:
                                "absent from the journal, never reversed"]
 
 
-def test_g1_holds_once_a_reversal_reached_the_host() -> None:
-    ev = Evidence(tid=TID, authorizations=(auth("000123"),),
+def test_g1_holds_once_the_host_accepted_a_reversal() -> None:
+    reversal = {**auth("000123", mti="0400", kind="reversal"), "rc": "00"}
+    holds(check_g1(Evidence(tid=TID, authorizations=(auth("000123"), reversal))))
+
+
+@pytest.mark.parametrize("rc", ["A0", "96"])
+def test_g1_a_refused_reversal_undoes_nothing(rc: str) -> None:
+    reversal = {**auth("000123", mti="0400", kind="reversal"), "rc": rc}
+    ev = Evidence(tid=TID, authorizations=(auth("000123"), reversal),
                   host_journal=({"message": msg("0400", "000123", **{"3": "000000"})},))
-    holds(check_g1(ev))
+    assert check_g1(ev).findings == ["orphan approval: TID 10000001 STAN 000123 RRN 263260000123 approved on the "
+                                     "host, absent from the journal, never reversed"]
 
 
 def test_g1_void_that_never_reached_the_host() -> None:
