@@ -33,13 +33,12 @@ import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from datetime import datetime, timezone
-from typing import Mapping
 
 from specs.codec import CodecError, decode, encode
 from specs.crypto import sign, verify
 from specs.dialects import Dialect
 from specs.framing import CupHeader, Frame, FrameReader, Framing, FramingError, Tpdu, pack
-from specs.masking import mask_message, mask_pan
+from specs.masking import mask_message
 
 from emulator.journal import Journal
 from emulator.settings import TerminalSettings
@@ -147,30 +146,6 @@ def backoff_seconds(settings: TerminalSettings, attempt: int) -> float:
     return float(strategy(state))
 
 
-def trace_view(message: Mapping[str, str]) -> dict[str, str]:
-    """A message as the trace and the log keep it: masked (:func:`specs.masking.mask_message`), and the
-    PANs inside a CUP batch-upload field 48 masked in place (same length, so the STANs stay readable).
-
-    >>> trace_view({"t": "0320", "48": "01" + "00" + "000007" + "00006229141777631700" + "000000001000",
-    ...             "60": "00000001201"})["48"]
-    '01000000070000622914******1700000000001000'
-    """
-    view = mask_message(message)
-    if message.get("t") == "0320" and message.get("60", "")[8:11] == "201":
-        data = message.get("48", "")
-        out, i = [data[:2]], 2
-        while i + 40 <= len(data):
-            record = data[i:i + 40]
-            pan = record[8:28]
-            digits = pan.lstrip("0")
-            masked = pan[:len(pan) - len(digits)] + mask_pan(digits) if len(digits) >= 13 else "*" * len(pan)
-            out.append(record[:8] + masked + record[28:])
-            i += 40
-        out.append(data[i:])
-        view["48"] = "".join(out)
-    return view
-
-
 def _now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
@@ -227,15 +202,17 @@ async def run_operation(operation: Operation, *, terminal: Terminal, journal: Jo
                         assert link is not None
                         try:
                             sent = await link.send(message, mac_key=mac_key, mac_algorithm=algorithm)
-                            log.info("send", message=sent)
-                            trace("sent", message=trace_view(sent))
+                            shown = mask_message(sent)  # masked here too: callers may not configure logging
+                            log.info("send", message=shown)
+                            trace("sent", message=shown)
                         except ConnectionError as exc:
                             follow_up = ConnectionLost(reason=repr(exc))
                             trace("link_lost", detail=follow_up.reason)
                     case Observed(message=message, matched=matched, mac_verified=mac_verified, why=why):
-                        log.info("receive", message=message, mac_valid=last_mac_valid, matched=matched,
+                        shown = mask_message(message)
+                        log.info("receive", message=shown, mac_valid=last_mac_valid, matched=matched,
                                  mac_verified=mac_verified, **({"why": why} if why else {}))
-                        trace("received", message=trace_view(message), matched=matched, mac_verified=mac_verified,
+                        trace("received", message=shown, matched=matched, mac_verified=mac_verified,
                               detail=why or None)
                     case StartTimer(seconds=seconds):
                         deadline = asyncio.get_running_loop().time() + seconds

@@ -14,21 +14,7 @@ from collections import deque
 from typing import Any
 
 from specs.codec import Message
-from specs.masking import SENSITIVE_FIELDS, mask_field, mask_text
-
-
-def masked(message: Message) -> dict[str, str]:
-    """:func:`specs.masking.mask_message`, visiting only the sensitive fields present (every request
-    and answer passes here).
-
-    >>> masked({"t": "0200", "2": "4761739001010010", "4": "000000001234"})
-    {'t': '0200', '2': '476173******0010', '4': '000000001234'}
-    """
-    out = dict(message)
-    mti = message.get("t")
-    for number in SENSITIVE_FIELDS.intersection(message):
-        out[number] = mask_field(number, message[number], mti)
-    return out
+from specs.masking import mask_message, mask_text
 
 
 class RequestJournal:
@@ -46,8 +32,8 @@ class RequestJournal:
             "seq": self._seq, "at": at, "peer": peer, "outcome": outcome,
             "mti": request.get("t") if request else None, "tid": request.get("41") if request else None,
             "stan": request.get("11") if request else None,
-            "request": masked(request) if request else None,
-            "response": masked(response) if response else None,
+            "request": mask_message(request) if request else None,
+            "response": mask_message(response) if response else None,
             "faults": list(faults), "error": mask_text(error) if error else None,
         }
         self._entries.append(entry)

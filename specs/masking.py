@@ -75,9 +75,37 @@ def mask_field(number: str, value: str, mti: str | None = None) -> str:
 
 
 def mask_message(message: Mapping[str, str]) -> dict[str, str]:
-    """A copy of a decoded message with every sensitive field masked."""
+    """A copy of a decoded message with every sensitive field masked.
+
+    The PANs inside a CUP batch-upload record list (0320 with 60.3 = 201, field 48: count N2 then
+    40-digit records of org N2 + STAN N6 + PAN N20 + amount N12) are masked in place, so the STANs
+    and amounts stay readable:
+
+    >>> mask_message({"t": "0320", "48": "01" + "00" + "000007" + "00006229141777631700" + "000000001000",
+    ...               "60": "00000001201"})["48"]
+    '01000000070000622914******1700000000001000'
+    """
     mti = message.get("t")
-    return {k: mask_field(k, v, mti) if isinstance(v, str) else v for k, v in message.items()}
+    masked = dict(message)
+    for number in SENSITIVE_FIELDS.intersection(message):  # only the sensitive fields present: a hot path
+        if isinstance(message[number], str):
+            masked[number] = mask_field(number, message[number], mti)
+    if mti == "0320" and str(message.get("60", ""))[8:11] == "201" and isinstance(message.get("48"), str):
+        masked["48"] = _mask_upload_records(message["48"])
+    return masked
+
+
+def _mask_upload_records(data: str) -> str:
+    out, i = [data[:2]], 2
+    while i + 40 <= len(data):
+        record = data[i:i + 40]
+        pan = record[8:28]
+        digits = pan.lstrip("0")
+        shown = pan[:len(pan) - len(digits)] + mask_pan(digits) if len(digits) >= 13 else "*" * len(pan)
+        out.append(record[:8] + shown + record[28:])
+        i += 40
+    out.append(data[i:])
+    return "".join(out)
 
 
 def mask_value(value: Any) -> Any:

@@ -86,3 +86,12 @@ def test_every_spec_field_is_described_and_consistent(name: str) -> None:
 def test_spec_is_read_only() -> None:
     with pytest.raises(TypeError):
         DIALECTS["cup"].spec["4"]["max_len"] = 99  # type: ignore[index]
+
+
+def test_cup_upload_records_mask_their_pans() -> None:
+    records = "02" + "00" + "000007" + "00006229141777631700" + "000000001000" \
+                   + "00" + "000008" + "00004761739001010010" + "000000000500"
+    masked = mask_message({"t": "0320", "11": "000009", "48": records, "60": "00000001201"})
+    assert masked["48"] == ("02" + "00" + "000007" + "0000622914******1700" + "000000001000"
+                            + "00" + "000008" + "0000476173******0010" + "000000000500")
+    assert mask_message({"t": "0320", "48": "0003", "60": "00000001202"})["48"] == "0003"  # end message: a count
