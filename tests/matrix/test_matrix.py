@@ -59,9 +59,8 @@ def test_cause_behaves_as_its_file_expects(matrix_data: dict[str, Any], cause: s
     assert ok, f"{cause} [{dialect}] {row['title']}:\n  " + "\n  ".join(result["failures"])
 
 
-def test_the_matrix_lists_every_cause_once_and_finishes_in_time(matrix_result: MatrixResult) -> None:
+def test_the_matrix_lists_every_cause_once(matrix_result: MatrixResult) -> None:
     assert [r.scenario.id for r in matrix_result.rows] == [s.id for s in SCENARIOS]
-    assert matrix_result.wall_seconds < 120, f"the matrix took {matrix_result.wall_seconds:.1f} s"
 
 
 def test_crash_scenarios_are_compared_with_an_uninterrupted_run(matrix_data: dict[str, Any]) -> None:
