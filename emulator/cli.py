@@ -667,6 +667,8 @@ def matrix(ctx: click.Context, only: str | None, dialect_filter: str | None, rep
     """Run the cause-and-fix matrix: every cause with the fix off (the symptom must appear) and on
     (its invariants must hold); print one row per cause and the wall time.  Exit 1 if any row does
     not behave as its scenario file expects."""
+    from specs.scenario import ScenarioError
+
     from emulator.report import format_failures, format_table, write_reports
     from emulator.runner import MatrixError, MatrixOptions, run as run_matrix
 
@@ -687,6 +689,8 @@ def matrix(ctx: click.Context, only: str | None, dialect_filter: str | None, rep
         result = run_matrix(options, progress=lambda line: click.echo(line, err=True))
     except MatrixError as exc:
         raise click.UsageError(str(exc)) from None
+    except ScenarioError as exc:  # a malformed scenario file: file, line and key, no traceback
+        raise click.ClickException(f"scenario file: {exc}") from None
     data = result.as_dict()
     click.echo(format_table(data))
     failures = format_failures(data)
