@@ -14,7 +14,7 @@ from collections import deque
 from typing import Any
 
 from specs.codec import Message
-from specs.masking import mask_message, mask_text
+from specs.masking import mask_error_text, mask_message
 
 
 class RequestJournal:
@@ -34,7 +34,7 @@ class RequestJournal:
             "stan": request.get("11") if request else None,
             "request": mask_message(request) if request else None,
             "response": mask_message(response) if response else None,
-            "faults": list(faults), "error": mask_text(error) if error else None,
+            "faults": list(faults), "error": mask_error_text(error) if error else None,
         }
         self._entries.append(entry)
         return entry

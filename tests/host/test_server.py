@@ -16,6 +16,8 @@ import pytest
 
 from specs.codec import encode
 from specs.framing import CupHeader, Frame, Tpdu, pack
+from specs.logs import configure_logging
+from specs.masking import mask_pan
 
 from tests.conftest import run_bounded
 from tests.host.conftest import HostUnderTest, running
@@ -188,6 +190,62 @@ def test_a_failing_core_answers_96_and_keeps_serving(monkeypatch: pytest.MonkeyP
                 await client.close()
 
     run_bounded(scenario())
+
+
+def test_a_failing_core_logs_its_traceback_masked(monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging(json=True, level="info")
+    terminal = make_terminal("cup")
+    key = "0123456789ABCDEFFEDCBA9876543210"
+
+    async def scenario() -> None:
+        async with running("cup") as h:
+            def broken(request: dict[str, str], **kwargs: Any) -> Any:
+                raise RuntimeError(f"no route for card {request['2']} under key {key}")
+
+            monkeypatch.setattr(h.runtime.host, "answer", broken)
+            client = await h.connect()
+            try:
+                answer = await client.exchange(terminal.financial("sale", 100))
+                assert answer is not None and answer["39"] == "96"
+            finally:
+                await client.close()
+
+    run_bounded(scenario())
+    err = capsys.readouterr().err
+    assert terminal.card.pan not in err and key not in err
+    failed = [json.loads(line) for line in err.splitlines() if '"host core failed' in line]
+    assert len(failed) == 1
+    masked_pan = mask_pan(terminal.card.pan)
+    assert failed[0]["exception"].endswith(f"RuntimeError: no route for card {masked_pan} under key *(32)")
+    assert masked_pan in failed[0]["error"]
+
+
+def test_hidden_fields_show_their_real_length_in_logs_and_journal(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging(json=True, level="info")
+    terminal = make_terminal("cup")
+    track2 = terminal.card.pan + "=" + terminal.card.expiry + "1010000123"
+
+    async def scenario() -> dict[str, Any]:
+        async with running("cup") as h:
+            client = await h.connect()
+            try:
+                terminal.take_keys(await client.exchange(terminal.sign_on()))  # type: ignore[arg-type]
+                answer = await client.exchange(terminal.financial("sale", 100, pin="1234", **{"35": track2}))
+                assert answer is not None
+            finally:
+                await client.close()
+            status, body = await h.api.get("/journal?mti=0200")
+            assert status == 200
+            return dict(body["journal"][-1]["request"])
+
+    journaled = run_bounded(scenario())
+    expected = {"35": f"*({len(track2)})", "52": "*(16)", "2": mask_pan(terminal.card.pan)}
+    assert {k: journaled[k] for k in expected} == expected
+    err = capsys.readouterr().err
+    logged = [json.loads(line)["message"] for line in err.splitlines() if '"event": "request"' in line]
+    assert {k: logged[-1][k] for k in expected} == expected
+    assert track2 not in err and "*(5)" not in err
 
 
 def test_restart_with_the_same_ledger_file_continues_the_books(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import dataclass
 
 import pytest
 import structlog
@@ -11,9 +12,12 @@ import structlog
 from specs import codes
 from specs.dialects import DIALECTS
 from specs.logs import configure_logging
-from specs.masking import mask_message, mask_pan, mask_text, mask_value
+from specs.masking import mask_error_text, mask_message, mask_named, mask_pan, mask_text, mask_value
 
 PAN = "4761739001010010"
+TMK = "0123456789ABCDEFFEDCBA9876543210"
+PIN_BLOCK = "0412AC89ABCDEF67"
+TRACK2 = PAN + "=25121010000012300000"
 
 
 def test_pan_first6_last4() -> None:
@@ -95,3 +99,94 @@ def test_cup_upload_records_mask_their_pans() -> None:
     assert masked["48"] == ("02" + "00" + "000007" + "0000622914******1700" + "000000001000"
                             + "00" + "000008" + "0000476173******0010" + "000000000500")
     assert mask_message({"t": "0320", "48": "0003", "60": "00000001202"})["48"] == "0003"  # end message: a count
+
+
+@pytest.mark.parametrize("as_json", [True, False])
+def test_secrets_logged_under_a_top_level_key_are_masked(as_json: bool, capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging(json=as_json, level="info")
+    structlog.get_logger("t").info("keys loaded", tmk=TMK, pin="1234", key=PIN_BLOCK, track2=TRACK2, pan=PAN,
+                                   PIN_BLOCK=PIN_BLOCK, keys={"mak": TMK, "pik": [PIN_BLOCK]}, master_key=int("1" * 16))
+    err = capsys.readouterr().err
+    for clear in (TMK, "1234", PIN_BLOCK, TRACK2, PAN, "=2512", "1" * 16):
+        assert clear not in err
+    if as_json:
+        record = json.loads(err.strip().splitlines()[-1])
+        assert {k: record[k] for k in ("tmk", "pin", "key", "track2", "pan", "PIN_BLOCK", "keys", "master_key")} == {
+            "tmk": "*(32)", "pin": "*(4)", "key": "*(16)", "track2": "*(37)", "pan": "476173******0010",
+            "PIN_BLOCK": "*(16)", "keys": {"mak": "*(32)", "pik": ["*(16)"]}, "master_key": "*(16)"}
+    else:
+        assert "tmk=*(32)" in err and "pan=476173******0010" in err and "track2=*(37)" in err
+
+
+@pytest.mark.parametrize("as_json", [True, False])
+def test_exceptions_are_masked_in_log_lines(as_json: bool, capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging(json=as_json, level="info")
+    try:
+        raise RuntimeError(f"cannot answer card {PAN} ({TRACK2}), tmk={TMK!r}, PIN block {PIN_BLOCK}, "
+                           f"request {{'t': '0200', '52': '{PIN_BLOCK}'}}")
+    except RuntimeError as exc:
+        structlog.get_logger("t").error("host core failed", error=repr(exc), exc_info=True)
+    err = capsys.readouterr().err
+    for clear in (PAN, TMK, PIN_BLOCK, "=2512"):
+        assert clear not in err
+    expected = ("RuntimeError: cannot answer card 476173******0010 (*(37)), tmk='*(32)', PIN block *(16), "
+                "request {'t': '0200', '52': '*(16)'}")
+    if as_json:
+        record = json.loads(err.strip().splitlines()[-1])
+        assert record["exception"].startswith("Traceback (most recent call last):")
+        assert record["exception"].endswith(expected)
+        assert "476173******0010" in record["error"]
+    else:
+        assert "Traceback (most recent call last):" in err and expected in err
+
+
+@dataclass
+class _Card:
+    pan: str
+    pin: str
+
+
+def test_objects_are_logged_as_their_masked_repr(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging(json=True, level="info")
+    structlog.get_logger("t").info("card read", card=_Card(PAN, "1234"), cards=[_Card(PAN, "1234")])
+    record = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert record["card"] == "_Card(pan='476173******0010', pin='*(4)')"
+    assert record["cards"] == ["_Card(pan='476173******0010', pin='*(4)')"]
+
+
+def test_masking_is_idempotent() -> None:
+    message = {"t": "0200", "2": PAN, "35": TRACK2, "52": PIN_BLOCK, "55": "9F2608AABBCCDDEEFF0011", "4": "000000001234"}
+    once = mask_message(message)
+    assert once == {"t": "0200", "2": "476173******0010", "35": "*(37)", "52": "*(16)", "55": "*(22)",
+                    "4": "000000001234"}
+    assert mask_message(once) == once
+    assert mask_value(once) == once
+    assert mask_value(mask_value({"request": message})) == {"request": once}
+    signon = mask_message({"t": "0810", "62": "AABBCCDD" * 5})
+    assert mask_message(signon) == signon == {"t": "0810", "62": "*(40)"}
+    upload = mask_message({"t": "0320", "48": "01" + "00" + "000007" + "00006229141777631700" + "000000001000",
+                           "60": "00000001201"})
+    assert mask_message(upload) == upload
+    for name, value in (("tmk", TMK), ("pan", PAN), ("pan", "123"), ("keys", [TMK])):
+        assert mask_named(name, mask_named(name, value)) == mask_named(name, value)
+    for text in (f"card {PAN} track {TRACK2}", f"tmk={TMK} {{'2': '{PAN}', '35': '{TRACK2}'}} {PIN_BLOCK}"):
+        assert mask_text(mask_text(text)) == mask_text(text)
+        assert mask_error_text(mask_error_text(text)) == mask_error_text(text)
+
+
+@pytest.mark.parametrize("as_json", [True, False])
+def test_a_message_masked_before_logging_shows_real_lengths(as_json: bool, capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging(json=as_json, level="info")
+    structlog.get_logger("t").info("request", message=mask_message({"t": "0200", "35": TRACK2, "52": PIN_BLOCK}))
+    err = capsys.readouterr().err
+    assert "*(5)" not in err
+    if as_json:
+        assert json.loads(err.strip().splitlines()[-1])["message"] == {"t": "0200", "35": "*(37)", "52": "*(16)"}
+    else:
+        assert "'35': '*(37)', '52': '*(16)'" in err
+
+
+def test_error_text_masking_leaves_ordinary_diagnostics_alone() -> None:
+    text = ('File "host.py", line 12, in answer\n    key = self._key(request)\n'
+            "CodecError: Field 4 data is 11 bytes, expecting 12: field 4 pos 20, RRN 263260000001, STAN 000001")
+    assert mask_error_text(text) == text
