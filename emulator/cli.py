@@ -38,6 +38,7 @@ import asyncio
 import dataclasses
 import functools
 import json
+import sqlite3
 import sys
 import tempfile
 from datetime import datetime, timedelta
@@ -277,10 +278,47 @@ def _with_idle(result: Result, idle: Result) -> Result:
                   rc=result.rc, stan=result.stan, text=result.text, details=details)
 
 
+def _open_journal(options: Options) -> Journal:
+    """The ``--journal`` file, opened (created when missing).
+
+    Raises:
+        click.UsageError: the file cannot be opened or is not a journal (exit 2), naming the option,
+            the path and what was wrong.
+    """
+    try:
+        return Journal(options.journal_path)
+    except (sqlite3.Error, OSError) as exc:
+        raise click.UsageError(_open_problem("--journal", options.journal_path, exc,
+                                             "a pos-terminal journal")) from None
+
+
+def _open_problem(option: str, path: str, exc: BaseException, expected: str) -> str:
+    """What was wrong with a database file given by ``option``, for a usage error.
+
+    >>> _open_problem("--journal", "/no/such/t.sqlite", sqlite3.OperationalError("unable to open database file"),
+    ...               "a pos-terminal journal")
+    '--journal /no/such/t.sqlite: cannot open: unable to open database file (folder /no/such does not exist)'
+    """
+    reason = str(exc) if isinstance(exc, sqlite3.Error) else (getattr(exc, "strerror", None) or str(exc))
+    if isinstance(exc, sqlite3.DatabaseError) and "not a database" in reason:
+        return f"{option} {path} is not {expected} ({reason})"
+    target = Path(path)
+    folder = target.parent
+    if target.is_dir():
+        hint = "it is a folder"
+    elif not folder.exists():
+        hint = f"folder {folder} does not exist"
+    elif not folder.is_dir():
+        hint = f"{folder} is not a folder"
+    else:
+        hint = ""
+    return f"{option} {path}: cannot open: {reason}" + (f" ({hint})" if hint else "")
+
+
 def _run(options: Options, make: Callable[[datetime], Operation]) -> Result:
     if options.port is None:
         raise click.UsageError("--port is required for commands that talk to the host")
-    journal = Journal(options.journal_path)
+    journal = _open_journal(options)
     try:
         return asyncio.run(_drive(options, journal, make))
     finally:
@@ -444,7 +482,7 @@ def offline_sale(options: Options, amount: str, pan: str | None, expiry: str | N
     """Offline sale of AMOUNT: approved by the terminal, queued as an advice (no traffic now)."""
     minor = parse_amount(amount)
     card = _card(options, pan, expiry)
-    journal = Journal(options.journal_path)
+    journal = _open_journal(options)
     try:  # no traffic: a port is not needed
         result = asyncio.run(_offline(options, journal, lambda now: OfflineSale(now=now, amount_minor=minor, card=card)))
     finally:
@@ -462,7 +500,7 @@ def adjust(options: Options, invoice: str | None, rrn: str | None, tip: str | No
         raise click.UsageError("give exactly one of --tip and --amount")
     tip_minor = parse_amount(tip) if tip is not None else None
     new_minor = parse_amount(new_amount) if new_amount is not None else None
-    journal = Journal(options.journal_path)
+    journal = _open_journal(options)
     try:
         result = asyncio.run(_offline(options, journal, lambda now: Adjust(
             now=now, original=_ref(invoice, rrn), tip_minor=tip_minor, new_amount_minor=new_minor)))
@@ -549,7 +587,7 @@ def status_of(options: Options, books: Books, *, trace_seq: int = 0) -> dict[str
 def status(options: Options) -> None:
     """Show counters, sign-on state, the open batch, pending reversals, the SAF queue and the
     settlement state (no traffic)."""
-    journal = Journal(options.journal_path)
+    journal = _open_journal(options)
     try:
         data = status_of(options, journal.load(), trace_seq=journal.last_trace_seq())
     finally:
@@ -565,7 +603,7 @@ def status(options: Options) -> None:
 @click.option("--all", "include_settled", is_flag=True, help="Also show the records of closed batches.")
 def journal_command(options: Options, include_settled: bool) -> None:
     """Show the journal, card numbers masked (no traffic)."""
-    store = Journal(options.journal_path)
+    store = _open_journal(options)
     try:
         rows = store.records(include_settled=include_settled)
     finally:
@@ -584,7 +622,7 @@ def journal_command(options: Options, include_settled: bool) -> None:
 def trace_command(options: Options, since: int) -> None:
     """Show the wire trace (masked): what was sent and received, with the terminal's verdict on each
     answer (matched, MAC verified), timeouts, link events, crashes (no traffic)."""
-    store = Journal(options.journal_path)
+    store = _open_journal(options)
     try:
         events = store.trace(since=since)
     finally:

@@ -152,12 +152,16 @@ class Journal:
     def __init__(self, path: str) -> None:
         self.path = path
         self._db = sqlite3.connect(path, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        if path != ":memory:":
-            self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
-        self._add_missing_columns()
+        try:  # a file that is not a database fails only at its first statement
+            self._db.row_factory = sqlite3.Row
+            if path != ":memory:":
+                self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+            self._add_missing_columns()
+        except BaseException:
+            self._db.close()
+            raise
 
     def _add_missing_columns(self) -> None:
         """A journal written by an older version lacks the newer journal columns: add them."""

@@ -191,12 +191,16 @@ class Ledger:
     def __init__(self, path: str = ":memory:") -> None:
         self.path = path
         self._db = sqlite3.connect(path, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        if path != ":memory:":
-            self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
-        self._upgrade()
+        try:  # a file that is not a database fails only at its first statement
+            self._db.row_factory = sqlite3.Row
+            if path != ":memory:":
+                self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+            self._upgrade()
+        except BaseException:
+            self._db.close()
+            raise
         self._depth = 0
         #: Request transactions are savepoints of a group the server commits (see the module doc).
         self.group_commits = False

@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from host_stub.ledger import Ledger
 
 from tests.conftest import run_bounded, running_host
 from tests.emulator.hosted import assert_books_agree, cli, fault, host_open
 
+from emulator.cli import main as terminal_main
 from emulator.journal import Journal
 
 
@@ -148,3 +150,28 @@ def test_offline_sale_needs_no_host(tmp_path: Path) -> None:
     status = subprocess.run([sys.executable, "-m", "emulator.cli", "--journal", str(tmp_path / "t.sqlite"), "--json",
                              "status"], capture_output=True, text=True, timeout=30)
     assert [a["kind"] for a in json.loads(status.stdout)["saf_queue"]] == ["offline_sale"]
+
+
+@pytest.mark.parametrize("command", [["status"], ["journal"], ["trace"], ["offline-sale", "4.00"],
+                                     ["--port", "1", "sale", "1.00"], ["--port", "1", "signon"]])
+def test_a_journal_in_a_missing_folder_is_a_usage_error(tmp_path: Path, command: list[str]) -> None:
+    path = tmp_path / "no-such-folder" / "t.sqlite"
+    done = CliRunner().invoke(terminal_main, ["--journal", str(path), *command])
+    assert done.exit_code == 2, done.output
+    assert (f"--journal {path}: cannot open: unable to open database file (folder {path.parent} does not exist)"
+            in done.stderr)
+    assert "Traceback" not in done.output and not path.parent.exists()
+
+
+def test_a_journal_that_is_not_a_database_is_a_usage_error(tmp_path: Path) -> None:
+    path = tmp_path / "notes.sqlite"
+    path.write_text("sale 12.34 approved, not a database\n" * 10)
+    done = subprocess.run([sys.executable, "-m", "emulator.cli", "--journal", str(path), "status"],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert f"--journal {path} is not a pos-terminal journal (file is not a database)" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert path.read_text().startswith("sale 12.34 approved")  # left as it was
+    folder = CliRunner().invoke(terminal_main, ["--journal", str(tmp_path), "status"])
+    assert folder.exit_code == 2 and f"--journal {tmp_path}: cannot open: unable to open database file (it is a folder)" \
+        in folder.stderr

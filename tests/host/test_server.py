@@ -338,6 +338,21 @@ def test_bad_config_file_is_a_usage_error_naming_the_key(tmp_path: Path) -> None
     assert done.returncode == 2 and "expecting a mapping of clock, faults, registry, settings" in done.stderr
 
 
+def test_a_bad_ledger_path_is_a_usage_error_naming_it(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-folder" / "host.sqlite"
+    done = subprocess.run([sys.executable, "-m", "host_stub.cli", "serve", "--port", "0", "--ledger", str(missing)],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "Traceback" not in done.stderr and done.stdout == ""  # no ready line
+    assert (f"--ledger {missing}: cannot open: unable to open database file (folder {missing.parent} does not exist)"
+            in done.stderr)
+    text = tmp_path / "host.sqlite"
+    text.write_text("not a ledger, some notes\n" * 10)
+    done = subprocess.run([sys.executable, "-m", "host_stub.cli", "serve", "--port", "0", "--ledger", str(text)],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "Traceback" not in done.stderr and done.stdout == ""
+    assert f"--ledger {text} is not a pos-host ledger (file is not a database)" in done.stderr
+
+
 def test_sigterm_lets_the_request_in_flight_finish(tmp_path: Path) -> None:
     config = tmp_path / "host.yaml"
     config.write_text("faults:\n"
