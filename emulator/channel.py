@@ -64,6 +64,33 @@ class Endpoint:
     connect_attempts: int = 2
 
 
+class RequestNotBuilt(ValueError):
+    """The core asked for a request the dialect cannot encode (a value no check caught before).
+
+    Raised before any durable action of the request's batch is applied: no pending reversal, SAF
+    entry or counter is stored for a message that could never leave, and nothing is written.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A request ready for the socket: the message as sent (field 64 set), its bytes, its MAC key."""
+
+    message: dict[str, str]
+    data: bytes
+    mac: tuple[bytes, str] | None
+
+
+def prepare(send: Send, dialect: Dialect, framing: Framing, tpdu: Tpdu | None, header: CupHeader | None) -> Prepared:
+    """Sign (when ``send`` carries a MAC key), encode and frame ``send.message``."""
+    message, mac = send.message, None
+    if send.mac_key is not None:
+        message = sign(message, dialect, send.mac_key, send.mac_algorithm)
+        mac = (send.mac_key, send.mac_algorithm)
+    return Prepared(message=message, data=pack(Frame(message=encode(message, dialect), tpdu=tpdu, header=header),
+                                                 framing), mac=mac)
+
+
 class Link:
     """One TCP connection speaking framed ISO 8583."""
 
@@ -88,17 +115,11 @@ class Link:
                     reader, writer = await asyncio.open_connection(endpoint.host, endpoint.port)
         return cls(reader, writer, framing, dialect, tpdu, header)
 
-    async def send(self, message: dict[str, str], *, mac_key: bytes | None = None, mac_algorithm: str = "") -> dict[str, str]:
-        """Frame and write one request; with ``mac_key``, field 64 is set first.  Returns what was sent."""
-        if mac_key is not None:
-            message = sign(message, self.dialect, mac_key, mac_algorithm)
-            self._mac = (mac_key, mac_algorithm)
-        else:
-            self._mac = None
-        self.writer.write(pack(Frame(message=encode(message, self.dialect), tpdu=self.tpdu, header=self.header),
-                               self.framing))
+    async def send(self, request: "Prepared") -> None:
+        """Write one prepared request; its MAC key then verifies the answer's MAC."""
+        self._mac = request.mac
+        self.writer.write(request.data)
         await self.writer.drain()
-        return message
 
     async def next_input(self, deadline: float | None) -> Input:
         """Wait for the next thing that happens on the wire and name it as an input."""
@@ -184,6 +205,13 @@ async def run_operation(operation: Operation, *, terminal: Terminal, journal: Jo
     try:
         while True:
             follow_up: Input | None = None
+            # Every request of this batch is built before any of its durable actions is applied:
+            # a message that cannot be encoded must not leave a pending reversal or SAF entry behind.
+            try:
+                prepared = {id(a): prepare(a, dialect, framing, tpdu, header) for a in actions if isinstance(a, Send)}
+            except (CodecError, ValueError) as exc:
+                raise RequestNotBuilt(f"{command}: the request cannot be built, nothing of it was stored or "
+                                      f"sent: {exc}") from None
             for action in actions:
                 match action:
                     case Connect():
@@ -198,11 +226,12 @@ async def run_operation(operation: Operation, *, terminal: Terminal, journal: Jo
                         if link is not None:
                             await link.close()
                             link = None
-                    case Send(message=message, mac_key=mac_key, mac_algorithm=algorithm):
+                    case Send():
                         assert link is not None
+                        request = prepared[id(action)]
                         try:
-                            sent = await link.send(message, mac_key=mac_key, mac_algorithm=algorithm)
-                            shown = mask_message(sent)  # masked here too: callers may not configure logging
+                            await link.send(request)
+                            shown = mask_message(request.message)  # masked here too: callers may not configure logging
                             log.info("send", message=shown)
                             trace("sent", message=shown)
                         except ConnectionError as exc:

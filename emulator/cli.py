@@ -50,11 +50,12 @@ import click
 
 from specs.cards import Card, seeded_card
 from specs.cliopts import framing_options, resolve_framing
+from specs.crypto import check_pin
 from specs.dialects import DIALECTS, get_dialect
 from specs.logs import configure_logging
 from specs.masking import mask_pan
 
-from emulator.channel import Endpoint, run_operation
+from emulator.channel import Endpoint, RequestNotBuilt, run_operation
 from emulator.hostproc import HostStartError, start_host
 from emulator.journal import Journal
 from emulator.messages import Profile
@@ -161,6 +162,12 @@ class Options:
         self.settings: TerminalSettings = settings
 
 
+class BadRequest(click.ClickException):
+    """A request the operator's input made unbuildable: exit 2 like any other bad usage."""
+
+    exit_code = 2
+
+
 def parse_amount(text: str) -> int:
     """``"12.34"`` -> 1234 minor units.
 
@@ -168,6 +175,8 @@ def parse_amount(text: str) -> int:
         click.BadParameter: not a positive decimal with at most 2 places.
     """
     try:
+        if not text.removeprefix("-").replace(".", "", 1).isdigit():  # Decimal alone takes 1e3, NaN and " 5"
+            raise InvalidOperation
         value = Decimal(text)
     except InvalidOperation:
         raise click.BadParameter(f"{text!r} is not a decimal amount, expecting e.g. 12.34") from None
@@ -321,6 +330,8 @@ def _run(options: Options, make: Callable[[datetime], Operation]) -> Result:
     journal = _open_journal(options)
     try:
         return asyncio.run(_drive(options, journal, make))
+    except RequestNotBuilt as exc:
+        raise BadRequest(str(exc)) from None
     finally:
         journal.close()
 
@@ -364,11 +375,23 @@ def format_result(result: Result) -> str:
 def _card(options: Options, pan: str | None, expiry: str | None) -> Card:
     default = seeded_card(seed=int(options.profile.tid) if options.profile.tid.isdigit() else 8583,
                           scheme="unionpay" if options.dialect.family == "cup" else "visa")
-    return Card(pan=pan or default.pan, expiry=expiry or default.expiry)
+    try:
+        return Card(pan=pan or default.pan, expiry=expiry or default.expiry)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--pan" if "number" in str(exc) else "--expiry") from None
+
+
+def _pin_option(ctx: click.Context, param: click.Parameter, pin: str | None) -> str | None:
+    if pin is not None:
+        try:
+            check_pin(pin)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return pin
 
 
 def _card_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    func = click.option("--pin", default=None, help="PIN entered by the cardholder (sent as an ISO 9564 "
+    func = click.option("--pin", default=None, callback=_pin_option, help="PIN entered by the cardholder (sent as an ISO 9564 "
                                                     "format 0 block under the PIN key).")(func)
     func = click.option("--expiry", default=None, help="Card expiry YYMM.")(func)
     func = click.option("--pan", default=None, help="Card number (default: a seeded Luhn-valid test card).")(func)

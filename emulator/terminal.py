@@ -52,7 +52,7 @@ from typing import Any, Generator, Mapping, Union
 from specs import codes
 from specs.cards import Card
 from specs.codec import Message
-from specs.crypto import KEY_BLOCK_LAYOUT, default_mac_algorithm, parse_key_block, pin_block
+from specs.crypto import KEY_BLOCK_LAYOUT, check_pin, default_mac_algorithm, parse_key_block, pin_block
 from specs.dialects import response_mti
 from specs.masking import mask_pan
 from specs.totals import (CUP_BALANCED, CUP_UPLOAD_MAX_RECORDS, SETTLEMENT_CLASS, Totals, parse_cup_field_48,
@@ -1168,6 +1168,8 @@ class Terminal:
     def _sign_on_reason(self, now: datetime) -> str | None:
         """Why the terminal must sign on before this operation, or None."""
         books, s = self.books, self.settings
+        if not books.signed_on:
+            return "the terminal is not signed on"
         if books.signon_required:
             return "the host asked for a sign-on"
         if books.key_block and self._keys is None:
@@ -1342,6 +1344,8 @@ class Terminal:
         reason = self._sign_on_reason(now)
         if reason is None:
             return None
+        if not self.books.signed_on and not self.settings.auto_signon_on_77:
+            return self._refused(op, f"{reason}: sign on first (no financial message leaves without working keys)")
         answer = yield from self._sign_on(now)
         self._notes["signed_on_again"] = True
         self._notes["signon_reason"] = reason
@@ -1545,13 +1549,18 @@ class Terminal:
         card = getattr(op, "card", None)
         pan, expiry = (card.pan, card.expiry) if card else (original.pan, original.expiry)  # type: ignore[union-attr]
         pin = getattr(op, "pin", None)
-        if pin and (self._keys is None):
-            return self._refused(op, "a PIN needs the PIN key from sign-on: sign on first")
+        if pin is not None:
+            try:
+                check_pin(pin)
+            except ValueError as exc:
+                return self._refused(op, str(exc))
         if kind in ("offline_sale", "adjust"):
             return (yield from self._offline_flow(op, kind, lay.mti, amount, tip, pan, expiry, original))
         blocked = yield from self._sign_on_if_required(op, op.now)
         if blocked is not None:
             return blocked
+        if pin and self._keys is None:
+            return self._refused(op, "a PIN needs the PIN key from sign-on, and the host loaded none")
         if self.settings.reversal_first:
             blocked = yield from self._reversals_first(op)
             if blocked is not None:

@@ -21,10 +21,30 @@ SCHEMES: dict[str, str] = {"visa": "visa16", "mastercard": "mastercard", "unionp
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Card:
-    """A manually entered test card."""
+    """A manually entered card, checked when made: nothing the terminal stores or sends can carry
+    a PAN or expiry the message layout would refuse later.
+
+    >>> Card(pan="4761739001010010", expiry="2912").expiry
+    '2912'
+    >>> Card(pan="4761739001010010", expiry="99")
+    Traceback (most recent call last):
+    ValueError: card expiry is 2 characters, expecting 4 digits YYMM with a month 01-12
+    >>> Card(pan="47617390x1010010", expiry="2912")
+    Traceback (most recent call last):
+    ValueError: card number is 16 characters with a non-digit, expecting 12 to 19 digits
+    """
 
     pan: str
     expiry: str  # YYMM
+
+    def __post_init__(self) -> None:
+        pan, expiry = self.pan, self.expiry
+        if not (12 <= len(pan) <= 19 and pan.isascii() and pan.isdigit()):  # never repeat the PAN itself
+            problem = " with a non-digit" if not (pan.isascii() and pan.isdigit()) else ""
+            raise ValueError(f"card number is {len(pan)} characters{problem}, expecting 12 to 19 digits")
+        if not (len(expiry) == 4 and expiry.isascii() and expiry.isdigit() and 1 <= int(expiry[2:]) <= 12):
+            shown = f"{len(expiry)} characters" if len(expiry) != 4 else repr(expiry)
+            raise ValueError(f"card expiry is {shown}, expecting 4 digits YYMM with a month 01-12")
 
 
 def luhn_check_digit(body: str) -> str:

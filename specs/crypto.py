@@ -469,6 +469,20 @@ def _check_pan(pan: str) -> None:
         raise ValueError(f"PAN is {len(pan)} characters, expecting 13 to 19 digits (ISO 9564 format 0)")
 
 
+def check_pin(pin: str) -> str:
+    """``pin`` when it is 4 to 12 digits (ISO 9564), else ValueError; the text never repeats the PIN.
+
+    >>> check_pin("1234")
+    '1234'
+    >>> check_pin("12")
+    Traceback (most recent call last):
+    ValueError: PIN is 2 characters, expecting 4 to 12 digits
+    """
+    if not (4 <= len(pin) <= 12 and pin.isascii() and pin.isdigit()):
+        raise ValueError(f"PIN is {len(pin)} characters, expecting 4 to 12 digits")
+    return pin
+
+
 def pin_block(pin: str, pan: str, pik: bytes) -> bytes:
     """An ISO 9564 format 0 PIN block for field 52, encrypted under the PIK with TDES-ECB.
 
@@ -483,8 +497,7 @@ def pin_block(pin: str, pan: str, pik: bytes) -> bytes:
     Raises:
         ValueError: a PIN, PAN or key of the wrong form; the text never repeats the PIN or PAN.
     """
-    if not (4 <= len(pin) <= 12 and pin.isdigit() and pin.isascii()):
-        raise ValueError(f"PIN is {len(pin)} characters, expecting 4 to 12 digits")
+    check_pin(pin)
     _check_pan(pan)
     clear = psec.pinblock.encode_pinblock_iso_0(pin, pan)
     return _ecb_encrypt(pik, clear, what="PIK")

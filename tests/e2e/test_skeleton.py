@@ -20,7 +20,7 @@ from emulator.channel import Endpoint, run_operation
 from emulator.hostproc import start_host
 from emulator.journal import Journal
 from emulator.messages import Profile
-from emulator.terminal import Outcome, Result, Sale, Settle, SignOn, Terminal
+from emulator.terminal import Outcome, Result, Sale, SaveSignOn, Settle, SignOn, Terminal
 from host_stub.ledger import Ledger
 
 from tests.conftest import run_bounded, running_host
@@ -121,7 +121,9 @@ def test_stray_answer_is_never_taken_for_an_approval() -> None:
         port = server.sockets[0].getsockname()[1]
         try:
             card = seeded_card(seed=1)
-            result = await _operate("intl-ascii", port, Journal(":memory:"), Sale(now=NOW, amount_minor=100, card=card),
+            journal = Journal(":memory:")
+            journal.apply(SaveSignOn(signed_on=True))  # signed on earlier, to a host that loaded no keys
+            result = await _operate("intl-ascii", port, journal, Sale(now=NOW, amount_minor=100, card=card),
                                     timeout=0.3)
             await handler_done.wait()
             return result

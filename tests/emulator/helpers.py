@@ -25,7 +25,7 @@ from emulator.messages import Profile
 from emulator.settings import TerminalSettings
 from emulator.terminal import (DURABLE_ACTIONS, Action, Backoff, Books, Connect, ConnectFailed, Connected,
                                ConnectionLost, CrashPoint, Finish, MessageReceived, MessageUnreadable, Observed, Operation,
-                               Print, Printed, PrinterFailed, Result, Send, Terminal, TimerExpired)
+                               Print, Printed, PrinterFailed, Result, SaveSignOn, Send, Terminal, TimerExpired)
 
 NOW = datetime(2026, 11, 22, 9, 30, 15)
 VISA = Card(pan="4761739001010010", expiry="3012")
@@ -160,13 +160,17 @@ class Rig:
     """A terminal core, its in-memory journal and a fake host."""
 
     def __init__(self, family: str = "intl", *, settings: TerminalSettings | None = None, timeout: float = 0.5,
-                 host: FakeHost | None = None, books: Books | None = None) -> None:
+                 host: FakeHost | None = None, books: Books | None = None, signed_on: bool = True) -> None:
+        """``signed_on``: the journal starts signed on to a host that loaded no working keys (no MAC),
+        so that a flow test starts at its own first message; False starts from a fresh journal."""
         self.family = family
         self.profile = Profile(family=family)
         self.settings = settings or TerminalSettings(backoff_initial_seconds=0.0, backoff_max_seconds=0.0)
         self.timeout = timeout
         self.host = host or FakeHost(family=family)
         self.journal = Journal(":memory:")
+        if signed_on and books is None:
+            self.journal.apply(SaveSignOn(signed_on=True))
         self.terminal = Terminal(self.profile, books or self.journal.load(), response_timeout_seconds=timeout,
                                  settings=self.settings)
         self.printer_ok = True

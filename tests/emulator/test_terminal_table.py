@@ -30,7 +30,7 @@ def _last_send(actions: list[Any]) -> dict[str, str]:
 
 def _at(state: State) -> tuple[Terminal, dict[str, str] | None]:
     """A fresh terminal brought into ``state`` by real inputs; with the request on the wire, if any."""
-    books = Books()
+    books = Books(signed_on=True)  # signed on to a host that loaded no keys: the flows start at once
     if state is State.BACKING_OFF:
         books.reversals.append(PendingReversal(stan="000009", kind="sale", message={
             "t": "0400", "3": "000000", "4": "000000001000", "11": "000009", "41": "10000001",
