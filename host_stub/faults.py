@@ -57,19 +57,22 @@ payout_failure (reason)             payout created failed (C25)
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from datetime import datetime, time
 from functools import reduce
-from typing import Any, ClassVar, Mapping, Union
+from typing import Any, Callable, ClassVar, Mapping, Union
 
 from specs import codes
 from specs.codec import Message
+from specs.dialects import DIALECTS, is_request
 from specs.framing import Framing
+from specs.masking import mask_pan
 from specs.totals import Totals
+from specs.transactions import KINDS as TRANSACTION_KINDS
 
 from host_stub.host import Directives
-from host_stub.validation import (ConfigError, check_keys, want_datetime, want_int, want_number, want_str,
-                                  want_str_list, want_time)
+from host_stub.validation import (ConfigError, check_keys, want_datetime, want_int, want_number, want_object, want_str,
+                                  want_time)
 
 NOON = datetime(2026, 1, 1, 12, 0)
 
@@ -78,6 +81,12 @@ SUBFIELDS: Mapping[str, tuple[str, int, int]] = {
     "60.1": ("60", 0, 2), "60.2": ("60", 2, 8), "60.3": ("60", 8, 11),
     "61.1": ("61", 0, 6), "61.2": ("61", 6, 12), "61.3": ("61", 12, 16),
 }
+#: Request MTIs a ``When.mti`` may name: every request MTI some dialect accepts.
+REQUEST_MTIS: tuple[str, ...] = tuple(sorted({mti for dialect in DIALECTS.values() for mti in dialect.known_mtis
+                                              if is_request(mti)}))
+#: Request kinds a ``When.kind`` may name: what :func:`host_stub.host.classify` returns.
+REQUEST_KINDS: tuple[str, ...] = (*TRANSACTION_KINDS, "sign_on", "sign_off", "echo", "settlement", "upload",
+                                  "reversal", "unsupported")
 
 
 # ---------------------------------------------------------------------------------------- selection
@@ -189,21 +198,31 @@ class When:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None, *, where: str = "when") -> "When":
-        data = data or {}
+        """Read a selector, refusing every criterion that could never match a request.
+
+        Raises:
+            ConfigError: naming the key, what it holds and what it must hold (an MTI the host
+                knows, a 6-digit processing code, a kind the host classifies, an 8-character TID,
+                a 15-character MID, strings for field values, ``amount_min <= amount_max``, a
+                window that is not empty ...).
+        """
+        data = {} if data is None else want_object(data, where=where)
         check_keys(data, {f.name for f in fields(cls)}, where=where)
         kwargs: dict[str, Any] = {}
-        for name in ("mti", "processing_code", "kind", "tid", "mid", "pan", "bin"):
+        for name, check in _CRITERIA.items():
             if name in data:
-                kwargs[name] = want_str_list(data, name, where=where)
-        if "mti" in kwargs:
-            kwargs["mti"] = tuple(m.zfill(4) for m in kwargs["mti"])  # YAML reads 0200 as 200
+                kwargs[name] = _criterion(data, name, check, where=where)
         if "fields" in data:
-            check_keys(data["fields"], _field_names(), where=f"{where}.fields")
-            kwargs["fields"] = tuple((str(k), want_str_list(data["fields"], k, where=f"{where}.fields"))
+            spot = f"{where}.fields"
+            check_keys(data["fields"], _field_names(), where=spot)
+            kwargs["fields"] = tuple((str(k), _criterion(data["fields"], k, _field_value_check, where=spot))
                                      for k in data["fields"])
         for name in ("amount_min", "amount_max", "seed"):
             if name in data:
                 kwargs[name] = want_int(data, name, where=where, minimum=0)
+        if "amount_min" in kwargs and "amount_max" in kwargs and kwargs["amount_min"] > kwargs["amount_max"]:
+            raise ConfigError(f"Key 'amount_max' holds {kwargs['amount_max']}, expecting at least amount_min "
+                              f"({kwargs['amount_min']}): no amount could match", key="amount_max", where=where)
         if "nth" in data:
             kwargs["nth"] = want_int(data, "nth", where=where, minimum=1)
         if "probability" in data:
@@ -220,6 +239,72 @@ def _field_names() -> set[str]:
     return {str(n) for n in range(2, 129)} | set(SUBFIELDS)
 
 
+# Checks of the string criteria: each returns the value (normalised) or what was expected.
+_Check = Callable[[Any], Union[str, tuple[None, str]]]
+
+
+def _mti_check(value: Any) -> str | tuple[None, str]:
+    expected = f"a request MTI the host knows ({', '.join(REQUEST_MTIS)})"
+    if isinstance(value, int) and not isinstance(value, bool):
+        mti = f"{value:04d}"  # JSON 200 for 0200; but YAML reads an unquoted 0200 as the octal number 128
+        return mti if mti in REQUEST_MTIS else (None, f"{expected}; quote MTIs in YAML (0200 unquoted is 128)")
+    return value if isinstance(value, str) and value in REQUEST_MTIS else (None, expected)
+
+
+def _text_check(length: int | tuple[int, int], what: str, *, digits: bool) -> _Check:
+    low, high = (length, length) if isinstance(length, int) else length
+    size = f"{low}" if low == high else f"{low}-{high}"
+    expected = f"{'a string of ' if not digits else ''}{size} {'digits' if digits else 'characters'} ({what})"
+
+    def check(value: Any) -> str | tuple[None, str]:
+        ok = isinstance(value, str) and low <= len(value) <= high and (not digits or _is_digits(value))
+        return value if ok else (None, expected + ("; a number is not one (quote it in YAML)"
+                                                   if isinstance(value, int) else ""))
+    return check
+
+
+def _is_digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
+def _kind_check(value: Any) -> str | tuple[None, str]:
+    return value if value in REQUEST_KINDS else (None, f"a request kind ({', '.join(REQUEST_KINDS)})")
+
+
+def _field_value_check(value: Any) -> str | tuple[None, str]:
+    return value if isinstance(value, str) else (None, "a string (field values are text, e.g. \"00\")")
+
+
+#: ``When`` criteria that are strings (or lists of strings, meaning any of), and how each is checked.
+_CRITERIA: Mapping[str, _Check] = {
+    "mti": _mti_check,
+    "processing_code": _text_check(6, "field 3", digits=True),
+    "kind": _kind_check,
+    "tid": _text_check(8, "field 41", digits=False),
+    "mid": _text_check(15, "field 42", digits=False),
+    "pan": _text_check((12, 19), "a card number", digits=True),
+    "bin": _text_check((1, 19), "a card number prefix", digits=True),
+}
+
+
+def _criterion(data: Mapping[str, Any], key: str, check: _Check, *, where: str) -> tuple[str, ...]:
+    """A string criterion: one value or a non-empty list of values (any of), each checked."""
+    value = data[key]
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        raise ConfigError(f"Key {key!r} holds [], expecting a value or a non-empty list (an empty list matches "
+                          f"nothing)", key=str(key), where=where)
+    out = []
+    for item in items:
+        checked = check(item)
+        if isinstance(checked, tuple):
+            shown = repr(mask_pan(str(item))) if key == "pan" else repr(item)  # card data: never in clear
+            raise ConfigError(f"Key {key!r} holds {shown} ({type(item).__name__}), expecting {checked[1]}",
+                              key=str(key), where=where)
+        out.append(checked)
+    return tuple(out)
+
+
 def _field_value(request: Message, name: str) -> str | None:
     if name in SUBFIELDS:
         number, start, end = SUBFIELDS[name]
@@ -234,11 +319,15 @@ def _window(value: Any, *, where: str) -> Window:
                           key="between", where=where)
     pair = {"start": value[0], "end": value[1]}
     absolute = any(isinstance(v, datetime) or (isinstance(v, str) and ("T" in v or "-" in v)) for v in value)
-    if absolute:
-        return Window(start=want_datetime(pair, "start", where=f"{where}.between"),
-                      end=want_datetime(pair, "end", where=f"{where}.between"))
-    return Window(start=want_time(pair, "start", where=f"{where}.between"),
-                  end=want_time(pair, "end", where=f"{where}.between"))
+    window = (Window(start=want_datetime(pair, "start", where=f"{where}.between"),
+                     end=want_datetime(pair, "end", where=f"{where}.between")) if absolute else
+              Window(start=want_time(pair, "start", where=f"{where}.between"),
+                     end=want_time(pair, "end", where=f"{where}.between")))
+    if window.start == window.end or (absolute and window.start > window.end):  # type: ignore[operator]
+        raise ConfigError(f"Key 'between' holds {value!r}, an empty window, expecting start before end "
+                          f"(start inclusive, end exclusive; a daily window may wrap midnight)",
+                          key="between", where=where)
+    return window
 
 
 def _draw(seed: int, occurrence: int) -> float:
@@ -635,51 +724,170 @@ ACTIONS: Mapping[str, type] = {cls.type: cls for cls in (
     ReversalRcForUnknownOriginal, PayoutDelay, PayoutHold, PayoutFailure)}
 
 
-def action_from_dict(data: Mapping[str, Any], *, where: str = "action") -> Action:
-    """Build an action from ``{"type": name, attribute: value, ...}``, naming any bad key."""
-    if not isinstance(data, Mapping) or "type" not in data:
-        raise ConfigError("Missing key 'type'", key="type", where=where)
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Param:
+    """How one action parameter is read (``read(data, name, where)``) and its JSON schema."""
+
+    read: Callable[[Mapping[str, Any], str, str], Any]
+    schema: Mapping[str, Any]
+
+
+def _read_seconds(data: Mapping[str, Any], name: str, where: str) -> float:
+    seconds = want_number(data, name, where=where)
+    if seconds < 0:
+        raise ConfigError(f"Key {name!r} holds {seconds}, expecting at least 0", key=name, where=where)
+    return seconds
+
+
+def _read_count(data: Mapping[str, Any], name: str, where: str) -> int:
+    return want_int(data, name, where=where, minimum=0)
+
+
+def _read_optional_count(data: Mapping[str, Any], name: str, where: str) -> int | None:
+    return None if data[name] is None else want_int(data, name, where=where, minimum=0)
+
+
+def _read_signed(data: Mapping[str, Any], name: str, where: str) -> int:
+    return want_int(data, name, where=where)
+
+
+def _read_field_numbers(data: Mapping[str, Any], name: str, where: str) -> tuple[str, ...]:
+    value = data[name]
+    items = value if isinstance(value, list) else [value]
+    out = []
+    for item in items:
+        number = str(item) if isinstance(item, (str, int)) and not isinstance(item, bool) else ""
+        if not (_is_digits(number) and number == str(int(number)) and 1 <= int(number) <= 128):
+            raise ConfigError(f"Key {name!r} holds {item!r} ({type(item).__name__}), expecting field numbers "
+                              f"1-128 (e.g. [\"41\"])", key=name, where=where)
+        out.append(number)
+    if not out:
+        raise ConfigError(f"Key {name!r} holds [], expecting at least one field number", key=name, where=where)
+    return tuple(out)
+
+
+def _read_rc(data: Mapping[str, Any], name: str, where: str) -> str:
+    rc = want_str(data, name, where=where)
+    if len(rc) != 2 or not rc.isalnum():
+        raise ConfigError(f"Key 'rc' holds {rc!r}, expecting a 2-character response code", key=name, where=where)
+    return rc
+
+
+def _read_text(data: Mapping[str, Any], name: str, where: str) -> str:
+    return want_str(data, name, where=where)
+
+
+def _choice(*choices: str) -> _Param:
+    return _Param(read=lambda data, name, where: want_str(data, name, where=where, choices=choices),
+                  schema={"type": "string", "enum": list(choices)})
+
+
+_SECONDS = _Param(read=_read_seconds, schema={"type": "number", "minimum": 0})
+_COUNT = _Param(read=_read_count, schema={"type": "integer", "minimum": 0})
+_OPTIONAL_COUNT = _Param(read=_read_optional_count, schema={"type": "integer", "minimum": 0, "nullable": True})
+_SIGNED = _Param(read=_read_signed, schema={"type": "integer"})
+_FIELD_NUMBER = {"type": "string", "pattern": "^[1-9][0-9]{0,2}$", "description": "a field number, 1-128"}
+
+#: Every action parameter by name: how it is read and what it accepts (the OpenAPI document shows these).
+_PARAMS: Mapping[str, _Param] = {
+    "seconds": _SECONDS, "interval_seconds": _SECONDS,
+    "count": _COUNT, "copies": _COUNT, "after": _COUNT, "days": _COUNT,
+    "bytes": _OPTIONAL_COUNT, "declared": _OPTIONAL_COUNT,
+    "offset": _SIGNED, "debit_count": _SIGNED, "debit_minor": _SIGNED, "credit_count": _SIGNED,
+    "credit_minor": _SIGNED,
+    "fields": _Param(read=_read_field_numbers, schema={"oneOf": [
+        _FIELD_NUMBER, {"type": "array", "minItems": 1, "items": _FIELD_NUMBER}]}),
+    "rc": _Param(read=_read_rc, schema={"type": "string", "pattern": "^[0-9A-Za-z]{2}$"}),
+    "mode": _choice("refuse", "rc"),
+    "value": _choice(*"012345678"),
+    "reason": _Param(read=_read_text, schema={"type": "string"}),
+}
+
+#: Response codes an action's ``rc`` is limited to, where it is (domain.md §9).
+_RC_CHOICES: Mapping[str, tuple[str, ...]] = {
+    "reversal_rc_for_unknown_original": ("00", "12", "25"),
+    "maintenance_window": ("91", "96"),
+}
+
+
+def action_from_dict(data: Any, *, where: str = "action") -> Action:
+    """Build an action from ``{"type": name, attribute: value, ...}``, naming any bad key.
+
+    Raises:
+        ConfigError: ``data`` is not an object with a known ``type``, or a parameter is unknown or
+            out of range (the error names it and what it accepts).
+    """
+    example = f"an object like {{\"type\": \"drop_response\"}} (type one of {', '.join(sorted(ACTIONS))})"
+    if isinstance(data, str) and data in ACTIONS:
+        example = f"an object like {{\"type\": \"{data}\"}}"
+    data = want_object(data, where=where, expecting=example)
+    if "type" not in data:
+        raise ConfigError(f"Missing key 'type', expecting {example}", key="type", where=where)
     kind = data["type"]
     cls = ACTIONS.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise ConfigError(f"Key 'type' holds {kind!r}, expecting one of {', '.join(sorted(ACTIONS))}",
                           key="type", where=where)
-    attributes = {f.name: f for f in fields(cls)}
-    check_keys(data, {"type", *attributes}, where=f"{where}({kind})")
+    spot = f"{where}({kind})"
+    check_keys(data, {"type", *(f.name for f in fields(cls))}, where=spot)
     kwargs: dict[str, Any] = {}
     for name in data:
         if name == "type":
             continue
-        spot = f"{where}({kind})"
-        if name in ("seconds", "interval_seconds"):
-            kwargs[name] = want_number(data, name, where=spot)
-            if kwargs[name] < 0:
-                raise ConfigError(f"Key {name!r} holds {kwargs[name]}, expecting at least 0", key=name, where=spot)
-        elif name in ("count", "copies", "after", "days"):
-            kwargs[name] = want_int(data, name, where=spot, minimum=0)
-        elif name in ("bytes", "declared"):
-            kwargs[name] = None if data[name] is None else want_int(data, name, where=spot, minimum=0)
-        elif name in ("offset", "debit_count", "debit_minor", "credit_count", "credit_minor"):
-            kwargs[name] = want_int(data, name, where=spot)
-        elif name == "fields":
-            kwargs[name] = want_str_list(data, name, where=spot)
-        elif name == "rc":
-            kwargs[name] = want_str(data, name, where=spot)
-            if len(kwargs[name]) != 2 or not kwargs[name].isalnum():
-                raise ConfigError(f"Key 'rc' holds {kwargs[name]!r}, expecting a 2-character response code",
-                                  key=name, where=spot)
-            if cls is ReversalRcForUnknownOriginal and kwargs[name] not in ("25", "12", "00"):
-                raise ConfigError(f"Key 'rc' holds {kwargs[name]!r}, expecting one of 00, 12, 25", key=name, where=spot)
-            if cls is MaintenanceWindow and kwargs[name] not in ("91", "96"):
-                raise ConfigError(f"Key 'rc' holds {kwargs[name]!r}, expecting one of 91, 96", key=name, where=spot)
-        elif name == "mode":
-            kwargs[name] = want_str(data, name, where=spot, choices=("refuse", "rc"))
-        elif name == "value":
-            kwargs[name] = want_str(data, name, where=spot, choices=tuple("012345678"))
-        elif name == "reason":
-            kwargs[name] = want_str(data, name, where=spot)
+        kwargs[name] = _PARAMS[name].read(data, name, spot)
+        choices = _RC_CHOICES.get(kind) if name == "rc" else None
+        if choices is not None and kwargs[name] not in choices:
+            raise ConfigError(f"Key 'rc' holds {kwargs[name]!r}, expecting one of {', '.join(choices)}",
+                              key=name, where=spot)
     action: Action = cls(**kwargs)
     return action
+
+
+def action_schemas() -> dict[str, dict[str, Any]]:
+    """The JSON schema of each action type's object, from :data:`ACTIONS` and the parameter table."""
+    out: dict[str, dict[str, Any]] = {}
+    for kind, cls in sorted(ACTIONS.items()):
+        properties: dict[str, Any] = {"type": {"type": "string", "enum": [kind]}}
+        for f in fields(cls):
+            schema = dict(_PARAMS[f.name].schema)
+            if f.name == "rc" and kind in _RC_CHOICES:
+                schema = {"type": "string", "enum": list(_RC_CHOICES[kind])}
+            default = f.default
+            if default is not MISSING:
+                schema["default"] = list(default) if isinstance(default, tuple) else default
+            properties[f.name] = schema
+        out[kind] = {"type": "object", "description": (cls.__doc__ or "").strip().splitlines()[0],
+                     "required": ["type"], "properties": properties, "additionalProperties": False}
+    return out
+
+
+def when_schema() -> dict[str, Any]:
+    """The JSON schema of a ``when`` selector (its keys, and what each accepts)."""
+    def one_or_many(item: dict[str, Any]) -> dict[str, Any]:
+        return {"oneOf": [item, {"type": "array", "minItems": 1, "items": item}]}
+
+    field_value = {"type": "string"}
+    return {"type": "object", "additionalProperties": False,
+            "description": "Every criterion given must hold; a list means any of its values. Empty: every request.",
+            "properties": {
+                "mti": one_or_many({"type": "string", "enum": list(REQUEST_MTIS)}),
+                "processing_code": one_or_many({"type": "string", "pattern": "^[0-9]{6}$"}),
+                "kind": one_or_many({"type": "string", "enum": list(REQUEST_KINDS)}),
+                "tid": one_or_many({"type": "string", "minLength": 8, "maxLength": 8}),
+                "mid": one_or_many({"type": "string", "minLength": 15, "maxLength": 15}),
+                "pan": one_or_many({"type": "string", "pattern": "^[0-9]{12,19}$"}),
+                "bin": one_or_many({"type": "string", "pattern": "^[0-9]{1,19}$"}),
+                "fields": {"type": "object", "description": "field number 2-128 or CUP sub-field "
+                                                            f"({', '.join(SUBFIELDS)}) -> value(s)",
+                           "additionalProperties": one_or_many(field_value)},
+                "amount_min": {"type": "integer", "minimum": 0, "description": "field 4, minor units, inclusive"},
+                "amount_max": {"type": "integer", "minimum": 0, "description": "at least amount_min"},
+                "nth": {"type": "integer", "minimum": 1},
+                "between": {"type": "array", "minItems": 2, "maxItems": 2, "items": {"type": "string"},
+                            "description": "[start, end): times HH:MM (daily, may wrap midnight) or ISO datetimes"},
+                "probability": {"type": "number", "minimum": 0, "maximum": 1},
+                "seed": {"type": "integer", "minimum": 0},
+            }}
 
 
 def action_as_dict(action: Action) -> dict[str, Any]:

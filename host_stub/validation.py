@@ -16,6 +16,7 @@ host_stub.validation.ConfigError: Key 'n' holds '3' (str), expecting an integer:
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime, time
 from typing import Any, Collection, Mapping
 
@@ -27,10 +28,12 @@ class ConfigError(ValueError):
         msg: what was found and what was expected.
         key: the offending key (last path element).
         where: dotted path of the object holding the key.
+        path: where the bad value is (``where.key`` unless told, e.g. ``faults[2]`` for a whole item).
     """
 
-    def __init__(self, msg: str, *, key: str, where: str) -> None:
-        path = f"{where}.{key}" if where and key else (where or key)
+    def __init__(self, msg: str, *, key: str, where: str, path: str | None = None) -> None:
+        if path is None:
+            path = f"{where}.{key}" if where and key else (where or key)
         super().__init__(f"{msg}: {path}")
         self.msg = msg
         self.key = key
@@ -38,10 +41,34 @@ class ConfigError(ValueError):
         self.path = path
 
 
-def check_keys(data: Mapping[str, Any], allowed: Collection[str], *, where: str) -> None:
-    """Reject any key not in ``allowed``."""
+def key_of(where: str) -> str:
+    """The key that holds the object at ``where``: its last path element, without index or type.
+
+    >>> key_of("body.when"), key_of("faults[2]"), key_of("fault.action(delay_response)"), key_of("")
+    ('when', 'faults', 'action', '')
+    """
+    return re.sub(r"[\[(].*$", "", where.rsplit(".", 1)[-1])
+
+
+def want_object(data: Any, *, where: str, expecting: str = "an object") -> Mapping[str, Any]:
+    """``data`` itself, when it is a mapping; else an error naming the key that holds it.
+
+    >>> want_object("0200", where="body.when")
+    Traceback (most recent call last):
+    ...
+    host_stub.validation.ConfigError: Key 'when' holds '0200' (str), expecting an object: body.when
+    """
     if not isinstance(data, Mapping):
-        raise ConfigError(f"Found {type(data).__name__}, expecting an object", key="", where=where)
+        key = key_of(where)
+        parent = where.rsplit(".", 1)[0] if "." in where else ""
+        raise ConfigError(f"Key {key!r} holds {_found(data)}, expecting {expecting}", key=key, where=parent,
+                          path=where)
+    return data
+
+
+def check_keys(data: Mapping[str, Any], allowed: Collection[str], *, where: str) -> None:
+    """Reject a value that is not an object, and any key not in ``allowed``."""
+    want_object(data, where=where)
     for key in data:
         if key not in allowed:
             raise ConfigError(f"Unknown key {key!r}, expecting one of {', '.join(sorted(allowed))}",

@@ -1,0 +1,123 @@
+"""What the control API (and the ``--config`` file) refuses.
+
+Fault selectors that could never match a request are refused with 400 naming the key; the same
+parser reads the faults of a configuration file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from specs.dialects import get_dialect
+from specs.framing import DEFAULT_FRAMING
+
+from host_stub.faults import ACTIONS, REQUEST_KINDS, REQUEST_MTIS, Fault, action_from_dict, action_schemas
+from host_stub.runtime import HostRuntime, read_config_file
+from host_stub.validation import ConfigError
+
+from tests.host.conftest import HostUnderTest
+from tests.host.test_control import run_api
+
+DROP = {"type": "drop_response"}
+
+
+# ------------------------------------------------------------------ fault selectors that never match
+
+
+@pytest.mark.parametrize(("when", "key", "text"), [
+    ({"mti": "02x0"}, "mti", "expecting a request MTI the host knows (0100"),
+    ({"mti": "0210"}, "mti", "expecting a request MTI the host knows"),  # a response: faults see requests only
+    ({"mti": 128}, "mti", "quote MTIs in YAML"),  # what YAML makes of an unquoted 0200
+    ({"mti": []}, "mti", "expecting a value or a non-empty list"),
+    ({"kind": "foo"}, "kind", "expecting a request kind (balance, sale"),
+    ({"processing_code": "abc"}, "processing_code", "expecting 6 digits (field 3)"),
+    ({"processing_code": 0}, "processing_code", "quote it in YAML"),
+    ({"tid": 5}, "tid", "holds 5 (int), expecting a string of 8 characters (field 41)"),
+    ({"tid": ["10000001", "1000001"]}, "tid", "holds '1000001' (str), expecting a string of 8 characters"),
+    ({"mid": "12345"}, "mid", "expecting a string of 15 characters (field 42)"),
+    ({"mid": 123456789012345}, "mid", "expecting a string of 15 characters"),
+    ({"pan": "4111-1111"}, "pan", "expecting 12-19 digits (a card number)"),
+    ({"bin": "4x"}, "bin", "expecting 1-19 digits"),
+    ({"amount_min": 500, "amount_max": 100}, "amount_max", "expecting at least amount_min (500)"),
+    ({"fields": {"39": 5}}, "39", "holds 5 (int), expecting a string"),
+    ({"fields": {"25": ["00", 0]}}, "25", "holds 0 (int), expecting a string"),
+    ({"between": ["10:00", "10:00"]}, "between", "an empty window"),
+    ({"between": ["2026-11-23T12:00:00", "2026-11-23T11:00:00"]}, "between", "an empty window"),
+])
+def test_a_selector_that_can_never_match_is_400_naming_the_key(when: dict[str, Any], key: str, text: str) -> None:
+    async def scenario(h: HostUnderTest) -> tuple[int, Any, int]:
+        status, answer = await h.api.post("/faults", {"when": when, "action": DROP})
+        return status, answer, len(h.runtime.faults)
+
+    status, answer, active = run_api(scenario)
+    assert (status, answer["key"], active) == (400, key, 0)
+    assert text in answer["error"] and answer["error"].endswith(f".{key}")
+
+
+@pytest.mark.parametrize(("action", "key", "text"), [
+    ({"type": "omit_fields", "fields": ["999"]}, "fields", "expecting field numbers 1-128"),
+    ({"type": "omit_fields", "fields": ["041"]}, "fields", "expecting field numbers 1-128"),
+    ({"type": "omit_fields", "fields": []}, "fields", "expecting at least one field number"),
+    ("drop_response", "action", "expecting an object like {\"type\": \"drop_response\"}"),
+    (["drop_response"], "action", "expecting an object like {\"type\": \"drop_response\"} (type one of"),
+    ({"seconds": 1}, "type", "Missing key 'type', expecting an object like {\"type\""),
+])
+def test_bad_actions_are_400_naming_the_key(action: Any, key: str, text: str) -> None:
+    async def scenario(h: HostUnderTest) -> tuple[int, Any]:
+        return await h.api.post("/faults", {"action": action})
+
+    status, answer = run_api(scenario)
+    assert (status, answer["key"]) == (400, key)
+    assert text in answer["error"]
+
+
+@pytest.mark.parametrize(("body", "key", "error"), [
+    ({"when": "0200", "action": DROP}, "when", "Key 'when' holds '0200' (str), expecting an object: body.when"),
+    ({"when": [], "action": DROP}, "when", "Key 'when' holds [] (list), expecting an object: body.when"),
+])
+def test_a_when_that_is_not_an_object_names_when(body: dict[str, Any], key: str, error: str) -> None:
+    async def scenario(h: HostUnderTest) -> tuple[int, Any]:
+        return await h.api.post("/faults", body)
+
+    assert run_api(scenario) == (400, {"error": error, "key": key})
+
+
+def test_good_selectors_still_read() -> None:
+    fault = Fault.from_dict({"when": {"mti": [200, "0400"], "processing_code": "000000", "kind": "sale",
+                                      "tid": "10000001", "mid": "123456789012345", "bin": "62",
+                                      "fields": {"25": ["00", "06"]}, "amount_min": 100, "amount_max": 100,
+                                      "between": ["23:55", "00:05"]},
+                             "action": {"type": "omit_fields", "fields": [41, "11"]}})
+    assert fault.when.mti == ("0200", "0400")
+    assert fault.action.fields == ("41", "11")  # type: ignore[union-attr]
+    assert "0200" in REQUEST_MTIS and "0210" not in REQUEST_MTIS
+    assert {"sale", "reversal", "settlement", "upload", "sign_on", "echo"} <= set(REQUEST_KINDS)
+
+
+def test_action_schemas_cover_every_action_and_its_parameters() -> None:
+    schemas = action_schemas()
+    assert set(schemas) == set(ACTIONS)
+    assert schemas["delay_response"]["properties"]["seconds"] == {"type": "number", "minimum": 0, "default": 1.0}
+    assert schemas["maintenance_window"]["properties"]["rc"]["enum"] == ["91", "96"]
+    assert schemas["drop_response"]["properties"] == {"type": {"type": "string", "enum": ["drop_response"]}}
+    for kind, schema in schemas.items():  # every documented parameter is one the parser reads
+        params = {name: 1 for name in schema["properties"] if name not in ("type", "mode", "value", "rc", "reason",
+                                                                               "fields")}
+        action_from_dict({"type": kind, **params})
+
+
+def test_config_file_faults_go_through_the_same_checks(tmp_path: Path) -> None:
+    path = tmp_path / "host.yaml"
+    path.write_text("faults:\n  - when: {mti: 0200}\n    action: {type: drop_response}\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as excinfo:
+        HostRuntime(dialect=get_dialect("intl-ascii"), framing=DEFAULT_FRAMING["intl-ascii"],
+                    config=read_config_file(path))
+    assert (excinfo.value.key, excinfo.value.path) == ("mti", "faults[0].when.mti")
+    assert "holds 128 (int)" in str(excinfo.value) and "quote MTIs in YAML" in str(excinfo.value)
+    with pytest.raises(ConfigError) as excinfo:
+        HostRuntime(dialect=get_dialect("intl-ascii"), framing=DEFAULT_FRAMING["intl-ascii"],
+                    config={"faults": [{"action": DROP}, {"when": {"kind": "foo"}, "action": DROP}]})
+    assert excinfo.value.path == "faults[1].when.kind"
