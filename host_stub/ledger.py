@@ -44,11 +44,14 @@ control API, a rejected request) commits the open group first.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from dataclasses import asdict
 from typing import Any, Iterable, Literal, Mapping
 
 from specs.totals import SETTLEMENT_CLASS, Totals, totals_of
+
+from host_stub.validation import ConfigError
 
 #: Statuses of records that count in their batch's totals.
 STANDING = ("approved", "refunded")
@@ -183,6 +186,109 @@ _NEXT_SEQUENCE = ("INSERT INTO sequences (name, value) VALUES (?, 1) "
 _BOOK_TABLES = ("authorizations", "tombstones", "settlements", "uploads", "payouts", "sequences")
 _REGISTRY_TABLES = ("merchants", "terminals", "cards")
 _JSON_COLUMNS = {"settlements": ("terminal_totals", "host_totals", "uploaded_totals", "exceptions")}
+
+
+def _schema_columns() -> dict[str, dict[str, str]]:
+    """Column -> declared SQLite type of every table, read from :data:`_SCHEMA` itself."""
+    db = sqlite3.connect(":memory:")
+    try:
+        db.executescript(_SCHEMA)
+        return {table: {r[1]: r[2] for r in db.execute(f"PRAGMA table_info({table})")}
+                for table in (*_BOOK_TABLES, *_REGISTRY_TABLES)}
+    finally:
+        db.close()
+
+
+#: Column -> declared SQLite type (``TEXT``, ``INTEGER``) of each table, as :data:`_SCHEMA` has them.
+COLUMNS: Mapping[str, Mapping[str, str]] = _schema_columns()
+
+#: Filters holding a 6-digit number (field 11, the batch number): an all-digit value shorter than
+#: 6 is zero-padded, so ``batch=1`` finds batch ``000001``.
+SIX_DIGIT_FILTERS = frozenset({"stan", "batch", "terminal_batch"})
+
+#: The filters of each ledger listing (``GET /ledger/<table>``, :meth:`Ledger.authorizations` ...):
+#: filter -> JSON type of its value (``string`` or ``integer``).  Equality on any column but the
+#: JSON documents; on settlements and payouts ``stan`` selects batches (see :data:`FILTER_NOTES`).
+#: Each filter is given at most once; filters combine with AND.  The OpenAPI document is built
+#: from this table.
+LEDGER_FILTERS: Mapping[str, Mapping[str, str]] = {
+    table: {**{column: "integer" if kind == "INTEGER" else "string" for column, kind in COLUMNS[table].items()
+               if column not in _JSON_COLUMNS.get(table, ())},
+            **({"stan": "string"} if table != "authorizations" else {})}
+    for table in ("authorizations", "settlements", "payouts")}
+
+#: What a filter means beyond equality on its column, by (table or ``*``, filter).
+FILTER_NOTES: Mapping[tuple[str, str], str] = {
+    ("*", "batch"): "batch number; 1 to 6 digits, zero-padded (1 -> 000001)",
+    ("*", "terminal_batch"): "the terminal's batch number; 1 to 6 digits, zero-padded",
+    ("authorizations", "stan"): "field 11; 1 to 6 digits, zero-padded (2 -> 000002)",
+    ("settlements", "stan"): "batches holding this STAN: a transaction of the batch (whatever its fate), its "
+                             "0500, a 0320 or an uploaded record; 1 to 6 digits, zero-padded",
+    ("payouts", "stan"): "payouts of batches holding this STAN: a transaction of the batch (whatever its "
+                         "fate), its 0500, a 0320 or an uploaded record; 1 to 6 digits, zero-padded",
+}
+
+#: Request kinds that belong to a batch (a STAN of one of them finds the batch): transactions,
+#: the settlement (0500) and the batch upload (0320); not network management.
+_BATCH_KINDS = (*FINANCIAL_KINDS, "settlement", "upload")
+_HOLDS_STAN = (
+    "(EXISTS (SELECT 1 FROM authorizations a WHERE a.tid = {table}.tid AND a.batch = {table}.batch AND a.stan = ?"
+    f" AND a.kind IN ({', '.join(repr(k) for k in _BATCH_KINDS)}))"
+    " OR EXISTS (SELECT 1 FROM uploads u WHERE u.tid = {table}.tid AND u.batch = {table}.batch"
+    " AND u.original_stan = ?))")
+
+
+def ledger_filters(table: str, pairs: Iterable[tuple[str, Any]], *, where: str = "query") -> dict[str, Any]:
+    """Check and normalise the filters of one ledger listing (see :data:`LEDGER_FILTERS`).
+
+    Args:
+        table: ``authorizations``, ``settlements`` or ``payouts``.
+        pairs: (filter, value) pairs, as a query string gives them (a key may repeat there).
+        where: where the filters come from, for errors.
+
+    Returns:
+        filter -> value: STAN and batch numbers zero-padded to 6 digits, integers as ``int``.
+
+    Raises:
+        ConfigError: an unknown filter (the error lists the known ones), a filter given twice, or
+            a value of the wrong form; the error names the filter.
+
+    >>> ledger_filters("authorizations", [("batch", "1"), ("stan", 12), ("amount_minor", "100")])
+    {'batch': '000001', 'stan': '000012', 'amount_minor': 100}
+    >>> ledger_filters("settlements", [("tid", "A"), ("tid", "B")])
+    Traceback (most recent call last):
+    ...
+    host_stub.validation.ConfigError: Filter 'tid' is given 2 times, expecting it once (...): query.tid
+    """
+    allowed = LEDGER_FILTERS[table]
+    pairs = list(pairs)
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key not in allowed:
+            raise ConfigError(f"Unknown {table} filter {key!r}, expecting one of {', '.join(sorted(allowed))}",
+                              key=key, where=where)
+        if key in out:
+            times = sum(1 for k, _ in pairs if k == key)
+            raise ConfigError(f"Filter {key!r} is given {times} times, expecting it once (filters combine with AND)",
+                              key=key, where=where)
+        out[key] = _filter_value(key, allowed[key], value, where=where)
+    return out
+
+
+def _filter_value(key: str, kind: str, value: Any, *, where: str) -> Any:
+    number = isinstance(value, int) and not isinstance(value, bool)
+    if key in SIX_DIGIT_FILTERS:
+        text = f"{value:06d}" if number and value >= 0 else str(value)
+        if not re.fullmatch(r"[0-9]{1,6}", text):
+            raise ConfigError(f"Filter {key!r} holds {text!r}, expecting 1 to 6 digits (zero-padded: 2 -> 000002)",
+                              key=key, where=where)
+        return text.zfill(6)
+    if kind == "integer":
+        text = str(value)
+        if not (number or re.fullmatch(r"-?[0-9]+", text)):
+            raise ConfigError(f"Filter {key!r} holds {text!r}, expecting an integer", key=key, where=where)
+        return int(text)
+    return str(value)
 
 
 class Ledger:
@@ -503,46 +609,48 @@ class Ledger:
     # ------------------------------------------------------------------ reading with filters
 
     def authorizations(self, **filters: Any) -> list[dict[str, Any]]:
-        """Rows of the authorization ledger, oldest first, filtered by equality on any column."""
-        return self._select("authorizations", filters)
+        """Rows of the authorization ledger, oldest first, filtered as :func:`ledger_filters` says."""
+        return self._select("authorizations", ledger_filters("authorizations", filters.items(), where="filters"))
 
     def settlements(self, **filters: Any) -> list[dict[str, Any]]:
-        """Settlement rows, oldest first, with their ``uploads``; ``stan`` filters on uploaded STANs."""
-        stan = filters.pop("stan", None)
-        rows = self._select("settlements", filters)
+        """Settlement rows, oldest first, with their ``uploads``; ``stan`` selects the batches holding it."""
+        rows = self._select("settlements", ledger_filters("settlements", filters.items(), where="filters"))
         for row in rows:
             row["uploads"] = [dict(r) for r in self._db.execute(
                 "SELECT * FROM uploads WHERE settlement_id = ? ORDER BY id", (row["id"],))]
-        if stan is not None:
-            rows = [r for r in rows if any(u["original_stan"] == str(stan) for u in r["uploads"])]
         return rows
 
     def payouts(self, **filters: Any) -> list[dict[str, Any]]:
-        """Payout rows, oldest first; ``stan`` selects payouts of batches that hold that STAN."""
-        stan = filters.pop("stan", None)
-        rows = self._select("payouts", filters)
-        if stan is not None:
-            rows = [r for r in rows if self._db.execute(
-                "SELECT 1 FROM authorizations WHERE tid = ? AND batch = ? AND stan = ? AND settled = 1 LIMIT 1",
-                (r["tid"], r["batch"], str(stan))).fetchone()]
-        return rows
+        """Payout rows, oldest first; ``stan`` selects payouts of the batches holding it."""
+        return self._select("payouts", ledger_filters("payouts", filters.items(), where="filters"))
 
     def uploads(self, **filters: Any) -> list[dict[str, Any]]:
+        self._check_columns("uploads", filters)
         return self._select("uploads", filters)
 
     def filter_keys(self, table: str) -> frozenset[str]:
-        """Columns a listing of ``table`` can be filtered on (settlements and payouts also take ``stan``)."""
-        extra = {"stan"} if table in ("settlements", "payouts") else set()
-        return self._columns[table] | extra
+        """Filters a listing of ``table`` takes (:data:`LEDGER_FILTERS`)."""
+        return frozenset(LEDGER_FILTERS[table])
 
-    def _select(self, table: str, filters: dict[str, Any]) -> list[dict[str, Any]]:
-        unknown = sorted(set(filters) - self._columns[table])
-        if unknown:
-            raise ValueError(f"Unknown {table} filter {unknown[0]!r}, expecting one of "
-                             f"{', '.join(sorted(self.filter_keys(table)))}")
-        where = " AND ".join(f"{k} = ?" for k in filters)
-        sql = f"SELECT * FROM {table}" + (f" WHERE {where}" if where else "") + " ORDER BY id"
-        return [self._json_in(table, dict(r)) for r in self._db.execute(sql, tuple(filters.values()))]
+    def listing(self, table: str, filters: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """One ledger listing with filters already checked by :func:`ledger_filters` (the control API)."""
+        reader = {"authorizations": self.authorizations, "settlements": self.settlements, "payouts": self.payouts}
+        return reader[table](**filters)
+
+    def _select(self, table: str, filters: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Rows of ``table`` equal to every filter (names checked by the caller); ``stan`` on a batch table
+        selects the batches holding it."""
+        clauses: list[str] = []
+        args: list[Any] = []
+        for key, value in filters.items():
+            if key == "stan" and table in ("settlements", "payouts"):
+                clauses.append(_HOLDS_STAN.format(table=table))
+                args += [value, value]
+            else:
+                clauses.append(f"{key} = ?")
+                args.append(value)
+        sql = f"SELECT * FROM {table}" + (f" WHERE {' AND '.join(clauses)}" if clauses else "") + " ORDER BY id"
+        return [self._json_in(table, dict(r)) for r in self._db.execute(sql, args)]
 
     # ------------------------------------------------------------------ registry documents
 

@@ -249,7 +249,8 @@ def test_settlements_and_payouts_filters_and_release() -> None:
             await client.close()
         [settlement] = (await api.get(f"/ledger/settlements?batch=000001&status=closed"))[1]["settlements"]
         assert settlement["result"] == "balanced"
-        assert (await api.get(f"/ledger/settlements?stan={sale['11']}"))[1]["settlements"] == []  # nothing uploaded
+        [by_stan] = (await api.get(f"/ledger/settlements?stan={sale['11']}"))[1]["settlements"]
+        assert by_stan == settlement  # the batch that holds the sale, uploaded or not
         [payout] = (await api.get(f"/ledger/payouts?mid={MID}&stan={sale['11']}"))[1]["payouts"]
         assert (payout["status"], payout["hold_reason"]) == ("held", "legal_hold")
         assert (await api.get("/ledger/payouts?stan=999999"))[1]["payouts"] == []

@@ -1,11 +1,14 @@
-"""What the control API (and the ``--config`` file) refuses.
+"""What the control API (and the ``--config`` file) refuses, and how ledger filters read their values.
 
 Fault selectors that could never match a request are refused with 400 naming the key; the same
-parser reads the faults of a configuration file.
+parser reads the faults of a configuration file.  Ledger filters: STAN and batch zero-padded,
+integers checked, a repeated or unknown filter a 400 naming it; a settlement (and its payout) is
+found by the STAN of any request of its batch.
 """
 
 from __future__ import annotations
 
+import doctest
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +17,15 @@ import pytest
 from specs.dialects import get_dialect
 from specs.framing import DEFAULT_FRAMING
 
+import host_stub.ledger
 from host_stub.faults import ACTIONS, REQUEST_KINDS, REQUEST_MTIS, Fault, action_from_dict, action_schemas
+from host_stub.host import Directives
+from host_stub.ledger import LEDGER_FILTERS, ledger_filters
 from host_stub.runtime import HostRuntime, read_config_file
 from host_stub.validation import ConfigError
 
 from tests.host.conftest import HostUnderTest
+from tests.host.helpers import ask, signed_on, totals
 from tests.host.test_control import run_api
 
 DROP = {"type": "drop_response"}
@@ -121,3 +128,61 @@ def test_config_file_faults_go_through_the_same_checks(tmp_path: Path) -> None:
         HostRuntime(dialect=get_dialect("intl-ascii"), framing=DEFAULT_FRAMING["intl-ascii"],
                     config={"faults": [{"action": DROP}, {"when": {"kind": "foo"}, "action": DROP}]})
     assert excinfo.value.path == "faults[1].when.kind"
+
+
+# ------------------------------------------------------------------ ledger filters
+
+
+def test_ledger_filter_docstring_examples() -> None:
+    failures, attempted = doctest.testmod(host_stub.ledger, optionflags=doctest.ELLIPSIS)
+    assert attempted > 0 and failures == 0
+
+
+def test_ledger_filters_normalise_and_refuse() -> None:
+    assert ledger_filters("authorizations", [("batch", "1"), ("stan", "2"), ("settled", "1")]) == {
+        "batch": "000001", "stan": "000002", "settled": 1}
+    assert ledger_filters("payouts", [("stan", "000002"), ("amount_minor", "-5")]) == {"stan": "000002",
+                                                                                       "amount_minor": -5}
+    assert {"kind", "rc", "rrn", "mti", "amount_minor"} <= set(LEDGER_FILTERS["authorizations"])
+    assert "terminal_totals" not in LEDGER_FILTERS["settlements"]  # JSON documents are not filters
+    for pairs, key, text in (
+        ([("tid", "A"), ("tid", "B")], "tid", "Filter 'tid' is given 2 times, expecting it once"),
+        ([("stan", "1234567")], "stan", "expecting 1 to 6 digits"),
+        ([("batch", "x1")], "batch", "expecting 1 to 6 digits"),
+        ([("amount_minor", "1.5")], "amount_minor", "expecting an integer"),
+        ([("stann", "1")], "stann", "Unknown authorizations filter 'stann', expecting one of amount_minor, auth_code"),
+    ):
+        with pytest.raises(ConfigError) as excinfo:
+            ledger_filters("authorizations", pairs)
+        assert excinfo.value.key == key and text in str(excinfo.value)
+
+
+def test_a_settlement_is_found_by_any_stan_of_its_batch() -> None:
+    host, terminal = signed_on("intl-ascii")  # sign-on: STAN 000001
+    sale = terminal.financial("sale", 100)  # 000002
+    assert ask(host, sale)["39"] == "00"
+    declined = terminal.financial("sale", 200)  # 000003, declined: still a request of batch 1
+    assert ask(host, declined, directives=Directives(respond_rc="05"))["39"] == "05"
+    settle = terminal.settlement(totals([100]))  # 000004
+    assert ask(host, settle)["39"] == "00"
+    [settlement] = host.ledger.settlements()
+    for stan in (sale["11"], declined["11"], settle["11"], "2", 4):
+        assert host.ledger.settlements(stan=stan) == [settlement], stan
+        assert len(host.ledger.payouts(stan=stan)) == 1, stan
+    assert host.ledger.settlements(stan="000001") == []  # the sign-on belongs to no batch
+    assert host.ledger.settlements(batch="1") == [settlement] == host.ledger.settlements(batch=1)
+    assert [r["stan"] for r in host.ledger.authorizations(stan="2")] == [sale["11"]]
+    later = terminal.financial("sale", 300)  # batch 2, never settled
+    assert ask(host, later)["39"] == "00"
+    assert host.ledger.settlements(stan=later["11"]) == []
+
+
+def test_an_uploaded_stan_finds_its_settlement() -> None:
+    host, terminal = signed_on("intl-ascii")
+    sale = terminal.financial("sale", 100)
+    answer = ask(host, sale)
+    assert ask(host, terminal.settlement(totals([100, 50])))["39"] == "95"  # unbalanced: upload follows
+    assert ask(host, terminal.intl_upload(sale, answer))["39"] == "00"
+    [settlement] = host.ledger.settlements()
+    assert settlement["status"] == "awaiting_upload"
+    assert host.ledger.settlements(stan=sale["11"]) == [settlement]
