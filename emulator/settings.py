@@ -311,7 +311,8 @@ def load_settings(config_path: str | Path | None = None, overrides: Iterable[str
             raise SettingsError(f"Config file {source} holds a {type(loaded).__name__}, expecting a mapping "
                                 "of setting names to values", name="", source=source)
         for name, value in loaded.items():
-            values[_known(str(name), source)] = _coerce(str(name), value, source)
+            known = _known(str(name), source)  # before _coerce, which looks the name up
+            values[known] = _coerce(known, value, source)
     for item in overrides:
         name, sep, raw = item.partition("=")
         name = name.strip()
