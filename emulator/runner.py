@@ -117,6 +117,9 @@ class MatrixOptions:
         host, control_url: an external host (``host:port``) and its control API; None starts children.
         response_timeout_seconds: the terminal's response timeout in every run.
         scenario_dir: where the ``C01.yaml`` … files are.
+        scenarios: the scenarios to run, already loaded (e.g. a team's own copies of a few cause
+            files, by the pytest plugin); None loads every file of ``scenario_dir`` (which must
+            cover C01–C42).  Ids must be unique; ``only`` and ``dialects`` still apply.
     """
 
     only: tuple[str, ...] = ()
@@ -126,6 +129,7 @@ class MatrixOptions:
     control_url: str | None = None
     response_timeout_seconds: float = DEFAULT_RESPONSE_TIMEOUT_SECONDS
     scenario_dir: Path = SCENARIO_DIR
+    scenarios: tuple[Scenario, ...] | None = None
 
 
 @dataclass
@@ -1488,7 +1492,14 @@ async def run_matrix(options: MatrixOptions, *, progress: Callable[[str], None] 
         address, _, port = options.host.rpartition(":")
         if not address or not port.isdigit() or not 0 < int(port) < 65536:
             raise MatrixError(f"--host {options.host!r} is not HOST:PORT, expecting e.g. 127.0.0.1:8583")
-    scenarios = select_scenarios(load_all(options.scenario_dir), options.only)
+    if options.scenarios is None:
+        loaded = load_all(options.scenario_dir)
+    else:
+        loaded = sorted(options.scenarios, key=lambda s: s.id)
+        twice = sorted({s.id for s in loaded if sum(1 for o in loaded if o.id == s.id) > 1})
+        if twice:
+            raise MatrixError(f"scenario {', '.join(twice)} given more than once, expecting each cause once per run")
+    scenarios = select_scenarios(loaded, options.only)
     rows = {s.id: CauseRow(scenario=s) for s in scenarios}
     units: list[_Unit] = []
     for s in scenarios:
