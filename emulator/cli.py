@@ -336,6 +336,28 @@ def _run(options: Options, make: Callable[[datetime], Operation]) -> Result:
         journal.close()
 
 
+def run_command(options: Options, make: Callable[[datetime], Operation], *, offline: bool = False) -> Result:
+    """One operation run exactly as one ``pos-terminal`` command runs it, for in-process callers
+    (the pytest plugin's ``pos_terminal``): the journal opened and closed, a reversal left behind
+    sent at idle, the invocation's wire trace in ``details["trace"]``.
+
+    Args:
+        options: the invocation's options (``Options(**raw)``, as the command line builds them).
+        make: the operation at the terminal's clock, e.g. ``lambda now: Sale(now=now, ...)``.
+        offline: an operation that sends nothing (offline sale, tip adjust): no port needed.
+
+    Returns:
+        The result ``--json`` prints (``result.as_dict()``); no exit code is derived from it.
+    """
+    if not offline:
+        return _run(options, make)
+    journal = _open_journal(options)
+    try:
+        return asyncio.run(_offline(options, journal, make))
+    finally:
+        journal.close()
+
+
 def _exit_code(result: Result) -> int:
     failed = result.details.get("failed_step")
     if failed:
