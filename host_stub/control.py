@@ -5,14 +5,17 @@ Every route is one row of :data:`ROUTES`; the router and the OpenAPI document (`
 the router, so the two cannot drift apart.
 
 Errors are JSON: ``{"error": "<found, expected>: <where>", "key": "<the bad key>"}`` with 400 for a
-bad body or filter, 404 for something that does not exist, 409 for a conflict.  Card numbers appear
+bad body or filter, 404 for something that does not exist (or a path that is not served), 405 for
+a method a path does not serve (both with ``allowed``), 409 for a conflict.  Each route's status
+codes are part of its row in :data:`ROUTES`, and so of the OpenAPI document.  Card numbers appear
 in paths (``/registry/cards/{pan}``) but never in answers (masked) or logs (no access log).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping
 
@@ -22,9 +25,11 @@ from aiohttp import web
 from specs.crypto import kcv
 from specs.masking import mask_pan, mask_value
 
-from host_stub.faults import Fault
+from host_stub.faults import Fault, action_schemas, when_schema
 from host_stub.keys import tmk_of
+from host_stub.ledger import COLUMNS, FILTER_NOTES, LEDGER_FILTERS, SIX_DIGIT_FILTERS, ledger_filters
 from host_stub.registry import Card, Merchant, Terminal, generate_from_dict
+from host_stub.settings import HostSettings
 from host_stub.validation import ConfigError, check_keys, want_datetime, want_number
 
 if TYPE_CHECKING:
@@ -37,67 +42,142 @@ Handler = Callable[["ControlApi", web.Request], Awaitable[web.Response]]
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Route:
-    """One served route and its documentation."""
+    """One served route and its documentation.
+
+    Attributes:
+        ok: the success statuses it answers -> (description, JSON schema of the body).
+        errors: the error statuses it answers -> when (the body is always :data:`ERROR_SCHEMA`).
+        query: query parameter -> (JSON schema of its value, description).
+        body: JSON schema of the request body, None when it takes none.
+    """
 
     method: str
     path: str
     handler: str
     summary: str
-    query: tuple[str, ...] = ()
+    ok: Mapping[int, tuple[str, Mapping[str, Any]]]
+    errors: Mapping[int, str] = field(default_factory=dict)
+    query: Mapping[str, tuple[Mapping[str, Any], str]] = field(default_factory=dict)
     body: Mapping[str, Any] | None = None
 
 
-_LEDGER_FILTERS = ("tid", "mid", "batch", "stan", "status")
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _listing(key: str, item: Mapping[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "required": [key], "properties": {key: {"type": "array", "items": item}}}
+
+
+def _ledger_query(table: str) -> dict[str, tuple[Mapping[str, Any], str]]:
+    """The documented filters of one ledger listing: :data:`host_stub.ledger.LEDGER_FILTERS` itself."""
+    out: dict[str, tuple[Mapping[str, Any], str]] = {}
+    for name, kind in LEDGER_FILTERS[table].items():
+        note = FILTER_NOTES.get((table, name)) or FILTER_NOTES.get(("*", name)) or f"{name} equals this value"
+        schema: dict[str, Any] = {"type": kind}
+        if name in SIX_DIGIT_FILTERS:
+            schema["pattern"] = "^[0-9]{1,6}$"
+        out[name] = (schema, note)
+    return out
+
+
 _OBJECT = {"type": "object", "additionalProperties": True}
+_BAD_BODY = "The body is not a JSON object, or a key is unknown or holds a bad value (the error names the key)."
+_BAD_FILTER = ("An unknown filter (the error lists the known ones), a filter given more than once (filters "
+               "combine with AND, one value each), or a value of the wrong form; the error names the filter.")
+_JOURNAL_QUERY: Mapping[str, tuple[Mapping[str, Any], str]] = {
+    "tid": ({"type": "string"}, "field 41"), "mti": ({"type": "string"}, "request MTI"),
+    "outcome": ({"type": "string"}, "answered, closed_before_processing, bad_frame ..."),
+    "limit": ({"type": "integer", "minimum": 0}, "keep only the newest entries"),
+}
+_PUT_ENTRY = {200: ("Changed", _OBJECT), 201: ("Created", _OBJECT)}
 
 #: The whole API.  The router and ``/openapi.json`` are generated from this table.
 ROUTES: tuple[Route, ...] = (
-    Route(method="GET", path="/openapi.json", handler="openapi", summary="This document (OpenAPI 3)."),
-    Route(method="GET", path="/faults", handler="list_faults", summary="Active faults, in order, with counters."),
+    Route(method="GET", path="/openapi.json", handler="openapi", summary="This document (OpenAPI 3).",
+          ok={200: ("The OpenAPI document", {"type": "object"})}),
+    Route(method="GET", path="/faults", handler="list_faults", summary="Active faults, in order, with counters.",
+          ok={200: ("Active faults", _listing("faults", _ref("FaultState")))}),
     Route(method="POST", path="/faults", handler="add_fault",
           summary="Add a fault: {when: {...}, action: {type: ..., ...}, times?, id?}; answers it with its id.",
-          body={"type": "object", "required": ["action"], "properties": {
-              "when": _OBJECT, "action": {"type": "object", "required": ["type"]}, "times": {"type": "integer"},
-              "id": {"type": "string"}}}),
-    Route(method="DELETE", path="/faults", handler="clear_faults", summary="Remove every fault."),
-    Route(method="DELETE", path="/faults/{id}", handler="remove_fault", summary="Remove one fault."),
-    Route(method="GET", path="/clock", handler="get_clock", summary="Business clock, business date, cutover window."),
+          ok={201: ("The fault added, with its id", _ref("Fault"))},
+          errors={400: _BAD_BODY + " A when criterion that could never match is refused.",
+                  409: "The id is already in use."},
+          body=_ref("NewFault")),
+    Route(method="DELETE", path="/faults", handler="clear_faults", summary="Remove every fault.",
+          ok={200: ("How many were removed", {"type": "object", "required": ["removed"],
+                                               "properties": {"removed": {"type": "integer"}}})}),
+    Route(method="DELETE", path="/faults/{id}", handler="remove_fault", summary="Remove one fault.",
+          ok={200: ("The fault removed", _ref("Fault"))}, errors={404: "No fault has this id."}),
+    Route(method="GET", path="/clock", handler="get_clock", summary="Business clock, business date, cutover window.",
+          ok={200: ("The business clock", _ref("Clock"))}),
     Route(method="POST", path="/clock", handler="set_clock",
           summary="Move the business clock: {set: ISO datetime} or {advance_seconds: N}.",
-          body={"type": "object", "properties": {"set": {"type": "string", "format": "date-time"},
-                                                 "advance_seconds": {"type": "number"}}}),
-    Route(method="GET", path="/settings", handler="get_settings", summary="Host policy settings."),
+          ok={200: ("The business clock, moved", _ref("Clock"))}, errors={400: _BAD_BODY},
+          body={"type": "object", "minProperties": 1, "maxProperties": 1, "additionalProperties": False,
+                "properties": {"set": {"type": "string", "format": "date-time"},
+                               "advance_seconds": {"type": "number"}}}),
+    Route(method="GET", path="/settings", handler="get_settings", summary="Host policy settings.",
+          ok={200: ("The settings", _ref("Settings"))}),
     Route(method="PUT", path="/settings", handler="put_settings", summary="Change some settings (partial update).",
-          body=_OBJECT),
-    Route(method="GET", path="/registry/merchants", handler="list_merchants", summary="Every merchant."),
-    Route(method="GET", path="/registry/merchants/{mid}", handler="get_merchant", summary="One merchant."),
+          ok={200: ("The settings, changed", _ref("Settings"))}, errors={400: _BAD_BODY}, body=_OBJECT),
+    Route(method="GET", path="/registry/merchants", handler="list_merchants", summary="Every merchant.",
+          ok={200: ("Every merchant", _listing("merchants", _OBJECT))}),
+    Route(method="GET", path="/registry/merchants/{mid}", handler="get_merchant", summary="One merchant.",
+          ok={200: ("The merchant", _OBJECT)}, errors={404: "No merchant has this MID."}),
     Route(method="PUT", path="/registry/merchants/{mid}", handler="put_merchant",
           summary="Create or change a merchant (partial update); clearing payout_hold (or a frozen status) "
-                  "releases the payouts it held.", body=_OBJECT),
-    Route(method="GET", path="/registry/terminals", handler="list_terminals", summary="Every terminal (keys as KCVs)."),
-    Route(method="GET", path="/registry/terminals/{tid}", handler="get_terminal", summary="One terminal."),
+                  "releases the payouts it held.", ok=_PUT_ENTRY, errors={400: _BAD_BODY}, body=_OBJECT),
+    Route(method="GET", path="/registry/terminals", handler="list_terminals", summary="Every terminal (keys as KCVs).",
+          ok={200: ("Every terminal", _listing("terminals", _OBJECT))}),
+    Route(method="GET", path="/registry/terminals/{tid}", handler="get_terminal", summary="One terminal.",
+          ok={200: ("The terminal (keys as KCVs)", _OBJECT)}, errors={404: "No terminal has this TID."}),
     Route(method="PUT", path="/registry/terminals/{tid}", handler="put_terminal",
-          summary="Create or change a terminal (partial update; mid required to create).", body=_OBJECT),
-    Route(method="GET", path="/registry/cards", handler="list_cards", summary="Every card (PAN masked)."),
-    Route(method="GET", path="/registry/cards/{pan}", handler="get_card", summary="One card."),
+          summary="Create or change a terminal (partial update; mid required to create).", ok=_PUT_ENTRY,
+          errors={400: _BAD_BODY}, body=_OBJECT),
+    Route(method="GET", path="/registry/cards", handler="list_cards", summary="Every card (PAN masked).",
+          ok={200: ("Every card", _listing("cards", _OBJECT))}),
+    Route(method="GET", path="/registry/cards/{pan}", handler="get_card", summary="One card.",
+          ok={200: ("The card (PAN masked)", _OBJECT)}, errors={404: "No card has this PAN."}),
     Route(method="PUT", path="/registry/cards/{pan}", handler="put_card",
-          summary="Create or change a card (partial update).", body=_OBJECT),
+          summary="Create or change a card (partial update).", ok=_PUT_ENTRY,
+          errors={400: _BAD_BODY + " The PAN comes from the path only."}, body=_OBJECT),
     Route(method="POST", path="/registry/generate", handler="generate_registry",
           summary="Add seeded Faker merchants, terminals and cards: {seed, merchants, terminals_per_merchant, cards}.",
-          body=_OBJECT),
+          ok={201: ("What was added", {"type": "object", "required": ["merchants", "terminals", "cards"],
+                                       "properties": {k: {"type": "array", "items": _OBJECT}
+                                                      for k in ("merchants", "terminals", "cards")}})},
+          errors={400: _BAD_BODY}, body=_OBJECT),
     Route(method="GET", path="/ledger/authorizations", handler="list_authorizations",
-          summary="Authorization ledger: every request and its fate.", query=_LEDGER_FILTERS),
+          summary="Authorization ledger: every request and its fate.",
+          ok={200: ("Rows, oldest first", _listing("authorizations", _ref("AuthorizationRow")))},
+          errors={400: _BAD_FILTER}, query=_ledger_query("authorizations")),
     Route(method="GET", path="/ledger/settlements", handler="list_settlements",
-          summary="Settlement ledger: terminal vs host totals, result, uploads.", query=_LEDGER_FILTERS),
+          summary="Settlement ledger: terminal vs host totals, result, uploads.",
+          ok={200: ("Rows, oldest first", _listing("settlements", _ref("SettlementRow")))},
+          errors={400: _BAD_FILTER}, query=_ledger_query("settlements")),
     Route(method="GET", path="/ledger/payouts", handler="list_payouts",
-          summary="Payout ledger: funds to merchants per closed batch.", query=_LEDGER_FILTERS),
+          summary="Payout ledger: funds to merchants per closed batch.",
+          ok={200: ("Rows, oldest first", _listing("payouts", _ref("PayoutRow")))},
+          errors={400: _BAD_FILTER}, query=_ledger_query("payouts")),
     Route(method="POST", path="/ledger/payouts/{id}/release", handler="release_payout",
-          summary="Release a held payout."),
+          summary="Release a held payout.", ok={200: ("The payout, pending or paid", _ref("PayoutRow"))},
+          errors={400: "The id is not a number.", 404: "No payout has this id.", 409: "The payout is not held."}),
     Route(method="GET", path="/journal", handler="get_journal", summary="Received requests, masked, oldest first.",
-          query=("tid", "mti", "outcome", "limit")),
+          ok={200: ("Journal entries", _listing("journal", _OBJECT))}, errors={400: _BAD_FILTER},
+          query=_JOURNAL_QUERY),
     Route(method="POST", path="/reset", handler="reset",
-          summary="Empty books, faults and journal; back to the start configuration."),
+          summary="Empty books, faults and journal; back to the start configuration.",
+          ok={200: ("Done", {"type": "object", "required": ["reset"], "properties": {"reset": {"type": "boolean"}}})}),
 )
+
+#: The body of every error answer.  ``allowed`` comes with 404 and 405 for an unserved path or method.
+ERROR_SCHEMA: Mapping[str, Any] = {
+    "type": "object", "required": ["error", "key"],
+    "properties": {"error": {"type": "string", "description": "what was found, what was expected, where"},
+                   "key": {"type": "string", "nullable": True, "description": "the bad key or filter"},
+                   "allowed": {"type": "array", "items": {"type": "string"},
+                               "description": "the paths (404) or methods (405) that are served"}}}
 
 
 class ApiError(Exception):
@@ -110,21 +190,71 @@ class ApiError(Exception):
         self.key = key
 
 
+def _row_schema(table: str) -> dict[str, Any]:
+    """A ledger row as listed: every column of :data:`host_stub.ledger.COLUMNS`."""
+    properties: dict[str, Any] = {
+        column: {"type": "object", "nullable": True} if column in ("terminal_totals", "host_totals", "uploaded_totals",
+                                                                   "exceptions")
+        else {"type": "integer" if kind == "INTEGER" else "string", "nullable": True}
+        for column, kind in COLUMNS[table].items()}
+    if table == "settlements":
+        properties["uploads"] = {"type": "array", "items": _row_schema("uploads")}
+    return {"type": "object", "required": sorted(properties), "properties": properties}
+
+
+def _settings_schema() -> dict[str, Any]:
+    """The settings as answered: the keys of :meth:`HostSettings.as_dict`, typed by their defaults."""
+    types = {bool: "boolean", int: "integer", str: "string", list: "array", dict: "object"}
+    defaults = HostSettings().as_dict()
+    return {"type": "object", "required": sorted(defaults),
+            "properties": {name: {"type": types[type(value)]} if value is not None else {"nullable": True}
+                           for name, value in defaults.items()}}
+
+
+def _components() -> dict[str, Any]:
+    actions = action_schemas()
+    fault: dict[str, Any] = {"type": "object", "required": ["id", "when", "action", "times"], "properties": {
+        "id": {"type": "string"}, "when": _ref("When"), "action": _ref("Action"),
+        "times": {"type": "integer", "minimum": 1, "nullable": True}}}
+    return {
+        "Error": dict(ERROR_SCHEMA),
+        "When": when_schema(),
+        "Action": {"oneOf": [_ref(f"Action.{kind}") for kind in actions],
+                   "discriminator": {"propertyName": "type",
+                                     "mapping": {kind: f"#/components/schemas/Action.{kind}" for kind in actions}}},
+        **{f"Action.{kind}": schema for kind, schema in actions.items()},
+        "NewFault": {"type": "object", "required": ["action"], "additionalProperties": False, "properties": {
+            "when": _ref("When"), "action": _ref("Action"),
+            "times": {"type": "integer", "minimum": 1, "nullable": True}, "id": {"type": "string", "nullable": True}}},
+        "Fault": fault,
+        "FaultState": {**fault, "required": [*fault["required"], "occurrences", "fired"], "properties": {
+            **fault["properties"], "occurrences": {"type": "integer"}, "fired": {"type": "integer"}}},
+        "Clock": {"type": "object", "required": ["now", "business_date", "in_cutover_window"], "properties": {
+            "now": {"type": "string", "format": "date-time"}, "business_date": {"type": "string", "format": "date"},
+            "in_cutover_window": {"type": "boolean"}}},
+        "Settings": _settings_schema(),
+        "AuthorizationRow": _row_schema("authorizations"),
+        "SettlementRow": _row_schema("settlements"),
+        "PayoutRow": _row_schema("payouts"),
+    }
+
+
 def openapi_document() -> dict[str, Any]:
-    """The OpenAPI 3 document of :data:`ROUTES`."""
-    error = {"description": "Error", "content": {"application/json": {"schema": {
-        "type": "object", "properties": {"error": {"type": "string"}, "key": {"type": "string", "nullable": True}}}}}}
+    """The OpenAPI 3 document of :data:`ROUTES`: every route with its parameters and status codes."""
     paths: dict[str, Any] = {}
     for route in ROUTES:
         parameters = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
                       for name in _path_params(route.path)]
-        parameters += [{"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
-                       for name in route.query]
-        operation: dict[str, Any] = {
-            "operationId": route.handler, "summary": route.summary,
-            "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {}}}},
-                          "400": error, "404": error},
-        }
+        parameters += [{"name": name, "in": "query", "required": False, "description": note, "schema": dict(schema)}
+                       for name, (schema, note) in route.query.items()]
+        responses: dict[str, Any] = {
+            str(status): {"description": description, "content": {"application/json": {"schema": dict(schema)}}}
+            for status, (description, schema) in route.ok.items()}
+        responses.update({str(status): {"description": description,
+                                        "content": {"application/json": {"schema": _ref("Error")}}}
+                          for status, description in route.errors.items()})
+        operation: dict[str, Any] = {"operationId": route.handler, "summary": route.summary,
+                                     "responses": dict(sorted(responses.items()))}
         if parameters:
             operation["parameters"] = parameters
         if route.body is not None:
@@ -133,16 +263,37 @@ def openapi_document() -> dict[str, Any]:
     return {"openapi": "3.0.3",
             "info": {"title": "pos-harness stub host control API", "version": "1.0.0",
                      "description": "Faults, business clock, settings, registry, ledgers and journal of the stub "
-                                    "acquirer host. Card data is masked in every answer."},
-            "paths": paths}
+                                    "acquirer host. Card data is masked in every answer. Every error is JSON "
+                                    "(components/schemas/Error); a path that is not served answers 404 and a "
+                                    "method a path does not serve 405, both with the allowed paths or methods."},
+            "paths": paths,
+            "components": {"schemas": _components()}}
 
 
 def _path_params(path: str) -> list[str]:
     return [part[1:-1] for part in path.split("/") if part.startswith("{") and part.endswith("}")]
 
 
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, default=str))
+def _json(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.json_response(data, status=status, headers=headers, dumps=lambda d: json.dumps(d, default=str))
+
+
+def _shown_path(path: str) -> str:
+    """A request path as an answer may show it: card numbers in it masked."""
+    return re.sub(r"[0-9]{12,19}", lambda m: mask_pan(m.group()), path)
+
+
+def _single_values(request: web.Request) -> list[tuple[str, str]]:
+    """The query's (key, value) pairs; a key given twice is refused (one value per filter)."""
+    pairs = list(request.query.items())
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            times = sum(1 for k, _ in pairs if k == key)
+            raise ApiError(400, f"Filter {key!r} is given {times} times, expecting it once (filters combine with AND)"
+                                f": query.{key}", key)
+        seen.add(key)
+    return pairs
 
 
 class ControlApi:
@@ -183,6 +334,21 @@ class ControlApi:
             return _json({"error": exc.text, "key": exc.key}, status=exc.status)
         except ConfigError as exc:
             return _json({"error": str(exc), "key": exc.key}, status=400)
+        except web.HTTPMethodNotAllowed as exc:
+            allowed = sorted(exc.allowed_methods)
+            return _json({"error": f"Method {exc.method} is not served on {_shown_path(request.path)}, expecting one "
+                                   f"of {', '.join(allowed)}", "key": None, "allowed": allowed},
+                         status=405, headers={"Allow": ", ".join(allowed)})
+        except web.HTTPNotFound:
+            paths = sorted({route.path for route in ROUTES})
+            return _json({"error": f"Path {_shown_path(request.path)} is not served, expecting one of "
+                                   f"{', '.join(paths)} (GET /openapi.json describes them)", "key": None,
+                          "allowed": paths}, status=404)
+        except web.HTTPException as exc:  # anything else aiohttp refuses (a body too large ...): JSON too
+            if exc.status < 400:
+                raise
+            return _json({"error": f"{exc.reason}: {request.method} {_shown_path(request.path)}", "key": None},
+                         status=exc.status)
 
     # ---------------------------------------------------------------- helpers
 
@@ -326,14 +492,7 @@ class ControlApi:
                       "cards": [_card_view(e) for e in entries if isinstance(e, Card)]}, status=201)
 
     def _ledger_rows(self, request: web.Request, table: str) -> list[dict[str, Any]]:
-        filters = dict(request.query)
-        allowed = self.runtime.ledger.filter_keys(table)
-        for key in filters:
-            if key not in allowed:
-                raise ApiError(400, f"Unknown filter {key!r}, expecting one of {', '.join(sorted(allowed))}", key)
-        reader = {"authorizations": self.runtime.ledger.authorizations, "settlements": self.runtime.ledger.settlements,
-                  "payouts": self.runtime.ledger.payouts}[table]
-        return reader(**filters)
+        return self.runtime.ledger.listing(table, ledger_filters(table, request.query.items()))
 
     async def list_authorizations(self, request: web.Request) -> web.Response:
         return _json({"authorizations": self._ledger_rows(request, "authorizations")})
@@ -357,8 +516,8 @@ class ControlApi:
             raise ApiError(409, str(exc), "status") from None
 
     async def get_journal(self, request: web.Request) -> web.Response:
-        query = dict(request.query)
-        check_keys(query, {"tid", "mti", "outcome", "limit"}, where="query")
+        query = dict(_single_values(request))
+        check_keys(query, _JOURNAL_QUERY, where="query")
         limit = query.pop("limit", None)
         if limit is not None and not limit.isdigit():
             raise ApiError(400, f"Filter 'limit' holds {limit!r}, expecting a number", "limit")

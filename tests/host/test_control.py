@@ -9,11 +9,12 @@ import pytest
 from specs.cards import seeded_card
 
 from host_stub.control import ROUTES, ControlApi, openapi_document
+from host_stub.ledger import LEDGER_FILTERS
 from host_stub.registry import pan_token
 
 from tests.conftest import run_bounded
 from tests.host.conftest import HostUnderTest, running
-from tests.host.helpers import MID, TID, make_terminal
+from tests.host.helpers import MID, TID, make_terminal, totals
 
 
 def served_routes(api: ControlApi) -> set[tuple[str, str]]:
@@ -37,6 +38,133 @@ def test_openapi_document_matches_the_served_routes() -> None:
         for operation in item.values():
             named = {p["name"] for p in operation.get("parameters", []) if p["in"] == "path"}
             assert named == {part[1:-1] for part in path.split("/") if part.startswith("{")}
+
+
+def _resolve(document: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in schema:
+        schema = document["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
+    return schema
+
+
+async def _exercise_every_route(h: HostUnderTest) -> list[tuple[str, str, int, Any]]:
+    """Call every route into every status it can answer: [(method, route path, status, body)]."""
+    card = seeded_card(seed=11, scheme="unionpay")
+    terminal = make_terminal("intl-ascii")
+    calls: list[tuple[str, str, str, Any]] = [
+        ("GET", "/openapi.json", "/openapi.json", None),
+        ("POST", "/faults", "/faults", {"when": {"mti": "0800"}, "action": {"type": "delay_response", "seconds": 0},
+                                        "id": "x"}),
+        ("POST", "/faults", "/faults", {"action": {"type": "drop_response"}, "id": "x"}),
+        ("POST", "/faults", "/faults", {"when": {"kind": "foo"}, "action": {"type": "drop_response"}}),
+        ("GET", "/faults", "/faults", None),
+        ("DELETE", "/faults/{id}", "/faults/x", None),
+        ("DELETE", "/faults/{id}", "/faults/x", None),
+        ("DELETE", "/faults", "/faults", None),
+        ("GET", "/clock", "/clock", None),
+        ("POST", "/clock", "/clock", {"advance_seconds": 1}),
+        ("POST", "/clock", "/clock", {"advance_seconds": "1"}),
+        ("GET", "/settings", "/settings", None),
+        ("PUT", "/settings", "/settings", {"payout_days": 1}),
+        ("PUT", "/settings", "/settings", {"payout_dayz": 1}),
+        ("GET", "/registry/merchants/{mid}", f"/registry/merchants/{MID}", None),
+        ("PUT", "/registry/merchants/{mid}", f"/registry/merchants/{MID}", {"payout_hold": "legal_hold"}),
+        ("PUT", "/registry/merchants/{mid}", f"/registry/merchants/{MID}", {"payout_hold": "legal_hold"}),
+        ("PUT", "/registry/merchants/{mid}", f"/registry/merchants/{MID}", {"status": "closed"}),
+        ("GET", "/registry/merchants/{mid}", f"/registry/merchants/{MID}", None),
+        ("GET", "/registry/merchants", "/registry/merchants", None),
+        ("GET", "/registry/terminals/{tid}", "/registry/terminals/10000002", None),
+        ("PUT", "/registry/terminals/{tid}", "/registry/terminals/10000002", {"status": "active"}),
+        ("PUT", "/registry/terminals/{tid}", "/registry/terminals/10000002", {"mid": MID}),
+        ("PUT", "/registry/terminals/{tid}", "/registry/terminals/10000002", {"batch": 3}),
+        ("GET", "/registry/terminals/{tid}", "/registry/terminals/10000002", None),
+        ("GET", "/registry/terminals", "/registry/terminals", None),
+        ("GET", "/registry/cards/{pan}", f"/registry/cards/{card.pan}", None),
+        ("PUT", "/registry/cards/{pan}", f"/registry/cards/{card.pan}", {"balance_minor": 5}),
+        ("PUT", "/registry/cards/{pan}", f"/registry/cards/{card.pan}", {"balance_minor": 6}),
+        ("PUT", "/registry/cards/{pan}", f"/registry/cards/{card.pan}", {"pan": card.pan}),
+        ("GET", "/registry/cards/{pan}", f"/registry/cards/{card.pan}", None),
+        ("GET", "/registry/cards", "/registry/cards", None),
+        ("POST", "/registry/generate", "/registry/generate", {"seed": 1, "merchants": 1, "cards": 1}),
+        ("POST", "/registry/generate", "/registry/generate", {"seed": "one"}),
+    ]
+
+    seen: list[tuple[str, str, int, Any]] = []
+    for method, route, path, payload in calls:
+        status, answer = await h.api.call(method, path, payload)
+        seen.append((method, route, status, answer))
+    client = await h.connect()  # a closed batch whose payout is held (the merchant's legal_hold)
+    try:
+        for request in (terminal.sign_on(), terminal.financial("sale", 100), terminal.settlement(totals([100]))):
+            assert (await client.exchange(request))["39"] == "00"  # type: ignore[index]
+    finally:
+        await client.close()
+    [payout] = (await h.api.get("/ledger/payouts"))[1]["payouts"]
+    for method, route, path in (
+        ("GET", "/ledger/authorizations", "/ledger/authorizations?kind=sale"),
+        ("GET", "/ledger/authorizations", "/ledger/authorizations?kind=sale&kind=void"),
+        ("GET", "/ledger/settlements", "/ledger/settlements?stan=2"),
+        ("GET", "/ledger/settlements", "/ledger/settlements?stann=2"),
+        ("GET", "/ledger/payouts", "/ledger/payouts?batch=1"),
+        ("GET", "/ledger/payouts", "/ledger/payouts?batch=x"),
+        ("POST", "/ledger/payouts/{id}/release", f"/ledger/payouts/{payout['id']}/release"),  # held: 200
+        ("POST", "/ledger/payouts/{id}/release", f"/ledger/payouts/{payout['id']}/release"),  # not held: 409
+        ("POST", "/ledger/payouts/{id}/release", "/ledger/payouts/99/release"),
+        ("POST", "/ledger/payouts/{id}/release", "/ledger/payouts/x/release"),
+        ("GET", "/journal", "/journal?mti=0200"),
+        ("GET", "/journal", "/journal?limit=x"),
+        ("POST", "/reset", "/reset"),
+    ):
+        status, answer = await h.api.call(method, path)
+        seen.append((method, route, status, answer))
+    return seen
+
+
+def test_every_route_answers_exactly_the_status_codes_it_documents() -> None:
+    seen = run_api(_exercise_every_route)
+    document = openapi_document()
+    documented = {(method.upper(), path): {int(code) for code in operation["responses"]}
+                  for path, item in document["paths"].items() for method, operation in item.items()}
+    answered: dict[tuple[str, str], set[int]] = {}
+    for method, route, status, answer in seen:
+        answered.setdefault((method, route), set()).add(status)
+        response = document["paths"][route][method.lower()]["responses"].get(str(status))
+        assert response is not None, f"{method} {route} answered {status}, documented {documented[method, route]}"
+        schema = _resolve(document, response["content"]["application/json"]["schema"])
+        assert isinstance(answer, dict), f"{method} {route} {status}: not a JSON object"
+        assert set(schema.get("required", ())) <= set(answer), (method, route, status, answer)
+        if status >= 400:
+            assert schema == document["components"]["schemas"]["Error"] and answer["error"]
+    assert answered == documented  # every route exercised, into every documented status and no other
+
+
+def test_documented_query_parameters_are_the_accepted_ones() -> None:
+    document = openapi_document()
+    queried = {path: [p for p in item["get"].get("parameters", []) if p["in"] == "query"]
+               for path, item in document["paths"].items() if "get" in item}
+    for table in ("authorizations", "settlements", "payouts"):
+        assert [p["name"] for p in queried[f"/ledger/{table}"]] == list(LEDGER_FILTERS[table])
+    assert {p["name"] for p in queried["/ledger/authorizations"]} >= {"tid", "mid", "batch", "stan", "status", "kind"}
+
+    async def body(h: HostUnderTest) -> list[tuple[str, int, Any]]:
+        out = []
+        for path, parameters in queried.items():
+            for parameter in parameters:
+                value = "1" if parameter["schema"]["type"] == "integer" or "pattern" in parameter["schema"] else "x"
+                status, answer = await h.api.get(f"{path}?{parameter['name']}={value}")
+                out.append((f"{path}?{parameter['name']}", status, answer))
+            if parameters:
+                status, answer = await h.api.get(f"{path}?undocumented=1")
+                out.append((f"{path}?undocumented", status, answer))
+        return out
+
+    results = run_api(body)
+    assert len(results) > 40
+    for where, status, answer in results:
+        if where.endswith("?undocumented"):
+            assert (status, answer["key"]) == (400, "undocumented"), where
+            assert "expecting one of" in answer["error"], where
+        else:
+            assert status == 200, (where, answer)
 
 
 def test_issue_routes_are_all_served() -> None:
@@ -243,7 +371,6 @@ def test_settlements_and_payouts_filters_and_release() -> None:
             sale = terminal.financial("sale", 100)
             for request in (terminal.sign_on(), sale):
                 assert (await client.exchange(request))["39"] == "00"  # type: ignore[index]
-            from tests.host.helpers import totals
             assert (await client.exchange(terminal.settlement(totals([100]))))["39"] == "00"  # type: ignore[index]
         finally:
             await client.close()
@@ -292,8 +419,18 @@ def test_reset_returns_to_the_configuration() -> None:
     run_api(body, config=config)
 
 
-def test_unknown_route_and_method() -> None:
-    async def body(h: HostUnderTest) -> list[int]:
-        return [(await h.api.get("/nothing"))[0], (await h.api.call("PATCH", "/faults"))[0]]
+def test_unknown_route_and_method_answer_json() -> None:
+    pan = seeded_card(seed=11, scheme="unionpay").pan
 
-    assert run_api(body) == [404, 405]
+    async def body(h: HostUnderTest) -> list[tuple[int, Any]]:
+        return [await h.api.get("/nothing"), await h.api.call("PATCH", "/faults"),
+                await h.api.get("/faults/f1"), await h.api.get(f"/registry/card/{pan}")]
+
+    (missing, missing_body), (patch, patch_body), (get_one, get_one_body), (typo, typo_body) = run_api(body)
+    assert missing == 404 and missing_body["key"] is None
+    assert missing_body["error"].startswith("Path /nothing is not served, expecting one of /clock, /faults")
+    assert set(missing_body["allowed"]) == {r.path for r in ROUTES}
+    assert (patch, patch_body["allowed"]) == (405, ["DELETE", "GET", "POST"])
+    assert patch_body["error"] == "Method PATCH is not served on /faults, expecting one of DELETE, GET, POST"
+    assert (get_one, get_one_body["allowed"]) == (405, ["DELETE"])
+    assert typo == 404 and pan not in str(typo_body) and "******" in typo_body["error"]

@@ -25,7 +25,7 @@ from host_stub.runtime import HostRuntime, read_config_file
 from host_stub.validation import ConfigError
 
 from tests.host.conftest import HostUnderTest
-from tests.host.helpers import ask, signed_on, totals
+from tests.host.helpers import TID, ask, make_terminal, signed_on, totals
 from tests.host.test_control import run_api
 
 DROP = {"type": "drop_response"}
@@ -186,3 +186,38 @@ def test_an_uploaded_stan_finds_its_settlement() -> None:
     [settlement] = host.ledger.settlements()
     assert settlement["status"] == "awaiting_upload"
     assert host.ledger.settlements(stan=sale["11"]) == [settlement]
+
+
+def test_ledger_query_filters_over_http() -> None:
+    terminal = make_terminal("intl-ascii")
+
+    async def body(h: HostUnderTest) -> None:
+        client = await h.connect()
+        try:
+            for request in (terminal.sign_on(), terminal.financial("sale", 100), terminal.settlement(totals([100]))):
+                assert (await client.exchange(request))["39"] == "00"  # type: ignore[index]
+        finally:
+            await client.close()
+        api = h.api
+        [sale] = (await api.get("/ledger/authorizations?stan=2&batch=1"))[1]["authorizations"]
+        assert (sale["stan"], sale["kind"], sale["batch"]) == ("000002", "sale", "000001")
+        assert len((await api.get("/ledger/authorizations?kind=sale&amount_minor=100&settled=1"))[1][
+            "authorizations"]) == 1
+        for stan in ("2", "3", "000003"):  # the sale and the 0500
+            [settlement] = (await api.get(f"/ledger/settlements?stan={stan}"))[1]["settlements"]
+            assert settlement["batch"] == "000001"
+            assert len((await api.get(f"/ledger/payouts?stan={stan}&batch=1"))[1]["payouts"]) == 1
+        assert (await api.get(f"/ledger/settlements?batch=1&tid={TID}"))[1]["settlements"] == [settlement]
+        status, error = await api.get(f"/ledger/authorizations?tid={TID}&tid=10000002")
+        assert (status, error["key"]) == (400, "tid") and "given 2 times" in error["error"]
+        status, error = await api.get("/ledger/payouts?batch=1&batch=1")
+        assert (status, error["key"]) == (400, "batch")
+        status, error = await api.get("/ledger/settlements?kind=sale")  # settlements have no kind
+        assert (status, error["key"]) == (400, "kind")
+        assert "expecting one of" in error["error"] and "stan" in error["error"] and "result" in error["error"]
+        status, error = await api.get("/ledger/authorizations?stan=abc")
+        assert (status, error["key"]) == (400, "stan")
+        status, error = await api.get("/journal?tid=a&tid=b")
+        assert (status, error["key"]) == (400, "tid")
+
+    run_api(body)
