@@ -124,7 +124,7 @@ def decode(data: bytes, dialect: Dialect) -> Message:
         the wrong kind.
     """
     try:
-        doc_dec, doc_enc = iso8583.decode(data, dialect.spec)  # type: ignore[arg-type]
+        doc_dec, doc_enc = iso8583.decode(data, dialect.spec)
     except DecodeError as exc:
         mti = exc.doc_dec.get("t") if exc.doc_dec else None
         raise CodecError(exc.msg, field=exc.field, pos=exc.pos, mti=mti) from None
@@ -161,7 +161,7 @@ def decode_unvalidated(data: bytes, dialect: Dialect) -> Message:
         CodecError: the layout itself cannot be decoded.
     """
     try:
-        doc, _ = iso8583.decode(data, dialect.spec)  # type: ignore[arg-type]
+        doc, _ = iso8583.decode(data, dialect.spec)
     except DecodeError as exc:
         raise CodecError(exc.msg, field=exc.field, pos=exc.pos, mti=None) from None
     except KeyError as exc:

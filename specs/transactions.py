@@ -106,8 +106,8 @@ def identify(message: Mapping[str, str], family: str) -> str | None:
     Returns None for network management, settlement, upload and unknown requests.  For a reversal
     (04xx) pass the message: the kind of the original is returned.
     """
-    mti = message.get("t", "")
-    if mti[:2] == "04":
+    mti: str | None = message.get("t", "")
+    if mti is not None and mti[:2] == "04":
         mti = None  # a reversal: match on processing code (and 60.1) only
     proc = message.get("3", "")
     if family == "cup":
