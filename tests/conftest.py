@@ -22,6 +22,9 @@ from host_stub.server import HostServer
 
 T = TypeVar("T")
 
+#: tests/plugin runs pytest on small projects (pytest refuses this line in a conftest below the top).
+pytest_plugins = ["pytester"]
+
 ASYNC_TEST_TIMEOUT_SECONDS = 20.0
 
 

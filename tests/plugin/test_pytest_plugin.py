@@ -1,0 +1,137 @@
+"""The pytest plugin as a QA team uses it: fixtures in their own tests, the built-in matrix and their
+own scenario files as test items, JUnit output.  Each test runs pytest on a small project in a
+temporary directory (stub host children on port 0, a 0.5 s terminal timeout)."""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from specs.scenario import SCENARIO_DIR, load_all, load_scenario
+
+from emulator.runner import MatrixError, MatrixOptions, run
+
+ROOT = Path(__file__).resolve().parents[2]
+
+USER_TESTS = '''
+import pytest
+
+
+def test_a_dropped_answer_is_reversed_and_the_host_shows_it(pos_host, pos_terminal):
+    assert pos_terminal.signon().outcome.value == "approved"
+    sale = pos_terminal.sale("12.34")
+    assert sale.as_dict()["outcome"] == "approved"
+
+    fault = pos_host.add_fault(when={"kind": "sale", "nth": 1}, action="drop_response")
+    lost = pos_terminal.sale("5.00")
+    assert lost.outcome.value == "no_answer"
+    assert lost.details["reversal_sent"] and lost.details["reversal_cleared"]
+    assert [r["status"] for r in pos_host.ledger("authorizations", stan=lost.stan, mti="0200")] == ["reversed"]
+    assert [r["status"] for r in pos_host.ledger("authorizations", stan=sale.stan, mti="0200")] == ["approved"]
+    assert any(e["mti"] == "0400" for e in pos_host.journal())
+    assert fault in {f["id"] for f in pos_host.faults()}
+    assert pos_terminal.status()["pending_reversals"] == []
+    assert pos_terminal.settle().outcome.value == "balanced"
+
+
+def test_each_test_starts_from_a_reset_host(pos_host, pos_terminal):
+    assert pos_host.ledger("authorizations") == [] and pos_host.faults() == []
+    assert pos_host.dialect == "intl-bcd" and pos_terminal.options().dialect.name == "intl-bcd"
+
+
+@pytest.mark.pos_dialect("cup")
+def test_a_flawed_terminal_from_the_factory(pos_host, make_pos_terminal):
+    terminal = make_pos_terminal(tid="10000002", reverse_at_idle=False)
+    assert pos_host.dialect == "cup"
+    assert terminal.signon().outcome.value == "approved"
+    pos_host.add_fault(when={"kind": "sale"}, action="drop_response", times=1)
+    assert terminal.sale("7.00").outcome.value == "no_answer"
+    assert terminal.status()["pending_reversal_stans"]  # reverse_at_idle off: still owed
+    terminal.configure(reverse_at_idle=True)
+    assert terminal.reverse().details["reversal_cleared"]
+    with pytest.raises(ValueError, match="no_such_toggle"):
+        terminal.configure(no_such_toggle=True)
+'''
+
+
+def _readme_example() -> str:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## In your own test suite (pytest plugin)", 1)[1].split("\n## ", 1)[0]
+    found = re.search(r"```python\n(.+?)\n```", section, re.S)
+    assert found, "the README's plugin section has no python example"
+    return found.group(1)
+
+
+def test_a_users_tests_drive_the_terminal_against_a_reset_stub_host(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_pos=USER_TESTS, test_readme_example=_readme_example())
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=5)
+
+
+def test_scenario_files_are_collected_only_when_asked(pytester: pytest.Pytester, cause_file: str) -> None:
+    pytester.mkdir("scenarios").joinpath("C40.yaml").write_text(cause_file, encoding="utf-8")
+    assert pytester.runpytest("--co", "-q").ret == pytest.ExitCode.NO_TESTS_COLLECTED
+
+    expected = sum(len(s.dialects) if s.status == "runnable" else 1 for s in load_all(SCENARIO_DIR))
+    matrix = pytester.runpytest("--pos-matrix", "--co", "-q")
+    matrix.stdout.fnmatch_lines(["*C01.yaml::C01?intl-bcd?", "*C35.yaml::C35?outside?", "*C37.yaml::C37?merged?",
+                                 f"{expected} tests collected*"])
+
+    pytester.makeini("[pytest]\npos_scenarios = scenarios/C*.yaml\n")
+    pytester.runpytest("--co", "-q", "--pos-dialect", "cup").stdout.fnmatch_lines(
+        ["scenarios/C40.yaml::C40?cup?", "1 test collected*"])
+
+    pytester.mkdir("broken").joinpath("C40.yaml").write_text(cause_file.replace("status: runnable", "status: runable"),
+                                                              encoding="utf-8")
+    broken = pytester.runpytest("--co", "-q", "--pos-scenarios", "broken")
+    assert broken.ret == pytest.ExitCode.INTERRUPTED
+    broken.stdout.fnmatch_lines(["scenario file */broken/C40.yaml: C40.yaml line *: key 'status': *found runable"])
+
+
+def test_matrix_items_selected_with_k_pass_and_land_in_junit(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("-p", "no:cacheprovider", "--pos-matrix", "--pos-dialect", "intl-bcd", "-k", "C40",
+                                "--junitxml=report.xml")
+    in_intl_bcd = sum("intl-bcd" in s.dialects if s.status == "runnable" else 1 for s in load_all(SCENARIO_DIR))
+    result.assert_outcomes(passed=1, deselected=in_intl_bcd - 1)
+    cases = ET.parse(pytester.path / "report.xml").getroot().iter("testcase")
+    assert [(c.get("classname"), c.get("name")) for c in cases] == [("C40.yaml", "C40[intl-bcd]")]
+
+
+def test_a_teams_scenario_copies_pass_or_fail_naming_cause_and_check(pytester: pytest.Pytester,
+                                                                     cause_file: str) -> None:
+    pytester.mkdir("scenarios").joinpath("C40.yaml").write_text(cause_file, encoding="utf-8")
+    wrong = cause_file.replace("      - {step: later, outcome: approved}", "      - {step: later, outcome: declined}")
+    assert wrong != cause_file
+    pytester.mkdir("wrong").joinpath("C40.yaml").write_text(wrong, encoding="utf-8")
+
+    result = pytester.runpytest("-p", "no:cacheprovider", "--pos-scenarios", "scenarios", "--pos-scenarios", "wrong",
+                                "--pos-dialect", "intl-bcd", "--junitxml=report.xml")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["C40 [intl-bcd] Stuck reversal blocks all sales:",
+                                 "  fixed: step later ends declined: found approved*",
+                                 "FAILED wrong/C40.yaml::C40?intl-bcd?*"])
+    cases = {c.get("classname"): c for c in ET.parse(pytester.path / "report.xml").getroot().iter("testcase")}
+    assert set(cases) == {"scenarios.C40.yaml", "wrong.C40.yaml"}
+    failure = cases["wrong.C40.yaml"].find("failure")
+    assert failure is not None and "step later ends declined" in (failure.get("message") or "")
+    properties = {p.get("name"): p.get("value") for p in cases["scenarios.C40.yaml"].iter("property")}
+    assert properties["cause"] == "C40" and properties["dialect"] == "intl-bcd"
+
+
+def test_options_and_marker_are_documented(pytester: pytest.Pytester) -> None:
+    pytester.runpytest("--help").stdout.fnmatch_lines(
+        ["pos-harness:*", "*--pos-dialect*", "*--pos-host=HOST:PORT*", "*--pos-control=URL*", "*--pos-timeout=SECONDS*",
+         "*--pos-matrix*", "*--pos-scenarios=DIR*", "*--pos-jobs=N*", "*pos_scenarios (args):*"])
+    pytester.runpytest("--markers").stdout.fnmatch_lines(["@pytest.mark.pos_dialect(name):*"])
+    bad = pytester.runpytest("--pos-host", "127.0.0.1:8583")
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR
+    bad.stderr.fnmatch_lines(["*--pos-host and --pos-control go together*"])
+
+
+def test_the_runner_takes_loaded_scenarios_each_cause_once() -> None:
+    c40 = load_scenario(SCENARIO_DIR / "C40.yaml")
+    with pytest.raises(MatrixError, match="C40 given more than once"):
+        run(MatrixOptions(scenarios=(c40, c40)))
