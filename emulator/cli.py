@@ -653,6 +653,9 @@ def journal_command(options: Options, include_settled: bool) -> None:
         rows = store.records(include_settled=include_settled)
     finally:
         store.close()
+    if not rows and not options.json:  # JSON lines: no record, no line
+        click.echo("no transactions in the journal" if include_settled else
+                   "no transactions in the open batch (--all shows closed batches too)")
     for row in rows:
         row["pan"] = mask_pan(row["pan"])
         click.echo(json.dumps(row) if options.json else

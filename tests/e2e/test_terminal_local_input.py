@@ -144,3 +144,15 @@ def test_a_card_is_checked_when_made() -> None:
     with pytest.raises(ValueError, match="card expiry is 'abcd', expecting 4 digits YYMM"):
         Card(pan="4761739001010010", expiry="abcd")
     assert Card(pan="476173900101", expiry="3001").pan == "476173900101"
+
+
+def test_an_empty_journal_says_so(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from emulator.cli import main
+
+    journal = str(tmp_path / "t.sqlite")
+    text = CliRunner().invoke(main, ["--journal", journal, "journal"])
+    assert (text.exit_code, text.output) == (0, "no transactions in the open batch (--all shows closed batches too)\n")
+    lines = CliRunner().invoke(main, ["--journal", journal, "--json", "journal", "--all"])
+    assert (lines.exit_code, lines.output) == (0, "")
