@@ -49,7 +49,7 @@ from typing import Any, Callable
 import click
 
 from specs.cards import Card, seeded_card
-from specs.cliopts import framing_options, resolve_framing
+from specs.cliopts import database_open_problem, framing_options, resolve_framing
 from specs.crypto import check_pin
 from specs.dialects import DIALECTS, get_dialect
 from specs.logs import configure_logging
@@ -297,31 +297,8 @@ def _open_journal(options: Options) -> Journal:
     try:
         return Journal(options.journal_path)
     except (sqlite3.Error, OSError) as exc:
-        raise click.UsageError(_open_problem("--journal", options.journal_path, exc,
+        raise click.UsageError(database_open_problem("--journal", options.journal_path, exc,
                                              "a pos-terminal journal")) from None
-
-
-def _open_problem(option: str, path: str, exc: BaseException, expected: str) -> str:
-    """What was wrong with a database file given by ``option``, for a usage error.
-
-    >>> _open_problem("--journal", "/no/such/t.sqlite", sqlite3.OperationalError("unable to open database file"),
-    ...               "a pos-terminal journal")
-    '--journal /no/such/t.sqlite: cannot open: unable to open database file (folder /no/such does not exist)'
-    """
-    reason = str(exc) if isinstance(exc, sqlite3.Error) else (getattr(exc, "strerror", None) or str(exc))
-    if isinstance(exc, sqlite3.DatabaseError) and "not a database" in reason:
-        return f"{option} {path} is not {expected} ({reason})"
-    target = Path(path)
-    folder = target.parent
-    if target.is_dir():
-        hint = "it is a folder"
-    elif not folder.exists():
-        hint = f"folder {folder} does not exist"
-    elif not folder.is_dir():
-        hint = f"{folder} is not a folder"
-    else:
-        hint = ""
-    return f"{option} {path}: cannot open: {reason}" + (f" ({hint})" if hint else "")
 
 
 def _run(options: Options, make: Callable[[datetime], Operation]) -> Result:

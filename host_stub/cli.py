@@ -17,13 +17,12 @@ import os
 import signal
 import sqlite3
 import sys
-from pathlib import Path
 
 import click
 import structlog
 
 from specs.dialects import DIALECTS, get_dialect
-from specs.cliopts import framing_options, resolve_framing
+from specs.cliopts import database_open_problem, framing_options, resolve_framing
 from specs.logs import configure_logging
 
 from host_stub.runtime import HostRuntime, read_config_file
@@ -67,34 +66,11 @@ def serve(dialect: str, bind: str, port: int, ledger_path: str, control_port: in
     except ConfigError as exc:
         raise click.BadParameter(str(exc), param_hint="--config") from None
     except (sqlite3.Error, OSError) as exc:  # the books are opened here: a bad --ledger is bad usage
-        raise click.UsageError(_open_problem("--ledger", ledger_path, exc, "a pos-host ledger")) from None
+        raise click.UsageError(database_open_problem("--ledger", ledger_path, exc, "a pos-host ledger")) from None
     try:
         asyncio.run(_serve(runtime, bind, port, control_port, control_bind))
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {bind}:{port}: {exc.strerror or exc}") from None
-
-
-def _open_problem(option: str, path: str, exc: BaseException, expected: str) -> str:
-    """What was wrong with a database file given by ``option``, for a usage error.
-
-    >>> _open_problem("--ledger", "/no/such/h.sqlite", sqlite3.OperationalError("unable to open database file"),
-    ...               "a pos-host ledger")
-    '--ledger /no/such/h.sqlite: cannot open: unable to open database file (folder /no/such does not exist)'
-    """
-    reason = str(exc) if isinstance(exc, sqlite3.Error) else (getattr(exc, "strerror", None) or str(exc))
-    if isinstance(exc, sqlite3.DatabaseError) and "not a database" in reason:
-        return f"{option} {path} is not {expected} ({reason})"
-    target = Path(path)
-    folder = target.parent
-    if target.is_dir():
-        hint = "it is a folder"
-    elif not folder.exists():
-        hint = f"folder {folder} does not exist"
-    elif not folder.is_dir():
-        hint = f"{folder} is not a folder"
-    else:
-        hint = ""
-    return f"{option} {path}: cannot open: {reason}" + (f" ({hint})" if hint else "")
 
 
 async def _serve(runtime: HostRuntime, bind: str, port: int, control_port: int | None, control_bind: str | None) -> None:

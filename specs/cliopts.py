@@ -1,4 +1,4 @@
-"""Command-line switches both tools share: the framing of a link.
+"""What both command-line tools share: the framing switches of a link, and how a bad database path is told.
 
 The dialect picks a default framing (:data:`specs.framing.DEFAULT_FRAMING`); each switch here
 overrides one part of it, because real links mix them (domain.md §1.2).
@@ -6,6 +6,8 @@ overrides one part of it, because real links mix them (domain.md §1.2).
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
 from typing import Any, Callable
 
 import click
@@ -33,3 +35,27 @@ def resolve_framing(dialect: str, length_prefix: str | None, tpdu: bool | None, 
                    tpdu=base.tpdu if tpdu is None else tpdu,
                    cup_header=base.cup_header if cup_header is None else cup_header,
                    max_frame_bytes=max_frame_bytes)
+
+
+def database_open_problem(option: str, path: str, exc: BaseException, expected: str) -> str:
+    """What was wrong with a database file given by ``option``, for a usage error.
+
+    >>> import sqlite3
+    >>> database_open_problem("--journal", "/no/such/t.sqlite",
+    ...                       sqlite3.OperationalError("unable to open database file"), "a pos-terminal journal")
+    '--journal /no/such/t.sqlite: cannot open: unable to open database file (folder /no/such does not exist)'
+    """
+    reason = str(exc) if isinstance(exc, sqlite3.Error) else (getattr(exc, "strerror", None) or str(exc))
+    if isinstance(exc, sqlite3.DatabaseError) and "not a database" in reason:
+        return f"{option} {path} is not {expected} ({reason})"
+    target = Path(path)
+    folder = target.parent
+    if target.is_dir():
+        hint = "it is a folder"
+    elif not folder.exists():
+        hint = f"folder {folder} does not exist"
+    elif not folder.is_dir():
+        hint = f"{folder} is not a folder"
+    else:
+        hint = ""
+    return f"{option} {path}: cannot open: {reason}" + (f" ({hint})" if hint else "")
