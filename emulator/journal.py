@@ -33,6 +33,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, fields
 from typing import Any, Iterator, Mapping
 
+from specs.storage import open_books
+
 from emulator.terminal import (Action, Advice, AppendJournal, Books, CloseBatch, ClosedBatch, CommitApproval, Edit,
                                JournalRecord,
                                MarkUploaded, ParkAdvice, ParkReversal, PendingReversal, RemoveAdvice, SaveAdvice,
@@ -146,30 +148,20 @@ def _edits_of(text: str) -> tuple[Edit, ...]:
     return tuple((invoice, changes) for invoice, changes in json.loads(text))
 
 
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    """A journal written by an older version lacks the newer journal columns: add them."""
+    have = {r["name"] for r in db.execute("PRAGMA table_info(journal)")}
+    for line in _SCHEMA.split("CREATE TABLE IF NOT EXISTS journal (", 1)[1].split(");", 1)[0].splitlines():
+        name = line.strip().split(" ", 1)[0]
+        if name and name not in have and ("DEFAULT" in line or "NOT NULL" not in line):
+            db.execute(f"ALTER TABLE journal ADD COLUMN {line.strip().rstrip(',')}")
+
 class Journal:
     """SQLite journal file (``":memory:"`` for tests)."""
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._db = sqlite3.connect(path, isolation_level=None)
-        try:  # a file that is not a database fails only at its first statement
-            self._db.row_factory = sqlite3.Row
-            if path != ":memory:":
-                self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
-            self._add_missing_columns()
-        except BaseException:
-            self._db.close()
-            raise
-
-    def _add_missing_columns(self) -> None:
-        """A journal written by an older version lacks the newer journal columns: add them."""
-        have = {r["name"] for r in self._db.execute("PRAGMA table_info(journal)")}
-        for line in _SCHEMA.split("CREATE TABLE IF NOT EXISTS journal (", 1)[1].split(");", 1)[0].splitlines():
-            name = line.strip().split(" ", 1)[0]
-            if name and name not in have and ("DEFAULT" in line or "NOT NULL" not in line):
-                self._db.execute(f"ALTER TABLE journal ADD COLUMN {line.strip().rstrip(',')}")
+        self._db = open_books(path, _SCHEMA, _add_missing_columns)
 
     def close(self) -> None:
         self._db.close()

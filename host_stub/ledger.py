@@ -49,6 +49,7 @@ import sqlite3
 from dataclasses import asdict
 from typing import Any, Iterable, Literal, Mapping
 
+from specs.storage import open_books
 from specs.totals import SETTLEMENT_CLASS, Totals, totals_of
 
 from host_stub.validation import ConfigError
@@ -291,22 +292,24 @@ def _filter_value(key: str, kind: str, value: Any, *, where: str) -> Any:
     return str(value)
 
 
+def _upgrade(db: sqlite3.Connection) -> None:
+    """Books written by an older version: add the newer columns, rename old payout statuses."""
+    for table, column, definition in (("settlements", "posted_from_upload", "INTEGER NOT NULL DEFAULT 0"),
+                                      ("payouts", "amount_minor", "INTEGER NOT NULL DEFAULT 0")):
+        have = {r["name"] for r in db.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+            if column == "amount_minor":
+                db.execute("UPDATE payouts SET amount_minor = net_minor")
+    db.execute("UPDATE payouts SET status = 'pending' WHERE status = 'scheduled'")
+
+
 class Ledger:
     """SQLite-backed books.  Not thread-safe: one host event loop owns it."""
 
     def __init__(self, path: str = ":memory:") -> None:
         self.path = path
-        self._db = sqlite3.connect(path, isolation_level=None)
-        try:  # a file that is not a database fails only at its first statement
-            self._db.row_factory = sqlite3.Row
-            if path != ":memory:":
-                self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
-            self._upgrade()
-        except BaseException:
-            self._db.close()
-            raise
+        self._db = open_books(path, _SCHEMA, _upgrade)
         self._depth = 0
         #: Request transactions are savepoints of a group the server commits (see the module doc).
         self.group_commits = False
@@ -323,17 +326,6 @@ class Ledger:
     def close(self) -> None:
         self.commit_pending()
         self._db.close()
-
-    def _upgrade(self) -> None:
-        """Books written by an older version: add the newer columns, rename old payout statuses."""
-        for table, column, definition in (("settlements", "posted_from_upload", "INTEGER NOT NULL DEFAULT 0"),
-                                          ("payouts", "amount_minor", "INTEGER NOT NULL DEFAULT 0")):
-            have = {r["name"] for r in self._db.execute(f"PRAGMA table_info({table})")}
-            if column not in have:
-                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
-                if column == "amount_minor":
-                    self._db.execute("UPDATE payouts SET amount_minor = net_minor")
-        self._db.execute("UPDATE payouts SET status = 'pending' WHERE status = 'scheduled'")
 
     # ------------------------------------------------------------------ transactions
 
