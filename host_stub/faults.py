@@ -17,6 +17,11 @@ Selection.  A fault's :class:`When` lists criteria that must all hold for a requ
 fault; ``nth`` picks one occurrence (1-based), ``probability`` thins them out, and ``times``
 limits how often the fault fires in total.
 
+``refuse_connect`` is not about requests: a refused connect never reaches the host, so nothing can
+be counted, drawn or matched.  It is *active* while it exists and its ``when.between`` window (if
+any) covers the business clock (:func:`refuses_connects`); the server stops listening while any is
+active and asks :meth:`FaultEngine.next_connect_boundary` when to look again.
+
 The actions (domain.md §9; ``type`` is the name used in YAML and the control API):
 
 ==================================  ===================================================================
@@ -40,7 +45,11 @@ header_processing_requirement (v)   CUP header 处理要求 of the answer set to
 totals_delta (debit_count, ...)     the host's totals differ by this much (C22)
 drop_advice_posting                 advice answered 00 but not posted (C13)
 upload_interrupt (after)            connection closed at the 0320 after ``after`` answered ones (C23)
-maintenance_window (mode, rc)       ``refuse``: connections closed; ``rc``: answer 91/96 (C03, C28)
+maintenance_window (mode, rc)       ``refuse``: each connection accepted, then closed unread (accept-then-close,
+                                    the terminal has already sent: close_immediately); ``rc``: answer 91/96
+                                    (C03, C28).  A host that is down is ``refuse_connect``
+refuse_connect                      the listening socket closed: connects refused (ECONNREFUSED), nothing
+                                    sent, so no reversal owed; ``when`` may hold only ``between`` (C03, C06)
 reversal_rc_for_unknown_original    answer for a reversal whose original is unknown (C40)
 payout_delay (days)                 payout value date later by ``days`` business days (C25)
 payout_hold (reason)                payout created held (C11, C36)
@@ -58,7 +67,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import MISSING, dataclass, field, fields, replace
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 from functools import reduce
 from typing import Any, Callable, ClassVar, Mapping, Union
 
@@ -115,6 +124,21 @@ class Window:
     def as_list(self) -> list[str]:
         return [self.start.isoformat(), self.end.isoformat()]
 
+    def next_boundary(self, now: datetime) -> datetime | None:
+        """The first instant after ``now`` at which the window starts or ends (None: it never will again).
+
+        >>> Window(start=time(23, 55), end=time(0, 5)).next_boundary(datetime(2026, 1, 1, 23, 55))
+        datetime.datetime(2026, 1, 2, 0, 5)
+        """
+        if isinstance(self.start, datetime) and isinstance(self.end, datetime):
+            return min((edge for edge in (self.start, self.end) if edge > now), default=None)
+        edges = []
+        for edge in (self.start, self.end):
+            assert isinstance(edge, time)
+            at = datetime.combine(now.date(), edge)
+            edges.append(at if at > now else at + timedelta(days=1))
+        return min(edges)
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class When:
@@ -127,7 +151,8 @@ class When:
         fields: field number (or CUP sub-field ``60.1``, ``60.3``, ``61.2``...) -> value(s).
         amount_min, amount_max: field 4 in minor units, inclusive.
         nth: only the nth occurrence (1-based) of a request meeting the criteria above.
-        between: a business-clock window; connection-level refusal uses only this and probability.
+        between: a business-clock window; connection-level refusal (``maintenance_window`` with
+            ``mode: refuse``) uses only this and probability, ``refuse_connect`` only this.
         probability, seed: fire on a seeded, reproducible fraction of occurrences.
     """
 
@@ -655,7 +680,12 @@ class UploadInterrupt:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class MaintenanceWindow:
-    """During ``When.between``: refuse (connections closed) or answer ``rc`` (91/96) (C03, C28)."""
+    """During ``When.between``: accept connections and close them (``refuse``) or answer ``rc`` 91/96 (C03, C28).
+
+    ``refuse`` is accept-then-close (close_immediately): the terminal has connected and written its
+    request before it sees the close, so it owes a reversal.  A host that is down refuses the
+    connect itself: that is :class:`RefuseConnect`.
+    """
 
     type: ClassVar[str] = "maintenance_window"
     mode: str = "rc"
@@ -711,17 +741,33 @@ class PayoutFailure:
         return plan.directing(payout_failure=self.reason)
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RefuseConnect:
+    """Refuse TCP connects (listening socket closed) while active; when: between only (C03, C06).
+
+    A host that is down: the terminal's connect fails with ECONNREFUSED, nothing is sent, no reversal
+    is owed.  Established connections are kept.  Active while the fault exists and its
+    ``when.between`` covers the business clock (:func:`refuses_connects`); the server, not the plan,
+    carries it out, so ``apply`` changes nothing (the engine never folds it into a plan).
+    """
+
+    type: ClassVar[str] = "refuse_connect"
+
+    def apply(self, plan: Plan) -> Plan:
+        return plan
+
+
 Action = Union[DropResponse, CloseBeforeProcessing, CloseAfterProcessing, DelayResponse, Interim09, PartialWrite,
                GarbledFrame, BadLengthPrefix, DuplicateResponse, RespondRc, OmitFields, StanOffset, CorruptMac,
                RotateKeys, HeaderProcessingRequirement, TotalsDelta, DropAdvicePosting, UploadInterrupt,
-               MaintenanceWindow, ReversalRcForUnknownOriginal, PayoutDelay, PayoutHold, PayoutFailure]
+               MaintenanceWindow, ReversalRcForUnknownOriginal, PayoutDelay, PayoutHold, PayoutFailure, RefuseConnect]
 
 #: Action type name -> class: the registry the YAML config and the control API use.
 ACTIONS: Mapping[str, type] = {cls.type: cls for cls in (
     DropResponse, CloseBeforeProcessing, CloseAfterProcessing, DelayResponse, Interim09, PartialWrite, GarbledFrame,
     BadLengthPrefix, DuplicateResponse, RespondRc, OmitFields, StanOffset, CorruptMac, RotateKeys,
     HeaderProcessingRequirement, TotalsDelta, DropAdvicePosting, UploadInterrupt, MaintenanceWindow,
-    ReversalRcForUnknownOriginal, PayoutDelay, PayoutHold, PayoutFailure)}
+    ReversalRcForUnknownOriginal, PayoutDelay, PayoutHold, PayoutFailure, RefuseConnect)}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -808,6 +854,33 @@ _RC_CHOICES: Mapping[str, tuple[str, ...]] = {
     "reversal_rc_for_unknown_original": ("00", "12", "25"),
     "maintenance_window": ("91", "96"),
 }
+
+
+#: Actions that limit the rest of their fault: the only ``when`` keys they take, and whether ``times``
+#: applies.  ``refuse_connect`` acts on the listening socket: a refused connect is never seen by the
+#: host, so no message criterion, occurrence (``nth``), draw (``probability``, ``seed``) or count
+#: (``times``) can apply to it, only the business-clock window.
+_FAULT_LIMITS: Mapping[str, tuple[frozenset[str], bool]] = {
+    "refuse_connect": (frozenset({"between"}), False),
+}
+
+
+def _check_limits(kind: str, data: Mapping[str, Any], *, where: str) -> None:
+    """Refuse the ``when`` keys (and ``times``) that cannot apply to an action of ``kind``."""
+    limits = _FAULT_LIMITS.get(kind)
+    if limits is None:
+        return
+    allowed, times = limits
+    why = "refused connects never reach the host" if kind == "refuse_connect" else "it acts on no request"
+    when = data.get("when")
+    if isinstance(when, Mapping):
+        for key in when:
+            if key not in allowed:
+                raise ConfigError(f"Key {key!r} cannot apply to {kind} ({why}), expecting only "
+                                  f"{', '.join(sorted(allowed))}", key=str(key), where=f"{where}.when")
+    if not times and data.get("times") is not None:
+        raise ConfigError(f"Key 'times' holds {data['times']!r}, expecting it absent: it cannot apply to "
+                          f"{kind} ({why})", key="times", where=where)
 
 
 def action_from_dict(data: Any, *, where: str = "action") -> Action:
@@ -924,6 +997,7 @@ class Fault:
         if "action" not in data:
             raise ConfigError("Missing key 'action'", key="action", where=where)
         action = action_from_dict(data["action"], where=f"{where}.action")
+        _check_limits(action.type, data, where=where)
         when = When.from_dict(data.get("when"), where=f"{where}.when")
         if isinstance(action, UploadInterrupt) and not when.mti:
             when = replace(when, mti=("0320",))
@@ -994,6 +1068,8 @@ class FaultEngine:
         """Fold every fault that fires on this request, in order, into one plan."""
         fired: list[Fault] = []
         for fault in self._faults.values():
+            if isinstance(fault.action, RefuseConnect):  # carried out by the listening socket, not per request
+                continue
             counter = self._counters[fault.id]
             if fault.times is not None and counter.fired >= fault.times:
                 continue
@@ -1008,8 +1084,22 @@ class FaultEngine:
         plan = reduce(lambda p, f: f.action.apply(p), fired, Plan())
         return plan.directing(fault_ids=tuple(f.id for f in fired))
 
+    def refusing_connects(self, now: datetime) -> tuple[str, ...]:
+        """The ids of the ``refuse_connect`` faults active at ``now`` (the host must not listen while any is)."""
+        return tuple(f.id for f in self._faults.values() if refuses_connects(f, now))
+
+    def next_connect_boundary(self, now: datetime) -> datetime | None:
+        """The first instant after ``now`` at which a ``refuse_connect`` window starts or ends (None: none will)."""
+        edges = [f.when.between.next_boundary(now) for f in self._faults.values()
+                 if isinstance(f.action, RefuseConnect) and f.when.between is not None]
+        return min((edge for edge in edges if edge is not None), default=None)
+
     def refuses_connection(self, now: datetime) -> str | None:
-        """The id of a maintenance fault that refuses connections right now (no message criteria), or None."""
+        """The id of a maintenance fault that closes accepted connections right now (no message criteria), or None.
+
+        This is ``maintenance_window`` with ``mode: refuse`` (accept-then-close); a connect that is
+        refused outright is :func:`refuses_connects`.
+        """
         for fault in self._faults.values():
             action = fault.action
             if not (isinstance(action, MaintenanceWindow) and action.mode == "refuse") or fault.when.message_level:
@@ -1024,6 +1114,19 @@ class FaultEngine:
                 counter.fired += 1
                 return fault.id
         return None
+
+
+def refuses_connects(fault: Fault, now: datetime) -> bool:
+    """Whether ``fault`` makes the host refuse connects at ``now``: a ``refuse_connect`` whose window
+    (if it has one) covers ``now``.  Pure: the rule the server applies.
+
+    >>> down = Fault.from_dict({"when": {"between": ["02:00", "03:00"]}, "action": {"type": "refuse_connect"}})
+    >>> refuses_connects(down, NOON.replace(hour=2, minute=30)), refuses_connects(down, NOON)
+    (True, False)
+    """
+    if not isinstance(fault.action, RefuseConnect):
+        return False
+    return fault.when.between is None or fault.when.between.contains(now)
 
 
 def load_faults(items: Any, engine: FaultEngine, *, where: str = "faults") -> list[Fault]:

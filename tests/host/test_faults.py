@@ -3,7 +3,7 @@ determinism, and configuration errors."""
 
 from __future__ import annotations
 
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 from typing import Any
 
 import pytest
@@ -12,7 +12,7 @@ from specs.framing import Framing, FrameReader, FramingError
 from specs.totals import Totals
 
 from host_stub.faults import (ACTIONS, Close, Fault, FaultEngine, Plan, Sleep, When, Window, Write, action_from_dict,
-                              load_faults, steps)
+                              action_schemas, load_faults, refuses_connects, steps)
 from host_stub.host import Directives
 from host_stub.validation import ConfigError
 
@@ -39,7 +39,7 @@ def test_every_primitive_of_domain_section_9_has_an_action() -> None:
         "partial_write", "garbled_frame", "bad_length_prefix", "duplicate_response", "respond_rc", "omit_fields",
         "stan_offset", "corrupt_mac", "rotate_keys", "header_processing_requirement", "totals_delta",
         "drop_advice_posting", "upload_interrupt", "maintenance_window", "reversal_rc_for_unknown_original",
-        "payout_delay", "payout_hold", "payout_failure"}
+        "payout_delay", "payout_hold", "payout_failure", "refuse_connect"}
 
 
 def test_no_fault_means_answer_once() -> None:
@@ -173,6 +173,74 @@ def test_message_level_maintenance_does_not_refuse_connections() -> None:
     engine.add(Fault.from_dict({"when": {"tid": "10000001"}, "action": {"type": "maintenance_window", "mode": "refuse"}}))
     engine.add(Fault.from_dict({"action": {"type": "maintenance_window", "mode": "rc"}}))
     assert engine.refuses_connection(NOON) is None
+
+
+def refuse_connect(when: dict[str, Any] | None = None, **extra: Any) -> Fault:
+    return Fault.from_dict({"when": when or {}, "action": {"type": "refuse_connect"}, **extra})
+
+
+@pytest.mark.parametrize(("fault", "now", "active"), [
+    (refuse_connect(), NOON, True),  # no window: active until deleted
+    (refuse_connect({"between": ["11:00", "13:00"]}), NOON, True),
+    (refuse_connect({"between": ["11:00", "12:00"]}), NOON, False),  # end exclusive
+    (refuse_connect({"between": ["12:00", "13:00"]}), NOON, True),  # start inclusive
+    (refuse_connect({"between": ["23:00", "01:00"]}), NOON.replace(hour=0, minute=30), True),  # wraps midnight
+    (refuse_connect({"between": ["23:00", "01:00"]}), NOON, False),
+    (refuse_connect({"between": ["2026-11-23T11:00:00", "2026-11-23T12:30:00"]}), NOON, True),
+    (refuse_connect({"between": ["2026-11-23T11:00:00", "2026-11-23T12:30:00"]}), NOON + timedelta(days=1), False),
+    (Fault.from_dict({"action": {"type": "maintenance_window", "mode": "refuse"}}), NOON, False),  # accept-then-close
+    (Fault.from_dict({"action": {"type": "close_before_processing"}}), NOON, False),
+])
+def test_refuse_connect_is_active_while_its_window_covers_now(fault: Fault, now: datetime, active: bool) -> None:
+    assert refuses_connects(fault, now) is active
+
+
+def test_refuse_connect_engine_ids_boundaries_and_plans() -> None:
+    engine = FaultEngine()
+    engine.add(refuse_connect({"between": ["02:00", "03:00"]}))
+    engine.add(Fault.from_dict({"action": {"type": "drop_response"}}))
+    engine.add(refuse_connect({"between": ["2026-11-23T12:30:00", "2026-11-23T12:45:00"]}, id="later"))
+    assert engine.refusing_connects(NOON) == ()
+    assert engine.refusing_connects(NOON.replace(hour=2)) == ("f1",)
+    assert engine.refusing_connects(NOON.replace(minute=40)) == ("later",)
+    assert engine.next_connect_boundary(NOON) == NOON.replace(minute=30)
+    assert engine.next_connect_boundary(NOON.replace(minute=30)) == NOON.replace(minute=45)
+    assert engine.next_connect_boundary(NOON.replace(minute=45)) == datetime(2026, 11, 24, 2, 0)  # daily window
+    assert engine.next_connect_boundary(NOON.replace(hour=2, minute=10)) == NOON.replace(hour=3)
+    plan = engine.plan_for(SALE, kind="sale", now=NOON.replace(hour=2))
+    assert plan.directives.fault_ids == ("f2",)  # a refused connect is never a request: never in a plan
+    assert [f["occurrences"] for f in engine.describe()] == [0, 1, 0]
+    assert engine.refuses_connection(NOON.replace(hour=2)) is None  # not accept-then-close either
+    assert FaultEngine().next_connect_boundary(NOON) is None
+    only_open_ended = FaultEngine()
+    only_open_ended.add(refuse_connect())
+    assert only_open_ended.refusing_connects(NOON) == ("f1",) and only_open_ended.next_connect_boundary(NOON) is None
+
+
+@pytest.mark.parametrize(("data", "key", "path"), [
+    ({"when": {"nth": 1}}, "nth", "fault.when.nth"),
+    ({"when": {"probability": 0.5, "seed": 3}}, "probability", "fault.when.probability"),
+    ({"when": {"between": ["02:00", "03:00"], "mti": "0200"}}, "mti", "fault.when.mti"),
+    ({"when": {"kind": "sale"}}, "kind", "fault.when.kind"),
+    ({"when": {"seed": 1}}, "seed", "fault.when.seed"),
+    ({"times": 1}, "times", "fault.times"),
+    ({"action": {"type": "refuse_connect", "seconds": 1}}, "seconds", "fault.action(refuse_connect).seconds"),
+])
+def test_refuse_connect_takes_only_a_window(data: dict[str, Any], key: str, path: str) -> None:
+    with pytest.raises(ConfigError) as excinfo:
+        Fault.from_dict({"action": {"type": "refuse_connect"}, **data})
+    assert (excinfo.value.key, excinfo.value.path) == (key, path)
+    if key != "seconds":
+        assert "cannot apply to refuse_connect" in str(excinfo.value)
+
+
+def test_refuse_connect_round_trips_and_has_a_schema() -> None:
+    fault = refuse_connect({"between": ["02:00", "03:00"]}, times=None)
+    assert Fault.from_dict(fault.as_dict()) == fault
+    assert fault.as_dict()["action"] == {"type": "refuse_connect"}
+    schema = action_schemas()["refuse_connect"]
+    assert schema["properties"] == {"type": {"type": "string", "enum": ["refuse_connect"]}}
+    assert "between only" in schema["description"]
 
 
 def test_reversal_rc_for_unknown_original() -> None:
