@@ -9,6 +9,10 @@ bad body or filter, 404 for something that does not exist (or a path that is not
 a method a path does not serve (both with ``allowed``), 409 for a conflict.  Each route's status
 codes are part of its row in :data:`ROUTES`, and so of the OpenAPI document.  Card numbers appear
 in paths (``/registry/cards/{pan}``) but never in answers (masked) or logs (no access log).
+
+A route that changes the faults or the clock, or resets, awaits :meth:`HostRuntime.changed
+<host_stub.runtime.HostRuntime.changed>` before it answers: by the time the answer arrives, the
+TCP server listens or refuses connects as the ``refuse_connect`` faults say.
 """
 
 from __future__ import annotations
@@ -87,7 +91,7 @@ _BAD_FILTER = ("An unknown filter (the error lists the known ones), a filter giv
                "combine with AND, one value each), or a value of the wrong form; the error names the filter.")
 _JOURNAL_QUERY: Mapping[str, tuple[Mapping[str, Any], str]] = {
     "tid": ({"type": "string"}, "field 41"), "mti": ({"type": "string"}, "request MTI"),
-    "outcome": ({"type": "string"}, "answered, closed_before_processing, bad_frame ..."),
+    "outcome": ({"type": "string"}, "answered, closed_before_processing, bad_frame, listener_closed ..."),
     "limit": ({"type": "integer", "minimum": 0}, "keep only the newest entries"),
 }
 _PUT_ENTRY = {200: ("Changed", _OBJECT), 201: ("Created", _OBJECT)}
@@ -163,7 +167,8 @@ ROUTES: tuple[Route, ...] = (
     Route(method="POST", path="/ledger/payouts/{id}/release", handler="release_payout",
           summary="Release a held payout.", ok={200: ("The payout, pending or paid", _ref("PayoutRow"))},
           errors={400: "The id is not a number.", 404: "No payout has this id.", 409: "The payout is not held."}),
-    Route(method="GET", path="/journal", handler="get_journal", summary="Received requests, masked, oldest first.",
+    Route(method="GET", path="/journal", handler="get_journal",
+          summary="Received requests, masked, oldest first; also listener closes and reopens (refuse_connect).",
           ok={200: ("Journal entries", _listing("journal", _OBJECT))}, errors={400: _BAD_FILTER},
           query=_JOURNAL_QUERY),
     Route(method="POST", path="/reset", handler="reset",
@@ -381,11 +386,13 @@ class ControlApi:
             raise ApiError(409, str(exc), exc.key) from None
         shown = mask_value(added.as_dict())  # a "pan" criterion is card data: never shown in clear
         log.info("fault added", fault=shown)
+        await self.runtime.changed()
         return _json(shown, status=201)
 
     async def clear_faults(self, request: web.Request) -> web.Response:
         removed = len(self.runtime.faults)
         self.runtime.faults.clear()
+        await self.runtime.changed()
         return _json({"removed": removed})
 
     async def remove_fault(self, request: web.Request) -> web.Response:
@@ -394,6 +401,7 @@ class ControlApi:
             fault = self.runtime.faults.remove(fault_id)
         except KeyError:
             raise ApiError(404, f"No fault {fault_id!r}", "id") from None
+        await self.runtime.changed()
         return _json(mask_value(fault.as_dict()))
 
     async def get_clock(self, request: web.Request) -> web.Response:
@@ -414,6 +422,7 @@ class ControlApi:
         else:
             self.runtime.clock.advance(want_number(body, "advance_seconds", where="body"))
         self.runtime.host.refresh_payouts(self._now())
+        await self.runtime.changed()
         return await self.get_clock(request)
 
     async def get_settings(self, request: web.Request) -> web.Response:
@@ -526,6 +535,7 @@ class ControlApi:
 
     async def reset(self, request: web.Request) -> web.Response:
         self.runtime.reset()
+        await self.runtime.changed()
         return _json({"reset": True})
 
 

@@ -2,7 +2,10 @@
 
 Kept in memory (bounded); the durable record of every request is the authorization ledger.  The
 journal adds what the ledger cannot hold: requests that never reached the core (undecodable
-frames, connections refused or closed by a fault), the answer as sent, and which faults fired.
+frames, connections closed by a fault), the answer as sent, and which faults fired.  It also
+records each time a ``refuse_connect`` fault closes the listening socket (``listener_closed``, with
+the faults) and each time the server listens again (``listener_reopened``); those entries carry no
+request, and ``peer`` is the listening address.
 
 Every message is masked (:func:`specs.masking.mask_message`) before it is stored, so nothing the
 control API returns can leak a PAN, track data, a PIN block or a key.

@@ -112,6 +112,12 @@ class HostRuntime:
         self.host.settings = self.settings
         self._apply(fresh_books=True)
         log.info("host reset to its configuration")
+        self.server.schedule_refresh()  # faults and clock changed: listen or not (callers that can await: changed())
+
+    async def changed(self) -> None:
+        """Faults, the clock or a reset changed: the server listens or refuses connects as the
+        ``refuse_connect`` faults now say (the control API calls this after each such change)."""
+        await self.server.refresh_listening()
 
     async def start(self, bind: str = "127.0.0.1", port: int = 0, *, control_port: int | None = None,
                     control_bind: str | None = None) -> None:

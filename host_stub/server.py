@@ -17,6 +17,15 @@ stops the server.  For every request:
 
 Stopping (SIGTERM): no new connections; a connection in the middle of a request finishes it (its
 ledger transaction and its answer, within ``grace_seconds``); idle connections are closed.
+
+Refusing connects (the ``refuse_connect`` fault, a host that is down): while such a fault is active
+the listening socket is closed, so the kernel refuses connects (ECONNREFUSED) and the terminal sends
+nothing; when none is active any more the server listens again on the same port (``SO_REUSEADDR``),
+so the port of the ready line stays valid.  Established connections and their in-flight requests are
+never touched.  :meth:`HostServer.refresh_listening` re-evaluates: the control API calls it after
+every change of faults, clock or a reset, and a timer calls it at the next window boundary of the
+business clock (rescheduled on every evaluation, cancelled at stop).  Each close and reopen is logged
+and journalled (``listener_closed`` / ``listener_reopened``).
 """
 
 from __future__ import annotations
@@ -45,6 +54,8 @@ from host_stub.wire import encode_response, encode_signed
 log = structlog.get_logger("pos_host")
 
 READ_CHUNK_BYTES = 4096
+#: How soon to try again when the port could not be bound again (another process took it meanwhile).
+RELISTEN_RETRY_SECONDS = 1.0
 
 
 class HostServer:
@@ -76,21 +87,150 @@ class HostServer:
         self._idle = asyncio.Event()
         self._stopping = False
         self._commit_waiter: asyncio.Future[None] | None = None
+        self._started = False
+        self._bind = "127.0.0.1"
+        self._retired: list[asyncio.Server] = []  # listeners closed by refuse_connect; their connections live on
+        self._listen_lock = asyncio.Lock()
+        self._boundary_timer: asyncio.TimerHandle | None = None
+        self._refreshes: set[asyncio.Task[None]] = set()
+        self._listening_waiters: list[asyncio.Future[None]] = []
+
+    @property
+    def listening(self) -> bool:
+        """False while a ``refuse_connect`` fault keeps the listening socket closed (or before start / after stop)."""
+        return self._server is not None
+
+    async def until_listening(self, listening: bool = True) -> None:
+        """Return once the server listens (``listening``) or refuses connects (not ``listening``): lets a
+        test or a tool wait for a window boundary without polling."""
+        loop = asyncio.get_running_loop()
+        while self.listening is not listening:
+            if listening and self._stopping:
+                raise RuntimeError("the server has stopped: it will not listen again")
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._listening_waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in self._listening_waiters:
+                    self._listening_waiters.remove(waiter)
+
+    def _listening_changed(self) -> None:
+        waiters, self._listening_waiters = self._listening_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def start(self, bind: str = "127.0.0.1", port: int = 0) -> int:
-        """Start listening; returns the bound port (useful with port 0)."""
+        """Start listening; returns the bound port (useful with port 0).
+
+        The port is bound even when a ``refuse_connect`` fault is active at start (so it is known and
+        stays valid); the listener is then closed at once.
+        """
         # Group commit saves fsyncs; throw-away books in memory have none to save.
         self.host.ledger.group_commits = self.host.ledger.path != ":memory:"
-        self._server = await asyncio.start_server(self._serve_connection, bind, port)
+        self._bind = bind
+        self._server = await asyncio.start_server(self._serve_connection, bind, port, reuse_address=True)
         self.port = int(self._server.sockets[0].getsockname()[1])
+        self._started = True
+        await self.refresh_listening()
         return self.port
 
+    async def refresh_listening(self) -> None:
+        """Listen or not, as the ``refuse_connect`` faults say at the business clock's now, and schedule
+        the next look at the next window boundary.  Call after any change of faults or clock (the
+        control API does; code that changes :attr:`faults` or :attr:`clock` directly must too)."""
+        if not self._started or self._stopping:
+            return
+        async with self._listen_lock:
+            if self._stopping:
+                return
+            now = self.clock.now()
+            refusing = self.faults.refusing_connects(now)
+            retry = False
+            if refusing and self._server is not None:
+                self._close_listener(refusing)
+            elif not refusing and self._server is None:
+                retry = not await self._reopen_listener()
+            self._schedule_boundary(now, retry=retry)
+
+    def schedule_refresh(self) -> None:
+        """:meth:`refresh_listening` soon, from code that cannot await (a task the server keeps and stop awaits)."""
+        if not self._started or self._stopping:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop runs here: the server cannot be running in it either
+            return
+        task = loop.create_task(self.refresh_listening())
+        self._refreshes.add(task)
+        task.add_done_callback(self._refresh_done)
+
+    def _refresh_done(self, task: asyncio.Task[None]) -> None:
+        self._refreshes.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("re-evaluating the listener failed", error=repr(task.exception()))
+
+    def _close_listener(self, faults: tuple[str, ...]) -> None:
+        server, self._server = self._server, None
+        assert server is not None
+        server.close()  # the listening sockets only: accepted connections keep running
+        self._retired.append(server)
+        log.info("listener closed: refusing connects (fault)", port=self.port, faults=list(faults))
+        self.journal.add(at=self._at(), peer=self._address(), outcome="listener_closed", faults=faults)
+        self._listening_changed()
+
+    async def _reopen_listener(self) -> bool:
+        """Listen on the same port again; False (logged, journalled) when the port cannot be bound."""
+        try:
+            self._server = await asyncio.start_server(self._serve_connection, self._bind, self.port,
+                                                      reuse_address=True)
+        except OSError as exc:
+            log.error("listener could not be reopened; trying again", port=self.port, error=repr(exc))
+            self.journal.add(at=self._at(), peer=self._address(), outcome="listener_reopen_failed", error=repr(exc))
+            return False
+        log.info("listener reopened: accepting connects again", port=self.port)
+        self.journal.add(at=self._at(), peer=self._address(), outcome="listener_reopened")
+        self._listening_changed()
+        return True
+
+    def _schedule_boundary(self, now: datetime, *, retry: bool) -> None:
+        """(Re)arm the one timer: at the next ``refuse_connect`` window boundary (the business clock runs
+        in real time, so the business delay is the real delay), sooner when a reopen must be retried."""
+        if self._boundary_timer is not None:
+            self._boundary_timer.cancel()
+            self._boundary_timer = None
+        boundary = self.faults.next_connect_boundary(now)
+        delays = [RELISTEN_RETRY_SECONDS] if retry else []
+        if boundary is not None:
+            delays.append(max(0.0, (boundary - now).total_seconds()))
+        if delays:
+            self._boundary_timer = asyncio.get_running_loop().call_later(min(delays), self._at_boundary)
+
+    def _at_boundary(self) -> None:
+        self._boundary_timer = None
+        self.schedule_refresh()
+
+    def _address(self) -> str:
+        return f"{self._bind}:{self.port}"
+
     async def stop(self) -> None:
-        """Stop accepting, let in-flight requests finish (within the grace period), close every connection."""
-        if self._server is None:
+        """Stop accepting, let in-flight requests finish (within the grace period), close every connection.
+
+        Works whether the server is listening or refusing connects (``refuse_connect``).
+        """
+        if not self._started:
             return
         self._stopping = True
-        self._server.close()
+        if self._boundary_timer is not None:
+            self._boundary_timer.cancel()
+            self._boundary_timer = None
+        async with self._listen_lock:  # a reopen in progress completes first; none starts after this
+            pass
+        await asyncio.gather(*self._refreshes, return_exceptions=True)
+        servers = [*self._retired, *([self._server] if self._server is not None else [])]
+        if self._server is not None:
+            self._server.close()
         for task in list(self._connections - self._busy):
             task.cancel()
         if self._busy:
@@ -104,8 +244,12 @@ class HostServer:
         for task in list(self._connections):
             task.cancel()
         await asyncio.gather(*self._connections, return_exceptions=True)
-        await self._server.wait_closed()
+        for server in servers:
+            await server.wait_closed()
         self._server = None
+        self._retired.clear()
+        self._started = False
+        self._listening_changed()
         self.host.ledger.commit_pending()
         self.host.ledger.group_commits = False
 
