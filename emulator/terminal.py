@@ -975,6 +975,8 @@ class Terminal:
         self._linked = False
         self._out: list[Action] = []
         self._notes: dict[str, Any] = {}
+        #: This operation's last answer to each reversal (STAN -> answer), for its result.
+        self._reversal_answers: dict[str, _Answered] = {}
         self._keys = self._load_keys()
         # Counters in use: a STAN or invoice number is taken here and reaches the books (and the
         # journal) with the SaveCounters that goes out before the message using it; a number
@@ -1008,7 +1010,7 @@ class Terminal:
                 return self._write_request()
             return []
         if isinstance(event, OPERATIONS):
-            self._notes = {}
+            self._notes, self._reversal_answers = {}, {}
             self._flow = self._start(event)  # type: ignore[arg-type]
             return self._resume(None)
         if self.state is State.PRINTING:
@@ -1391,6 +1393,7 @@ class Terminal:
                 continue
             rc = last.rc
             self._notes["reversal_rc"] = rc
+            self._reversal_answers[reversal.stan] = last
             if rc in s.final_reversal_codes and (rc != codes.APPROVED or last.mac_ok):
                 self._emit(DeleteReversal(stan=reversal.stan))
                 self._notes["reversal_cleared"] = True
@@ -1439,9 +1442,10 @@ class Terminal:
             return blocked
         if self._notes.get("reversal_parked"):
             return self._result(op, Outcome.DECLINED, f"reversal of STAN {first.stan} refused by the host, parked for "
-                                "manual follow-up", request={"t": "0400", "11": first.stan})
+                                "manual follow-up", request={"t": "0400", "11": first.stan},
+                                answer=self._reversal_answers.get(first.stan))
         return self._result(op, Outcome.APPROVED, f"reversal of STAN {first.stan} accepted",
-                            request={"t": "0400", "11": first.stan})
+                            request={"t": "0400", "11": first.stan}, answer=self._reversal_answers.get(first.stan))
 
     # ---- advices (F6) ------------------------------------------------------------------------
 
@@ -1622,7 +1626,7 @@ class Terminal:
         if not answer.mac_ok:
             if reversal is not None:
                 self._emit(UpdateReversal(stan=stan, changes={"reason": "A0"}))
-            return self._result(op, Outcome.MAC_FAILED, "approval with a bad MAC: not committed, reversal A0 pending"
+            return self._result(op, Outcome.MAC_FAILED, "approval with a bad MAC: not committed, to be reversed with reason A0"
                                 if reversal is not None else "answer with a bad MAC ignored",
                                 answer=answer, reversal_pending=reversal is not None, **details)
         response = answer.message

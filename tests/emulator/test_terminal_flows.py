@@ -90,9 +90,20 @@ def test_approval_with_a_bad_mac_is_never_committed_and_is_reversed_with_a0() ->
     run = sale(rig)
     assert run.result.outcome is Outcome.MAC_FAILED and rig.books.records == []
     assert [(r.stan, r.reason) for r in rig.books.reversals] == [(run.sent[0]["11"], "A0")]
+    assert run.result.text == "approval with a bad MAC: not committed, to be reversed with reason A0"
     rev = rig.run(Reverse(now=NOW))
     assert rev.sent[0]["t"] == "0400" and rev.sent[0]["39"] == "A0" and rev.sent[0]["11"] == run.sent[0]["11"]
     assert rev.result.outcome is Outcome.APPROVED and rig.books.reversals == []
+    assert (rev.result.mti, rev.result.response_mti, rev.result.rc) == ("0400", "0410", "00")
+
+
+def test_a_reverse_command_reports_the_answer_that_made_the_reversal_final() -> None:
+    rig = Rig("intl")
+    rig.host.rules += [when("0200", NO_ANSWER, times=1), when("0400", declined("25"))]
+    lost = sale(rig)
+    rev = rig.run(Reverse(now=NOW))
+    assert rev.result.outcome is Outcome.APPROVED and rig.books.reversals == []
+    assert (rev.result.stan, rev.result.response_mti, rev.result.rc) == (lost.sent[0]["11"], "0410", "25")
 
 
 def test_mac_verification_toggle_off_commits_the_forged_approval() -> None:
