@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from datetime import datetime, timezone
+from typing import Callable
 
 from specs.codec import CodecError, decode, encode
 from specs.crypto import sign, verify
@@ -43,8 +44,9 @@ from specs.masking import mask_message
 from emulator.journal import Journal
 from emulator.settings import TerminalSettings
 from emulator.terminal import (COMMAND_NAMES, Backoff, Connect, ConnectFailed, Connected, ConnectionLost, CrashPoint,
-                               Disconnect, Finish, Input, MessageReceived, MessageUnreadable, Observed, Operation,
-                               Print, Printed, PrinterFailed, Result, Send, StartTimer, Terminal, TimerExpired)
+                               Disconnect, Finish, Idle, Input, MessageReceived, MessageUnreadable, Observed, Operation,
+                               Outcome, Print, Printed, PrinterFailed, Result, Reverse, Send, StartTimer, Terminal,
+                               TimerExpired)
 
 log = structlog.get_logger("pos_terminal")
 
@@ -282,3 +284,33 @@ async def run_operation(operation: Operation, *, terminal: Terminal, journal: Jo
     finally:
         if link is not None:
             await link.close()
+
+
+async def run_invocation(operation: Operation, *, terminal: Terminal, journal: Journal, endpoint: Endpoint,
+                         framing: Framing, dialect: Dialect, idle_now: Callable[[], datetime]) -> Result:
+    """One operation as one ``pos-terminal`` invocation runs it: the operation, then, when it left
+    a pending reversal behind that it did not just try, that reversal at once ("at idle", with
+    ``reverse_at_idle``), its fate folded into the result (``reversal_sent``, ``reversal_cleared``,
+    ``reversal_pending``, ``idle``).
+
+    Args:
+        idle_now: the terminal's clock for the reversal at idle, read after the operation.
+    """
+    result = await run_operation(operation, terminal=terminal, journal=journal, endpoint=endpoint,
+                                 framing=framing, dialect=dialect)
+    if not (terminal.settings.reverse_at_idle and terminal.books.reversals
+            and not isinstance(operation, (Reverse, Idle)) and result.outcome is not Outcome.CONNECT_FAILED
+            and not result.details.get("reversal_sent")):
+        return result
+    terminal.start_next_operation()
+    idle = await run_operation(Idle(now=idle_now()), terminal=terminal, journal=journal, endpoint=endpoint,
+                               framing=framing, dialect=dialect)
+    details = dict(result.details)
+    details["reversal_sent"] = bool(idle.details.get("reversal_sent"))
+    for key in ("reversal_cleared", "reversal_rc", "reversal_parked"):
+        if key in idle.details:
+            details[key] = idle.details[key]
+    details["reversal_pending"] = not idle.details.get("reversal_cleared", False) and not idle.details.get(
+        "reversal_parked", False)
+    details["idle"] = {"outcome": idle.outcome.value, "text": idle.text, "rc": idle.rc}
+    return replace(result, details=details)

@@ -55,12 +55,12 @@ from specs.dialects import DIALECTS, get_dialect
 from specs.logs import configure_logging
 from specs.masking import mask_pan
 
-from emulator.channel import Endpoint, RequestNotBuilt, run_operation
+from emulator.channel import Endpoint, RequestNotBuilt, run_invocation, run_operation
 from emulator.hostproc import HostStartError, start_host
 from emulator.journal import Journal
 from emulator.messages import Profile
 from emulator.settings import CRASH_POINTS, SettingsError, TerminalSettings, describe, load_settings
-from emulator.terminal import (Adjust, Balance, Books, Completion, CompletionVoid, Echo, Idle, OfflineSale, Operation,
+from emulator.terminal import (Adjust, Balance, Books, Completion, CompletionVoid, Echo, OfflineSale, Operation,
                                Outcome, PreAuth, PreAuthVoid, Reference, Refund, Result, Reverse, Sale, Settle, SignOff,
                                SignOn, Terminal, Void)
 
@@ -252,39 +252,15 @@ async def _drive(options: Options, journal: Journal, make: Callable[[datetime], 
     endpoint = Endpoint(host=options.host, port=options.port,
                         connect_timeout_seconds=min(10.0, max(options.timeout, 0.5)))
     operation = _operation(options, make, books)
-    result = await run_operation(operation, terminal=terminal, journal=journal, endpoint=endpoint,
-                                 framing=options.framing, dialect=options.dialect)
-    if _owes_reversal_at_idle(options.settings, terminal, operation, result):
-        terminal.start_next_operation()
-        idle = await run_operation(Idle(now=_now(terminal.books, options)), terminal=terminal, journal=journal,
-                                   endpoint=endpoint, framing=options.framing, dialect=options.dialect)
-        result = _with_idle(result, idle)
+    result = await run_invocation(operation, terminal=terminal, journal=journal, endpoint=endpoint,
+                                  framing=options.framing, dialect=options.dialect,
+                                  idle_now=lambda: _now(terminal.books, options))
     return _with_trace(result, journal, trace_from)
 
 
 def _with_trace(result: Result, journal: Journal, since: int) -> Result:
     """The result with the wire trace this invocation wrote (``trace``)."""
     return dataclasses.replace(result, details={**result.details, "trace": journal.trace(since=since)})
-
-
-def _owes_reversal_at_idle(settings: TerminalSettings, terminal: Terminal, operation: Operation,
-                           result: Result) -> bool:
-    """A reversal this operation left behind is sent at once ("at idle"), unless it was just tried."""
-    return (settings.reverse_at_idle and bool(terminal.books.reversals) and not isinstance(operation, (Reverse, Idle))
-            and result.outcome is not Outcome.CONNECT_FAILED and not result.details.get("reversal_sent"))
-
-
-def _with_idle(result: Result, idle: Result) -> Result:
-    details = dict(result.details)
-    details["reversal_sent"] = bool(idle.details.get("reversal_sent"))
-    for key in ("reversal_cleared", "reversal_rc", "reversal_parked"):
-        if key in idle.details:
-            details[key] = idle.details[key]
-    details["reversal_pending"] = not idle.details.get("reversal_cleared", False) and not idle.details.get(
-        "reversal_parked", False)
-    details["idle"] = {"outcome": idle.outcome.value, "text": idle.text}
-    return Result(command=result.command, outcome=result.outcome, mti=result.mti, response_mti=result.response_mti,
-                  rc=result.rc, stan=result.stan, text=result.text, details=details)
 
 
 def _open_journal(options: Options) -> Journal:

@@ -64,7 +64,7 @@ from specs.scenario import (SCENARIO_DIR, TERMINAL_FAULTS,
                             host_settings_body, load_all)
 from specs.transactions import layout
 
-from emulator.channel import CRASH_EXIT_CODE, Endpoint, run_operation
+from emulator.channel import CRASH_EXIT_CODE, Endpoint, run_invocation
 from emulator.hostproc import HostProcess, start_host
 from emulator.invariants import INVARIANTS, Evidence, InvariantResult, TraceEvent, check_all, host_net_minor
 from emulator.journal import Journal
@@ -883,20 +883,11 @@ class _Run:
                             connect_timeout_seconds=max(1.0, self.timeout * 2))
         framing = DEFAULT_FRAMING[self.dialect_name]
         try:
-            result = await run_operation(operation, terminal=terminal, journal=self.journal, endpoint=endpoint,
-                                         framing=framing, dialect=self.dialect)
-            # As ``pos-terminal`` does after every command: a reversal this one left behind goes at once.
-            if (settings.reverse_at_idle and terminal.books.reversals and not isinstance(operation, (Reverse, Idle))
-                    and result.outcome is not Outcome.CONNECT_FAILED and not result.details.get("reversal_sent")):
-                terminal.start_next_operation()
-                idle = await run_operation(Idle(now=self.now()), terminal=terminal, journal=self.journal,
-                                           endpoint=endpoint, framing=framing, dialect=self.dialect)
-                details = dict(result.details)
-                details["idle"] = {"outcome": idle.outcome.value, "text": idle.text, "rc": idle.rc}
-                result = dataclasses.replace(result, details=details)
+            # As ``pos-terminal`` runs one command: a reversal this one left behind goes at once.
+            return await run_invocation(operation, terminal=terminal, journal=self.journal, endpoint=endpoint,
+                                        framing=framing, dialect=self.dialect, idle_now=self.now)
         finally:
             self._pull_trace()
-        return result
 
     def _pull_trace(self) -> int:
         """Move what the terminal wrote to its journal's wire trace since last time onto the ladder:
