@@ -13,6 +13,7 @@ from typing import Any, Callable
 import click
 
 from specs.framing import DEFAULT_FRAMING, DEFAULT_MAX_FRAME_BYTES, Framing
+from specs.storage import WrongBooks
 
 
 def framing_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -46,7 +47,7 @@ def database_open_problem(option: str, path: str, exc: BaseException, expected: 
     '--journal /no/such/t.sqlite: cannot open: unable to open database file (folder /no/such does not exist)'
     """
     reason = str(exc) if isinstance(exc, sqlite3.Error) else (getattr(exc, "strerror", None) or str(exc))
-    if isinstance(exc, sqlite3.DatabaseError) and "not a database" in reason:
+    if isinstance(exc, WrongBooks) or isinstance(exc, sqlite3.DatabaseError) and "not a database" in reason:
         return f"{option} {path} is not {expected} ({reason})"
     target = Path(path)
     folder = target.parent

@@ -175,3 +175,30 @@ def test_a_journal_that_is_not_a_database_is_a_usage_error(tmp_path: Path) -> No
     folder = CliRunner().invoke(terminal_main, ["--journal", str(tmp_path), "status"])
     assert folder.exit_code == 2 and f"--journal {tmp_path}: cannot open: unable to open database file (it is a folder)" \
         in folder.stderr
+
+
+def test_the_other_sides_books_are_refused_and_left_as_they_were(tmp_path: Path) -> None:
+    """The host's ledger given as a terminal journal (and the other way round) is a usage error:
+    neither side adds its tables to the other's file."""
+    import sqlite3
+    from contextlib import closing
+
+    from host_stub.ledger import Ledger
+
+    ledger_path, journal_path = tmp_path / "host.sqlite", tmp_path / "terminal.sqlite"
+    Ledger(str(ledger_path)).close()
+    Journal(str(journal_path)).close()
+
+    def tables(path: Path) -> set[str]:
+        with closing(sqlite3.connect(path)) as db:
+            return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+    before = tables(ledger_path), tables(journal_path)
+    done = CliRunner().invoke(terminal_main, ["--journal", str(ledger_path), "status"])
+    assert done.exit_code == 2, done.output
+    assert f"--journal {ledger_path} is not a pos-terminal journal (it holds the tables authorizations," in done.stderr
+    host = subprocess.run([sys.executable, "-m", "host_stub.cli", "serve", "--port", "0", "--ledger", str(journal_path)],
+                          capture_output=True, text=True, timeout=30)
+    assert host.returncode == 2 and host.stdout == "" and "Traceback" not in host.stderr
+    assert f"--ledger {journal_path} is not a pos-host ledger (it holds the tables batches," in host.stderr
+    assert (tables(ledger_path), tables(journal_path)) == before
