@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import date, datetime, time
 from decimal import Decimal
 from pathlib import Path
@@ -232,6 +232,7 @@ _ACTIONS: dict[str, tuple[dict[str, str], frozenset[str]]] = {
     "drop_advice_posting": ({}, frozenset()),
     "upload_interrupt": ({"after": _INT0}, frozenset({"after"})),
     "maintenance_window": ({"mode": "maintenance_mode", "rc": "maintenance_rc"}, frozenset({"mode"})),
+    "refuse_connect": ({}, frozenset()),
     "reversal_rc_for_unknown_original": ({"rc": "reversal_rc"}, frozenset({"rc"})),
     "payout_delay": ({"days": _INT1}, frozenset({"days"})),
     "payout_hold": ({"reason": "text"}, frozenset({"reason"})),
@@ -425,6 +426,10 @@ class When:
         if self.between is not None:
             out["between"] = [self.between[0].isoformat(), self.between[1].isoformat()]
         return out
+
+
+#: A selector that selects nothing in particular (every criterion at its default).
+_NO_SELECTOR = When()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -1480,6 +1485,15 @@ class _Parser(_Reader):
         if action.type == "maintenance_window" and when.between is None:
             self.fail(e.get("when", y), _join(path, "when.between"),
                       "missing, a maintenance_window fault needs its window [start, end]")
+        if action.type == "refuse_connect":  # refused connects never reach the host: nothing to select or count
+            given = [f.name.removesuffix("_minor") for f in fields(When)
+                     if f.name != "between" and getattr(when, f.name) != getattr(_NO_SELECTOR, f.name)]
+            if given:
+                self.fail(e["when"], _join(path, "when"), "expected only between for refuse_connect (a refused "
+                          f"connect carries no message to select and is never counted), found {', '.join(given)}")
+            if times is not None:
+                self.fail(e["times"], _join(path, "times"), "not allowed for refuse_connect, which is active while "
+                          "its window holds")
         return Fault(id=fault_id, when=when, action=action, times=times, line=y.line)
 
     def when(self, y: _Y, path: str, *, cards: set[str]) -> When:

@@ -236,6 +236,21 @@ def test_fault_action_without_its_parameter() -> None:
     assert error_of(text) == "C07.yaml line 11: key 'steps[1].add.action.rc': missing, a respond_rc action needs it"
 
 
+def test_refuse_connect_selects_by_its_window_only() -> None:
+    def with_fault(fault: str) -> str:
+        return BASE.replace("  - signon\n", f"  - signon\n  - host_fault:\n      add: {fault}\n")
+
+    assert error_of(with_fault("{when: {mti: '0200'}, action: {type: refuse_connect}}")) == (
+        "C07.yaml line 11: key 'steps[1].add.when': expected only between for refuse_connect (a refused connect "
+        "carries no message to select and is never counted), found mti")
+    assert error_of(with_fault("{times: 1, action: {type: refuse_connect}}")) == (
+        "C07.yaml line 11: key 'steps[1].add.times': not allowed for refuse_connect, which is active while its "
+        "window holds")
+    ok = parse_scenario(with_fault("{when: {between: ['02:00', '04:00']}, action: {type: refuse_connect}}"),
+                        name="C07.yaml")
+    assert ok.status == "runnable"
+
+
 def test_codes_keep_their_leading_zeros_unquoted() -> None:
     text = BASE.replace("  toggles: {reversal_first: false}", "  toggles: {reversal_first: false, final_reversal_codes: [00]}")
     text = text.replace("  toggles: {reversal_first: true}", "  toggles: {reversal_first: true, final_reversal_codes: [00, 12, 25]}")
