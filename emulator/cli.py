@@ -285,6 +285,10 @@ def _run(options: Options, make: Callable[[datetime], Operation]) -> Result:
         return asyncio.run(_drive(options, journal, make))
     except RequestNotBuilt as exc:
         raise BadRequest(str(exc)) from None
+    except sqlite3.Error as exc:  # disk full, file locked by another process ... mid-operation
+        raise click.ClickException(
+            f"--journal {options.journal_path}: could not be written ({exc}); it keeps its last committed state, "
+            "as after a power cut, and the next command recovers from it (a pending reversal first)") from None
     finally:
         journal.close()
 

@@ -156,3 +156,43 @@ def test_an_empty_journal_says_so(tmp_path: Path) -> None:
     assert (text.exit_code, text.output) == (0, "no transactions in the open batch (--all shows closed batches too)\n")
     lines = CliRunner().invoke(main, ["--journal", journal, "--json", "journal", "--all"])
     assert (lines.exit_code, lines.output) == (0, "")
+
+
+def test_a_journal_that_cannot_be_written_mid_sale_is_reported_and_the_next_command_recovers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk fills up as the approval is committed: the command says so without a traceback
+    (exit 1), the journal keeps what it had committed (the pending reversal stored before the 0200
+    left), and the next command sends that reversal first, as after a power cut."""
+    import sqlite3
+
+    from click.testing import CliRunner, Result
+
+    from emulator.cli import main
+    from emulator.terminal import CommitApproval
+
+    ledger, journal = Ledger(":memory:"), tmp_path / "t.sqlite"
+    apply = Journal.apply
+
+    def full_at_commit(self: Journal, action: object) -> None:
+        if isinstance(action, CommitApproval):
+            raise sqlite3.OperationalError("database or disk is full")
+        apply(self, action)  # type: ignore[arg-type]
+
+    async def day() -> tuple[object, dict[str, object] | None]:
+        async with running_host("intl-bcd", ledger) as server:
+            port = str(server.port)
+            await cli(server.port or 0, journal, "signon")
+            with monkeypatch.context() as patched:
+                patched.setattr(Journal, "apply", full_at_commit)
+                failed = await asyncio.to_thread(CliRunner().invoke, main, [
+                    "--port", port, "--journal", str(journal), "--timeout", "0.5", "sale", "6.00"])
+            _, next_sale, _ = await cli(server.port or 0, journal, "sale", "7.00")
+            return failed, next_sale
+
+    failed, next_sale = run_bounded(day())
+    assert isinstance(failed, Result) and failed.exit_code == 1 and "Traceback" not in failed.output
+    assert (f"--journal {journal}: could not be written (database or disk is full); it keeps its last committed "
+            "state") in failed.output
+    assert next_sale is not None and next_sale["outcome"] == "approved" and next_sale["reversal_sent"] is True
+    statuses = {r["amount_minor"]: r["status"] for r in ledger.authorizations(kind="sale")}
+    assert statuses == {600: "reversed", 700: "approved"}
