@@ -876,8 +876,10 @@ def _compose(text: str, file: str) -> _Y:
         mark = exc.problem_mark or exc.context_mark
         raise ScenarioError(f"YAML syntax error: {exc.problem or exc.context}", file=file,
                             line=mark.line + 1 if mark else 1, key=None) from None
-    except yaml.YAMLError as exc:  # pragma: no cover - every PyYAML parse error is marked
-        raise ScenarioError(f"YAML syntax error: {exc}", file=file, line=1, key=None) from None
+    except yaml.YAMLError as exc:  # unmarked: the reader refuses a character (a control byte, say)
+        position = getattr(exc, "position", None)  # the reader knows the character, not the line
+        line = text.count("\n", 0, position) + 1 if isinstance(position, int) else 1
+        raise ScenarioError(f"YAML syntax error: {exc}", file=file, line=line, key=None) from None
     if node is None:
         raise ScenarioError("the file is empty, expected a mapping with id, title, status ...", file=file, line=1,
                             key=None)
@@ -1182,7 +1184,7 @@ class _Reader:
                 self.digits(_Y(key, self.key_line(y, key), key), _join(path, key), 3, "a 3-digit operator id like '001'")
                 roles[key] = self.choice(item, _join(path, key), OPERATOR_ROLES)
             return _frozen(roles)
-        raise AssertionError(f"unknown value kind {kind}")  # pragma: no cover - tables are fixed
+        raise AssertionError(f"unknown value kind {kind}")  # a value-kind table names a kind this method lacks
 
     def identity(self, y: _Y, path: str, n: int, what: str) -> str:
         if not y.is_scalar or not y.text or len(y.text) != n or not y.text.isprintable():

@@ -269,6 +269,12 @@ def test_yaml_syntax_error() -> None:
         "C07.yaml line 8: YAML syntax error: expected ',' or ']', but got ':'")
 
 
+def test_a_control_character_is_a_yaml_error_too() -> None:
+    assert error_of(BASE.replace("title: Outdated software", "title: Outdated\x07software")) == (
+        "C07.yaml line 2: YAML syntax error: unacceptable character #x0007: special characters are not allowed\n"
+        '  in "<unicode string>", position 23')
+
+
 def test_report_id() -> None:
     assert error_of(BASE.replace('reports: ["001"]', 'reports: ["001", "007"]')) == (
         "C07.yaml line 4: key 'reports[1]': expected a report id (000, 001, 002, 003, 004), found 007")
