@@ -176,7 +176,7 @@ class _Ctx:
     row: dict[str, Any]
     terminal: Terminal | None = None
     merchant: Merchant | None = None
-    mac_state: str = "absent"  # absent | ok | bad | locked
+    mac_state: str = "absent"  # absent | ok | bad | locked | missing
     pan: str | None = None
     card: Card | None = None
     original: dict[str, Any] | None = None
@@ -346,7 +346,7 @@ class Host:
         rc = self._check_parties(ctx)
         if rc:
             return rc
-        if ctx.mac_state in ("bad", "locked"):
+        if ctx.mac_state in ("bad", "locked", "missing"):
             ctx.row["reason"] = f"mac_{ctx.mac_state}"
             return codes.MAC_ERROR
         rc = self._check_session(ctx) or self._check_replay(ctx)
@@ -425,7 +425,8 @@ class Host:
         return None
 
     def _check_mac(self, ctx: _Ctx) -> None:
-        """Verify field 64 when present; count consecutive failures (domain.md F1 host side, C08)."""
+        """Verify field 64 when present (required with ``require_mac``); count consecutive failures
+        (domain.md F1 host side, C08)."""
         terminal = ctx.terminal
         if terminal is None:
             ctx.mac_state = "bad" if "64" in ctx.request else "absent"
@@ -434,6 +435,8 @@ class Host:
             ctx.mac_state = "locked"
             return
         if "64" not in ctx.request:
+            if self.settings.require_mac and terminal.keys_valid and terminal.mak and ctx.request["t"][:2] != "08":
+                ctx.mac_state = "missing"  # the terminal holds a MAK and did not use it
             return
         good = bool(terminal.keys_valid and terminal.mak and self._mac_valid(ctx, terminal.mak))
         if good:

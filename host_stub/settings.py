@@ -83,6 +83,9 @@ class HostSettings:
             with flag 2 too), or as 对账应答码 3 "对账错" (``error``).
         allowed_regions: merchant/terminal regions allowed to transact (58 otherwise); None for all.
         mac_failure_limit: consecutive MAC failures after which every request gets A0 until sign-on.
+        require_mac: a request other than network management (0800/0820) from a terminal holding
+            valid working keys must carry field 64: without it, A0 (nothing posted, not counted as a
+            MAC failure).  Off (the default): an unsigned request is taken as it is.
         cutover, cutover_window_seconds, holidays: the business calendar (:class:`Calendar`).
         payout_days: T+n business days from batch close to payout value date.
         fee_schedule: merchant discount rates with effective dates (a merchant may have its own).
@@ -103,6 +106,7 @@ class HostSettings:
     cup_unbalanced_mode: str = "flag"
     allowed_regions: tuple[str, ...] | None = None
     mac_failure_limit: int = 3
+    require_mac: bool = False
     cutover: time = time(0, 0)
     cutover_window_seconds: int = 0
     holidays: tuple[date, ...] = ()
@@ -129,7 +133,7 @@ class HostSettings:
                 "require_daily_signon": self.require_daily_signon, "reversal_unknown_rc": self.reversal_unknown_rc,
                 "late_original_rc": self.late_original_rc, "cup_unbalanced_mode": self.cup_unbalanced_mode,
                 "allowed_regions": list(self.allowed_regions) if self.allowed_regions is not None else None,
-                "mac_failure_limit": self.mac_failure_limit, "cutover": self.cutover.strftime("%H:%M:%S"),
+                "mac_failure_limit": self.mac_failure_limit, "require_mac": self.require_mac, "cutover": self.cutover.strftime("%H:%M:%S"),
                 "cutover_window_seconds": self.cutover_window_seconds,
                 "holidays": [d.isoformat() for d in self.holidays], "payout_days": self.payout_days,
                 "fee_schedule": [r.as_dict() for r in self.fee_schedule], "fee_date_basis": self.fee_date_basis,
@@ -145,7 +149,7 @@ class HostSettings:
         check_keys(data, _FIELDS, where=where)
         changes: dict[str, Any] = {}
         for key in data:
-            if key in ("strict_registry", "strict_batch", "require_daily_signon"):
+            if key in ("strict_registry", "strict_batch", "require_daily_signon", "require_mac"):
                 changes[key] = want_bool(data, key, where=where)
             elif key == "reversal_unknown_rc":
                 changes[key] = want_str(data, key, where=where, choices=REVERSAL_UNKNOWN_CODES)

@@ -178,6 +178,7 @@ HOST_SETTINGS: Mapping[str, str] = MappingProxyType({
     "strict_registry": _BOOL,
     "strict_batch": _BOOL,
     "require_daily_signon": _BOOL,
+    "require_mac": _BOOL,
     "reversal_unknown_rc": "reversal_rc",
     "late_original_rc": "code",
     "cup_unbalanced_mode": "cup_unbalanced_mode",

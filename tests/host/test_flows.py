@@ -74,6 +74,22 @@ def test_bad_mac_gets_a0_and_three_in_a_row_lock_until_sign_on(dialect_name: str
     assert ask(host, terminal.mac(terminal.financial("sale", 100)))["39"] == "00"
 
 
+@pytest.mark.parametrize("dialect_name", ["intl-bcd", "cup"])
+def test_with_require_mac_a_terminal_holding_keys_must_mac_its_requests(dialect_name: str) -> None:
+    host, terminal = signed_on(dialect_name, require_mac=True)
+    unmaced = ask(host, terminal.financial("sale", 100))
+    assert unmaced["39"] == "A0" and "64" not in unmaced
+    assert [(r["status"], r["reason"]) for r in rows(host, kind="sale")] == [("declined", "mac_missing")]
+    echo = ask(host, terminal.network("echo"))  # network management carries no MAC
+    assert echo["39"] == "00"
+    for _ in range(3):  # a missing MAC is refused, not counted towards the lock of three bad ones
+        assert ask(host, terminal.financial("sale", 100))["39"] == "A0"
+    answer = ask(host, terminal.mac(terminal.financial("sale", 100)))
+    assert answer["39"] == "00" and terminal.mac_ok(answer)
+    fresh, stranger = signed_on(dialect_name, require_mac=True)[0], make_terminal(dialect_name, tid="10000009")
+    assert ask(fresh, stranger.financial("sale", 100))["39"] == "00"  # no keys issued to it: nothing to MAC with
+
+
 def test_one_good_mac_resets_the_failure_count() -> None:
     host, terminal = signed_on("intl-ascii")
     for _ in range(2):
