@@ -44,7 +44,7 @@ import tempfile
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Coroutine
 
 import click
 
@@ -280,9 +280,19 @@ def _open_journal(options: Options) -> Journal:
 def _run(options: Options, make: Callable[[datetime], Operation]) -> Result:
     if options.port is None:
         raise click.UsageError("--port is required for commands that talk to the host")
+    return _in_journal(options, lambda journal: _drive(options, journal, make))
+
+
+def _run_offline(options: Options, make: Callable[[datetime], Operation]) -> Result:
+    """An operation that sends nothing (offline sale, tip adjust): no port is needed."""
+    return _in_journal(options, lambda journal: _offline(options, journal, make))
+
+
+def _in_journal(options: Options, drive: Callable[[Journal], Coroutine[Any, Any, Result]]) -> Result:
+    """Open the journal, run ``drive`` on it, close it; what goes wrong becomes a CLI error."""
     journal = _open_journal(options)
     try:
-        return asyncio.run(_drive(options, journal, make))
+        return asyncio.run(drive(journal))
     except RequestNotBuilt as exc:
         raise BadRequest(str(exc)) from None
     except sqlite3.Error as exc:  # disk full, file locked by another process ... mid-operation
@@ -306,13 +316,7 @@ def run_command(options: Options, make: Callable[[datetime], Operation], *, offl
     Returns:
         The result ``--json`` prints (``result.as_dict()``); no exit code is derived from it.
     """
-    if not offline:
-        return _run(options, make)
-    journal = _open_journal(options)
-    try:
-        return asyncio.run(_offline(options, journal, make))
-    finally:
-        journal.close()
+    return (_run_offline if offline else _run)(options, make)
 
 
 def _exit_code(result: Result) -> int:
@@ -484,12 +488,7 @@ def offline_sale(options: Options, amount: str, pan: str | None, expiry: str | N
     """Offline sale of AMOUNT: approved by the terminal, queued as an advice (no traffic now)."""
     minor = parse_amount(amount)
     card = _card(options, pan, expiry)
-    journal = _open_journal(options)
-    try:  # no traffic: a port is not needed
-        result = asyncio.run(_offline(options, journal, lambda now: OfflineSale(now=now, amount_minor=minor, card=card)))
-    finally:
-        journal.close()
-    _report(options, result)
+    _report(options, _run_offline(options, lambda now: OfflineSale(now=now, amount_minor=minor, card=card)))
 
 
 @command()
@@ -502,13 +501,8 @@ def adjust(options: Options, invoice: str | None, rrn: str | None, tip: str | No
         raise click.UsageError("give exactly one of --tip and --amount")
     tip_minor = parse_amount(tip) if tip is not None else None
     new_minor = parse_amount(new_amount) if new_amount is not None else None
-    journal = _open_journal(options)
-    try:
-        result = asyncio.run(_offline(options, journal, lambda now: Adjust(
-            now=now, original=_ref(invoice, rrn), tip_minor=tip_minor, new_amount_minor=new_minor)))
-    finally:
-        journal.close()
-    _report(options, result)
+    _report(options, _run_offline(options, lambda now: Adjust(
+        now=now, original=_ref(invoice, rrn), tip_minor=tip_minor, new_amount_minor=new_minor)))
 
 
 async def _offline(options: Options, journal: Journal, make: Callable[[datetime], Operation]) -> Result:
