@@ -211,7 +211,7 @@ async def run_operation(operation: Operation, *, terminal: Terminal, journal: Jo
             # a message that cannot be encoded must not leave a pending reversal or SAF entry behind.
             try:
                 prepared = {id(a): prepare(a, dialect, framing, tpdu, header) for a in actions if isinstance(a, Send)}
-            except (CodecError, ValueError) as exc:
+            except ValueError as exc:  # a CodecError, or a MAC key of the wrong length
                 raise RequestNotBuilt(f"{command}: the request cannot be built, nothing of it was stored or "
                                       f"sent: {exc}") from None
             for action in actions:

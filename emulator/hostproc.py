@@ -22,6 +22,24 @@ class HostStartError(RuntimeError):
     """The child host exited or printed something other than its ready line."""
 
 
+
+def host_address(text: str, option: str = "--host") -> tuple[str, int]:
+    """``HOST:PORT`` as the address and port of a host the terminal is pointed at.
+
+    >>> host_address("127.0.0.1:8583")
+    ('127.0.0.1', 8583)
+    >>> host_address("8583", "--pos-host")
+    Traceback (most recent call last):
+    ValueError: --pos-host '8583' is not HOST:PORT, expecting e.g. 127.0.0.1:8583
+
+    Raises:
+        ValueError: not HOST:PORT with a port 1-65535 (the text names ``option``).
+    """
+    address, _, port = text.rpartition(":")
+    if not address or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{option} {text!r} is not HOST:PORT, expecting e.g. 127.0.0.1:8583")
+    return address, int(port)
+
 @dataclass
 class HostProcess:
     """A running child host; use as a context manager to stop it (SIGTERM) on exit."""

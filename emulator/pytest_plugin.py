@@ -100,9 +100,12 @@ def pytest_configure(config: pytest.Config) -> None:
     if (host is None) != (control is None):
         raise pytest.UsageError("--pos-host and --pos-control go together")
     if host is not None:
-        address, _, port = host.rpartition(":")
-        if not address or not port.isdigit() or not 0 < int(port) < 65536:
-            raise pytest.UsageError(f"--pos-host {host!r} is not HOST:PORT, expecting e.g. 127.0.0.1:8583")
+        from emulator.hostproc import host_address
+
+        try:
+            host_address(host, "--pos-host")
+        except ValueError as exc:
+            raise pytest.UsageError(str(exc)) from None
     if config.getoption("--pos-timeout") <= 0:
         raise pytest.UsageError("--pos-timeout must be a positive number of seconds")
     if config.getoption("--pos-jobs") < 1:
@@ -320,8 +323,10 @@ class _HostPool:
         s = self.state
         if s.external_host is not None:
             assert s.control_url is not None
-            address, _, port = s.external_host.rpartition(":")
-            return PosHost(host=address, port=int(port), control_url=s.control_url, dialect=dialect)
+            from emulator.hostproc import host_address
+
+            address, port = host_address(s.external_host, "--pos-host")
+            return PosHost(host=address, port=port, control_url=s.control_url, dialect=dialect)
         if dialect not in self._children:
             from emulator.hostproc import start_host
 

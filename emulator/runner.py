@@ -65,7 +65,7 @@ from specs.scenario import (SCENARIO_DIR, TERMINAL_FAULTS,
 from specs.transactions import layout
 
 from emulator.channel import CRASH_EXIT_CODE, Endpoint, run_invocation
-from emulator.hostproc import HostProcess, start_host
+from emulator.hostproc import HostProcess, host_address, start_host
 from emulator.invariants import INVARIANTS, Evidence, InvariantResult, TraceEvent, check_all, host_net_minor
 from emulator.journal import Journal
 from emulator.messages import Profile
@@ -495,9 +495,9 @@ class HostPool:
     async def get(self, worker: int, dialect: str) -> HostHandle:
         o = self.options
         if o.host is not None:
-            address, _, port = o.host.rpartition(":")
+            address, port = host_address(o.host)
             assert o.control_url is not None
-            return HostHandle(dialect=dialect, address=address, port=int(port),
+            return HostHandle(dialect=dialect, address=address, port=port,
                               control=HostControl(self.session, o.control_url))
         key = (worker, dialect)
         if key not in self._hosts:
@@ -1480,9 +1480,10 @@ async def run_matrix(options: MatrixOptions, *, progress: Callable[[str], None] 
     if options.host is not None and len(options.dialects) != 1:
         raise MatrixError("--host needs exactly one --dialect (the dialect that host speaks)")
     if options.host is not None:
-        address, _, port = options.host.rpartition(":")
-        if not address or not port.isdigit() or not 0 < int(port) < 65536:
-            raise MatrixError(f"--host {options.host!r} is not HOST:PORT, expecting e.g. 127.0.0.1:8583")
+        try:
+            host_address(options.host)
+        except ValueError as exc:
+            raise MatrixError(str(exc)) from None
     if options.scenarios is None:
         loaded = load_all(options.scenario_dir)
     else:
