@@ -31,7 +31,7 @@ from specs.masking import mask_pan, mask_value
 
 from host_stub.faults import Fault, action_schemas, when_schema
 from host_stub.keys import tmk_of
-from host_stub.ledger import COLUMNS, FILTER_NOTES, LEDGER_FILTERS, SIX_DIGIT_FILTERS, ledger_filters
+from host_stub.ledger import COLUMNS, FILTER_NOTES, JSON_COLUMNS, LEDGER_FILTERS, SIX_DIGIT_FILTERS, ledger_filters
 from host_stub.registry import Card, Merchant, Terminal, generate_from_dict
 from host_stub.settings import HostSettings
 from host_stub.validation import ConfigError, check_keys, want_datetime, want_number
@@ -198,8 +198,7 @@ class ApiError(Exception):
 def _row_schema(table: str) -> dict[str, Any]:
     """A ledger row as listed: every column of :data:`host_stub.ledger.COLUMNS`."""
     properties: dict[str, Any] = {
-        column: {"type": "object", "nullable": True} if column in ("terminal_totals", "host_totals", "uploaded_totals",
-                                                                   "exceptions")
+        column: {"type": "object", "nullable": True} if column in JSON_COLUMNS.get(table, ())
         else {"type": "integer" if kind == "INTEGER" else "string", "nullable": True}
         for column, kind in COLUMNS[table].items()}
     if table == "settlements":

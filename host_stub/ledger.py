@@ -186,7 +186,9 @@ _NEXT_SEQUENCE = ("INSERT INTO sequences (name, value) VALUES (?, 1) "
 
 _BOOK_TABLES = ("authorizations", "tombstones", "settlements", "uploads", "payouts", "sequences")
 _REGISTRY_TABLES = ("merchants", "terminals", "cards")
-_JSON_COLUMNS = {"settlements": ("terminal_totals", "host_totals", "uploaded_totals", "exceptions")}
+#: Columns holding a JSON document (decoded when read): not filterable, listed as objects.
+JSON_COLUMNS: Mapping[str, tuple[str, ...]] = {
+    "settlements": ("terminal_totals", "host_totals", "uploaded_totals", "exceptions")}
 
 
 def _schema_columns() -> dict[str, dict[str, str]]:
@@ -214,7 +216,7 @@ SIX_DIGIT_FILTERS = frozenset({"stan", "batch", "terminal_batch"})
 #: from this table.
 LEDGER_FILTERS: Mapping[str, Mapping[str, str]] = {
     table: {**{column: "integer" if kind == "INTEGER" else "string" for column, kind in COLUMNS[table].items()
-               if column not in _JSON_COLUMNS.get(table, ())},
+               if column not in JSON_COLUMNS.get(table, ())},
             **({"stan": "string"} if table != "authorizations" else {})}
     for table in ("authorizations", "settlements", "payouts")}
 
@@ -674,14 +676,14 @@ class Ledger:
     def _json_out(self, table: str, row: Mapping[str, Any]) -> dict[str, Any]:
         self._check_columns(table, row)
         out = dict(row)
-        for column in _JSON_COLUMNS.get(table, ()):
+        for column in JSON_COLUMNS.get(table, ()):
             if column in out and out[column] is not None and not isinstance(out[column], str):
                 value = out[column]
                 out[column] = json.dumps(asdict(value) if isinstance(value, Totals) else value)
         return out
 
     def _json_in(self, table: str, row: dict[str, Any]) -> dict[str, Any]:
-        for column in _JSON_COLUMNS.get(table, ()):
+        for column in JSON_COLUMNS.get(table, ()):
             if row.get(column) is not None:
                 row[column] = json.loads(row[column])
         return row
