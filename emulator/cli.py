@@ -58,7 +58,7 @@ from specs.masking import mask_pan
 from emulator.channel import Endpoint, RequestNotBuilt, run_invocation, run_operation
 from emulator.hostproc import HostStartError, start_host
 from emulator.journal import Journal
-from emulator.messages import Profile
+from emulator.messages import DEFAULT_MID, DEFAULT_NII, DEFAULT_TID, Profile
 from emulator.settings import CRASH_POINTS, SettingsError, TerminalSettings, describe, load_settings
 from emulator.terminal import (Adjust, Balance, Books, Completion, CompletionVoid, Echo, OfflineSale, Operation,
                                Outcome, PreAuth, PreAuthVoid, Reference, Refund, Result, Reverse, Sale, Settle, SignOff,
@@ -87,9 +87,9 @@ def _common_options(func: Callable[..., Any], *, top: bool) -> Callable[..., Any
         click.option("--dialect", type=click.Choice(sorted(DIALECTS)), default=default("intl-bcd"), show_default=top),
         click.option("--journal", default=default("terminal.sqlite"), show_default=top,
                      help="Terminal journal (SQLite file)."),
-        click.option("--tid", default=default("10000001"), show_default=top,
+        click.option("--tid", default=default(DEFAULT_TID), show_default=top,
                      help="Terminal ID (field 41, 8 characters)."),
-        click.option("--mid", default=default("123456789012345"), show_default=top,
+        click.option("--mid", default=default(DEFAULT_MID), show_default=top,
                      help="Merchant ID (field 42, 15 characters)."),
         click.option("--timeout", type=click.FloatRange(min=0.001), default=default(60.0), show_default=top,
                      help="Response timeout in seconds."),
@@ -203,7 +203,7 @@ def _top_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 @click.group()
 @_top_options
-@click.option("--nii", default="112", show_default=True, help="NII (INTL field 24 and TPDU destination).")
+@click.option("--nii", default=DEFAULT_NII, show_default=True, help="NII (INTL field 24 and TPDU destination).")
 @click.option("--log-json", is_flag=True, help="Log JSON lines on stderr instead of console text.")
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))

@@ -46,14 +46,17 @@ from specs.totals import (CUP_UPLOAD_DATA, CUP_UPLOAD_END_BALANCED, CUP_UPLOAD_E
 from specs.transactions import layout
 
 
+#: The emulated terminal's identity unless told otherwise (``pos-terminal``, the matrix, the plugin).
+DEFAULT_TID, DEFAULT_MID, DEFAULT_NII = "10000001", "123456789012345", "112"
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Profile:
     """Who this terminal is and which conventions it follows."""
 
-    tid: str = "10000001"
-    mid: str = "123456789012345"
+    tid: str = DEFAULT_TID
+    mid: str = DEFAULT_MID
     family: str = "intl"
-    nii: str = "112"
+    nii: str = DEFAULT_NII
     currency: str = "156"
     operator: str = "001"
 

@@ -56,8 +56,6 @@ if TYPE_CHECKING:  # the emulator is imported only when a fixture or a scenario 
 DEFAULT_DIALECT = "intl-bcd"
 DEFAULT_TIMEOUT_SECONDS = 0.5
 DEFAULT_JOBS = 2
-#: Default identity of a ``pos_terminal`` (as ``pos-terminal``'s defaults).
-DEFAULT_TID, DEFAULT_MID = "10000001", "123456789012345"
 #: How long one control API call may take.
 CONTROL_TIMEOUT_SECONDS = 10.0
 #: A team's scenario file is a copy of a cause file, so it is named like one.
@@ -383,15 +381,16 @@ class PosTerminal:
     (default: the last eligible one).  The helpers are synchronous (each runs its own event loop).
     """
 
-    def __init__(self, host: PosHost, journal_path: Path, *, timeout_seconds: float, tid: str = DEFAULT_TID,
-                 mid: str = DEFAULT_MID, settings: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, host: PosHost, journal_path: Path, *, timeout_seconds: float, tid: str | None = None,
+                 mid: str | None = None, settings: Mapping[str, Any] | None = None) -> None:
+        from emulator.messages import DEFAULT_MID, DEFAULT_TID
         from emulator.runner import FAST_BACKOFF
 
         self.host = host
         self.journal_path = Path(journal_path)
         self.settings_path = self.journal_path.with_name(self.journal_path.stem + "-settings.yaml")
         self.timeout_seconds = timeout_seconds
-        self.tid, self.mid = tid, mid
+        self.tid, self.mid = tid or DEFAULT_TID, mid or DEFAULT_MID  # pos-terminal's defaults
         #: The operator of every command (CUP 63.1), unless a command names one.
         self.operator: str | None = None
         #: Business time the terminal uses instead of its clock (None: synced from the host at sign-on).
@@ -429,14 +428,17 @@ class PosTerminal:
         """The :class:`emulator.cli.Options` one command of this terminal runs with."""
         import click
 
+        from specs.framing import DEFAULT_MAX_FRAME_BYTES
+
         from emulator.cli import Options
+        from emulator.messages import DEFAULT_NII
 
         raw = {"host": self.host.host, "port": self.host.port, "dialect": self.host.dialect,
                "journal": str(self.journal_path), "tid": self.tid, "mid": self.mid, "timeout": self.timeout_seconds,
                "config": str(self.settings_path), "overrides": (), "crash_at": None,
                "operator": operator or self.operator, "now": self.now.isoformat() if self.now else None,
-               "json_output": True, "nii": "112", "length_prefix": None, "tpdu": None, "cup_header": None,
-               "max_frame_bytes": 65535}
+               "json_output": True, "nii": DEFAULT_NII, "length_prefix": None, "tpdu": None, "cup_header": None,
+               "max_frame_bytes": DEFAULT_MAX_FRAME_BYTES}
         try:
             return Options(**raw)
         except click.ClickException as exc:
@@ -636,7 +638,7 @@ def make_pos_terminal(pos_host: PosHost, tmp_path: Path, pytestconfig: pytest.Co
     _configure_logging()
     made: list[PosTerminal] = []
 
-    def make(*, tid: str = DEFAULT_TID, mid: str = DEFAULT_MID, timeout_seconds: float | None = None,
+    def make(*, tid: str | None = None, mid: str | None = None, timeout_seconds: float | None = None,
              **settings: Any) -> PosTerminal:
         terminal = PosTerminal(pos_host, tmp_path / f"terminal-{len(made) + 1}.sqlite",
                                timeout_seconds=timeout_seconds or pytestconfig.stash[_STATE].timeout_seconds,

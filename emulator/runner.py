@@ -68,7 +68,7 @@ from emulator.channel import CRASH_EXIT_CODE, Endpoint, run_invocation
 from emulator.hostproc import HostProcess, host_address, start_host
 from emulator.invariants import INVARIANTS, Evidence, InvariantResult, TraceEvent, check_all, host_net_minor
 from emulator.journal import Journal
-from emulator.messages import Profile
+from emulator.messages import DEFAULT_MID, DEFAULT_TID, Profile
 from emulator.settings import SETTING_NAMES, TerminalSettings
 from emulator.terminal import (Adjust, Balance, Books, Completion, CompletionVoid, Echo, Idle, OfflineSale, Operation,
                                Outcome, PreAuth, PreAuthVoid, Reference, Refund, Result, Reverse, Sale, Settle, SignOff,
@@ -78,8 +78,6 @@ from emulator.terminal import (Adjust, Balance, Books, Completion, CompletionVoi
 DEFAULT_RESPONSE_TIMEOUT_SECONDS = 0.5
 #: Backoff between repeated reversals and advices, scaled down like the timeout.
 FAST_BACKOFF = {"backoff_initial_seconds": 0.01, "backoff_max_seconds": 0.04}
-#: Default TID and MID of the emulated terminal (as ``pos-terminal``'s defaults).
-DEFAULT_TID, DEFAULT_MID = "10000001", "123456789012345"
 #: How long one crash-point child process may take before it is killed.
 CHILD_TIMEOUT_SECONDS = 30.0
 #: Run names, in the order they are made for one scenario and dialect.
