@@ -696,7 +696,6 @@ class ScenarioFile(pytest.File):
             yield ScenarioItem.from_parent(self, name=f"{scenario.id}[{scenario.status}]", scenario=scenario,
                                            dialect=None)
 
-
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException]) -> str | Any:  # type: ignore[override]
         from specs.scenario import ScenarioError
 
