@@ -22,9 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from specs.logs import configure_logging  # noqa: E402
-
 from emulator.runner import MatrixOptions, run  # noqa: E402
+from specs.logs import configure_logging  # noqa: E402
 
 
 def main() -> None:

@@ -27,26 +27,47 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from datetime import datetime, timezone
-from typing import Callable
-
+from emulator.journal import Journal
+from emulator.settings import TerminalSettings
+from emulator.terminal import (
+    COMMAND_NAMES,
+    Backoff,
+    Connect,
+    Connected,
+    ConnectFailed,
+    ConnectionLost,
+    CrashPoint,
+    Disconnect,
+    Finish,
+    Idle,
+    Input,
+    MessageReceived,
+    MessageUnreadable,
+    Observed,
+    Operation,
+    Outcome,
+    Print,
+    Printed,
+    PrinterFailed,
+    Result,
+    Reverse,
+    Send,
+    StartTimer,
+    Terminal,
+    TimerExpired,
+)
 from specs.codec import CodecError, decode, encode
 from specs.crypto import sign, verify
 from specs.dialects import Dialect
 from specs.framing import CupHeader, Frame, FrameReader, Framing, FramingError, Tpdu, pack
 from specs.masking import mask_message
-
-from emulator.journal import Journal
-from emulator.settings import TerminalSettings
-from emulator.terminal import (COMMAND_NAMES, Backoff, Connect, ConnectFailed, Connected, ConnectionLost, CrashPoint,
-                               Disconnect, Finish, Idle, Input, MessageReceived, MessageUnreadable, Observed, Operation,
-                               Outcome, Print, Printed, PrinterFailed, Result, Reverse, Send, StartTimer, Terminal,
-                               TimerExpired)
 
 log = structlog.get_logger("pos_terminal")
 
@@ -107,7 +128,7 @@ class Link:
 
     @classmethod
     async def open(cls, endpoint: Endpoint, framing: Framing, dialect: Dialect, tpdu: Tpdu | None,
-                   header: CupHeader | None = None) -> "Link":
+                   header: CupHeader | None = None) -> Link:
         """Connect, retrying refused or timed-out attempts with backoff (tenacity)."""
         async for attempt in AsyncRetrying(stop=stop_after_attempt(endpoint.connect_attempts),
                                            wait=wait_exponential(multiplier=0.05, max=1.0),
@@ -117,7 +138,7 @@ class Link:
                     reader, writer = await asyncio.open_connection(endpoint.host, endpoint.port)
         return cls(reader, writer, framing, dialect, tpdu, header)
 
-    async def send(self, request: "Prepared") -> None:
+    async def send(self, request: Prepared) -> None:
         """Write one prepared request; its MAC key then verifies the answer's MAC."""
         self._mac = request.mac
         self.writer.write(request.data)
@@ -170,7 +191,7 @@ def backoff_seconds(settings: TerminalSettings, attempt: int) -> float:
 
 
 def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def crash_now(point: str) -> None:

@@ -41,28 +41,48 @@ import json
 import sqlite3
 import sys
 import tempfile
+from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Callable, Coroutine
+from typing import Any
 
 import click
-
-from specs.cards import Card, seeded_card
-from specs.cliopts import database_open_problem, framing_options, resolve_framing
-from specs.crypto import check_pin
-from specs.dialects import DIALECTS, get_dialect
-from specs.logs import configure_logging
-from specs.masking import mask_pan
 
 from emulator.channel import Endpoint, RequestNotBuilt, run_invocation, run_operation
 from emulator.hostproc import HostStartError, start_host
 from emulator.journal import Journal
 from emulator.messages import DEFAULT_MID, DEFAULT_NII, DEFAULT_TID, Profile
 from emulator.settings import CRASH_POINTS, SettingsError, TerminalSettings, describe, load_settings
-from emulator.terminal import (Adjust, Balance, Books, Completion, CompletionVoid, Echo, OfflineSale, Operation,
-                               Outcome, PreAuth, PreAuthVoid, Reference, Refund, Result, Reverse, Sale, Settle, SignOff,
-                               SignOn, Terminal, Void)
+from emulator.terminal import (
+    Adjust,
+    Balance,
+    Books,
+    Completion,
+    CompletionVoid,
+    Echo,
+    OfflineSale,
+    Operation,
+    Outcome,
+    PreAuth,
+    PreAuthVoid,
+    Reference,
+    Refund,
+    Result,
+    Reverse,
+    Sale,
+    Settle,
+    SignOff,
+    SignOn,
+    Terminal,
+    Void,
+)
+from specs.cards import Card, seeded_card
+from specs.cliopts import database_open_problem, framing_options, resolve_framing
+from specs.crypto import check_pin
+from specs.dialects import DIALECTS, get_dialect
+from specs.logs import configure_logging
+from specs.masking import mask_pan
 
 EXIT_CONNECT_FAILED = 3
 EXIT_NO_ANSWER = 4
@@ -704,10 +724,10 @@ def matrix(ctx: click.Context, only: str | None, dialect_filter: str | None, rep
     """Run the cause-and-fix matrix: every cause with the fix off (the symptom must appear) and on
     (its invariants must hold); print one row per cause and the wall time.  Exit 1 if any row does
     not behave as its scenario file expects."""
-    from specs.scenario import ScenarioError
-
     from emulator.report import format_failures, format_table, write_reports
-    from emulator.runner import MatrixError, MatrixOptions, run as run_matrix
+    from emulator.runner import MatrixError, MatrixOptions
+    from emulator.runner import run as run_matrix
+    from specs.scenario import ScenarioError
 
     group = ctx.parent.params if ctx.parent is not None else {}
     if group.get("log_level") == "warning":  # the default: keep the progress lines readable

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 READY_TIMEOUT_SECONDS = 20.0
 
@@ -64,7 +64,7 @@ class HostProcess:
             self.process.stdout.close()
         return self.process.returncode
 
-    def __enter__(self) -> "HostProcess":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -40,11 +40,13 @@ orphan approval: TID 10000001 STAN 000123 RRN 263260000001 approved on the host,
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from types import MappingProxyType
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from specs.dialects import response_mti
 from specs.transactions import identify, layout
@@ -136,7 +138,7 @@ class Evidence:
     repeat_mtis: Mapping[str, str] = field(default_factory=lambda: DEFAULT_REPEAT_MTIS)
     business_date: date | None = None
     holidays: frozenset[date] = frozenset()
-    uninterrupted: "Evidence | None" = None
+    uninterrupted: Evidence | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -356,7 +358,7 @@ def check_g4(ev: Evidence) -> InvariantResult:
 
 def _batch_steps(numbers: list[str], side: str, tid: str) -> list[str]:
     out = []
-    for before, after in zip(numbers, numbers[1:]):
+    for before, after in itertools.pairwise(numbers):
         if before.isdigit() and after.isdigit() and int(after) != int(before) + 1:
             out.append(f"batch number skipped on the {side}: TID {tid} batch {after} closed after {before}, "
                        f"expecting {int(before) + 1:06d}")

@@ -29,17 +29,40 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, fields
-from typing import Any, Iterator, Mapping
+from typing import Any
 
+from emulator.terminal import (
+    Action,
+    Advice,
+    AppendJournal,
+    Books,
+    CloseBatch,
+    ClosedBatch,
+    CommitApproval,
+    DeleteReversal,
+    Edit,
+    JournalRecord,
+    MarkUploaded,
+    ParkAdvice,
+    ParkReversal,
+    PendingReversal,
+    RemoveAdvice,
+    SaveAdvice,
+    SaveCounters,
+    SaveMarkers,
+    SaveReversal,
+    SaveSettlement,
+    SaveSignOn,
+    SettlementStage,
+    SettlementState,
+    UpdateAdvice,
+    UpdateJournal,
+    UpdateReversal,
+)
 from specs.storage import open_books
-
-from emulator.terminal import (Action, Advice, AppendJournal, Books, CloseBatch, ClosedBatch, CommitApproval, Edit,
-                               JournalRecord,
-                               MarkUploaded, ParkAdvice, ParkReversal, PendingReversal, RemoveAdvice, SaveAdvice,
-                               SaveCounters, SaveMarkers, SaveReversal, SaveSettlement, SaveSignOn, SettlementStage,
-                               SettlementState, UpdateAdvice, UpdateJournal, UpdateReversal, DeleteReversal)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);

@@ -40,11 +40,19 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from specs.codec import Message
-from specs.totals import (CUP_UPLOAD_DATA, CUP_UPLOAD_END_BALANCED, CUP_UPLOAD_END_UNBALANCED, Totals,
-                          UploadRecord, cup_field_48, cup_upload_field_48, intl_field_63,
-                          intl_upload_field_60, intl_upload_processing_code)
+from specs.totals import (
+    CUP_UPLOAD_DATA,
+    CUP_UPLOAD_END_BALANCED,
+    CUP_UPLOAD_END_UNBALANCED,
+    Totals,
+    UploadRecord,
+    cup_field_48,
+    cup_upload_field_48,
+    intl_field_63,
+    intl_upload_field_60,
+    intl_upload_processing_code,
+)
 from specs.transactions import layout
-
 
 #: The emulated terminal's identity unless told otherwise (``pos-terminal``, the matrix, the plugin).
 DEFAULT_TID, DEFAULT_MID, DEFAULT_NII = "10000001", "123456789012345", "112"

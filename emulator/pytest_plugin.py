@@ -35,23 +35,23 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Generator, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from specs.dialects import DIALECTS
 
 if TYPE_CHECKING:  # the emulator is imported only when a fixture or a scenario item needs it
-    from specs.scenario import Scenario
-
     from emulator.cli import Options
     from emulator.hostproc import HostProcess
     from emulator.runner import CauseRow
     from emulator.terminal import Operation, Result
+    from specs.scenario import Scenario
 
 DEFAULT_DIALECT = "intl-bcd"
 DEFAULT_TIMEOUT_SECONDS = 0.5
@@ -115,7 +115,7 @@ def pytest_configure(config: pytest.Config) -> None:
     _add_collection_paths(config, state)
 
 
-def _add_collection_paths(config: pytest.Config, state: "_State") -> None:
+def _add_collection_paths(config: pytest.Config, state: _State) -> None:
     """Make sure the scenario files are reached by collection.
 
     ``--pos-matrix`` and ``--pos-scenarios`` are asked for on the command line: their directories
@@ -154,10 +154,10 @@ class _State:
     control_url: str | None
     timeout_seconds: float
     jobs: int
-    runs: "_Runs | None" = None
+    runs: _Runs | None = None
 
     @classmethod
-    def from_config(cls, config: pytest.Config) -> "_State":
+    def from_config(cls, config: pytest.Config) -> _State:
         return cls(matrix=bool(config.getoption("--pos-matrix")),
                    directories=[Path(config.invocation_params.dir, d).resolve()
                                 for d in config.getoption("--pos-scenarios")],
@@ -315,7 +315,7 @@ class _HostPool:
 
     def __init__(self, state: _State) -> None:
         self.state = state
-        self._children: dict[str, tuple["HostProcess", PosHost]] = {}
+        self._children: dict[str, tuple[HostProcess, PosHost]] = {}
 
     def get(self, dialect: str) -> PosHost:
         s = self.state
@@ -424,14 +424,13 @@ class PosTerminal:
             raise
         self._settings = merged
 
-    def options(self, *, operator: str | None = None) -> "Options":
+    def options(self, *, operator: str | None = None) -> Options:
         """The :class:`emulator.cli.Options` one command of this terminal runs with."""
         import click
 
-        from specs.framing import DEFAULT_MAX_FRAME_BYTES
-
         from emulator.cli import Options
         from emulator.messages import DEFAULT_NII
+        from specs.framing import DEFAULT_MAX_FRAME_BYTES
 
         raw = {"host": self.host.host, "port": self.host.port, "dialect": self.host.dialect,
                "journal": str(self.journal_path), "tid": self.tid, "mid": self.mid, "timeout": self.timeout_seconds,
@@ -452,8 +451,8 @@ class PosTerminal:
 
     # ---------------------------------------------------------------- running commands
 
-    def run(self, make: Callable[[datetime], "Operation"], *, operator: str | None = None,
-            offline: bool = False) -> "Result":
+    def run(self, make: Callable[[datetime], Operation], *, operator: str | None = None,
+            offline: bool = False) -> Result:
         """Run one operation (``make(now)``) as one ``pos-terminal`` command."""
         import click
 
@@ -490,49 +489,49 @@ class PosTerminal:
 
         return Reference(invoice=None if invoice is None else str(invoice), rrn=rrn)
 
-    def signon(self, *, operator: str | None = None) -> "Result":
+    def signon(self, *, operator: str | None = None) -> Result:
         from emulator.terminal import SignOn
 
         return self.run(lambda now: SignOn(now=now), operator=operator)
 
-    def signoff(self, *, operator: str | None = None) -> "Result":
+    def signoff(self, *, operator: str | None = None) -> Result:
         from emulator.terminal import SignOff
 
         return self.run(lambda now: SignOff(now=now), operator=operator)
 
-    def echo(self) -> "Result":
+    def echo(self) -> Result:
         from emulator.terminal import Echo
 
         return self.run(lambda now: Echo(now=now))
 
     def sale(self, amount: Amount, *, pan: str | None = None, expiry: str | None = None, pin: str | None = None,
-             operator: str | None = None) -> "Result":
+             operator: str | None = None) -> Result:
         from emulator.terminal import Sale
 
         minor, card = self._minor(amount), self._card(pan, expiry)
         return self.run(lambda now: Sale(now=now, amount_minor=minor, card=card, pin=pin), operator=operator)
 
-    def balance(self, *, pan: str | None = None, expiry: str | None = None, pin: str | None = None) -> "Result":
+    def balance(self, *, pan: str | None = None, expiry: str | None = None, pin: str | None = None) -> Result:
         from emulator.terminal import Balance
 
         card = self._card(pan, expiry)
         return self.run(lambda now: Balance(now=now, card=card, pin=pin))
 
     def preauth(self, amount: Amount, *, pan: str | None = None, expiry: str | None = None,
-                pin: str | None = None, operator: str | None = None) -> "Result":
+                pin: str | None = None, operator: str | None = None) -> Result:
         from emulator.terminal import PreAuth
 
         minor, card = self._minor(amount), self._card(pan, expiry)
         return self.run(lambda now: PreAuth(now=now, amount_minor=minor, card=card, pin=pin), operator=operator)
 
     def preauth_void(self, *, invoice: str | int | None = None, rrn: str | None = None,
-                     operator: str | None = None) -> "Result":
+                     operator: str | None = None) -> Result:
         from emulator.terminal import PreAuthVoid
 
         return self.run(lambda now: PreAuthVoid(now=now, original=self._ref(invoice, rrn)), operator=operator)
 
     def completion(self, amount: Amount, *, invoice: str | int | None = None, rrn: str | None = None,
-                   operator: str | None = None) -> "Result":
+                   operator: str | None = None) -> Result:
         from emulator.terminal import Completion
 
         minor = self._minor(amount)
@@ -540,19 +539,19 @@ class PosTerminal:
                         operator=operator)
 
     def completion_void(self, *, invoice: str | int | None = None, rrn: str | None = None,
-                        operator: str | None = None) -> "Result":
+                        operator: str | None = None) -> Result:
         from emulator.terminal import CompletionVoid
 
         return self.run(lambda now: CompletionVoid(now=now, original=self._ref(invoice, rrn)), operator=operator)
 
     def void(self, *, invoice: str | int | None = None, rrn: str | None = None,
-             operator: str | None = None) -> "Result":
+             operator: str | None = None) -> Result:
         from emulator.terminal import Void
 
         return self.run(lambda now: Void(now=now, original=self._ref(invoice, rrn)), operator=operator)
 
     def refund(self, amount: Amount, *, invoice: str | int | None = None, rrn: str | None = None,
-               operator: str | None = None) -> "Result":
+               operator: str | None = None) -> Result:
         from emulator.terminal import Refund
 
         minor = self._minor(amount)
@@ -560,7 +559,7 @@ class PosTerminal:
                         operator=operator)
 
     def offline_sale(self, amount: Amount, *, pan: str | None = None, expiry: str | None = None,
-                     operator: str | None = None) -> "Result":
+                     operator: str | None = None) -> Result:
         """Approved by the terminal, queued as an advice: no traffic now."""
         from emulator.terminal import OfflineSale
 
@@ -569,7 +568,7 @@ class PosTerminal:
                         offline=True)
 
     def adjust(self, *, tip: Amount | None = None, amount: Amount | None = None, invoice: str | int | None = None,
-               rrn: str | None = None, operator: str | None = None) -> "Result":
+               rrn: str | None = None, operator: str | None = None) -> Result:
         """Tip adjust (queued advice): ``tip=`` or the new total ``amount=``."""
         from emulator.terminal import Adjust
 
@@ -580,12 +579,12 @@ class PosTerminal:
         return self.run(lambda now: Adjust(now=now, original=self._ref(invoice, rrn), tip_minor=tip_minor,
                                            new_amount_minor=new_minor), operator=operator, offline=True)
 
-    def settle(self, *, operator: str | None = None) -> "Result":
+    def settle(self, *, operator: str | None = None) -> Result:
         from emulator.terminal import Settle
 
         return self.run(lambda now: Settle(now=now), operator=operator)
 
-    def reverse(self) -> "Result":
+    def reverse(self) -> Result:
         """Send the pending reversals now."""
         from emulator.terminal import Reverse
 
@@ -607,9 +606,8 @@ class PosTerminal:
 
     def journal(self, *, include_settled: bool = False) -> list[dict[str, Any]]:
         """The journal's records as ``pos-terminal journal --json`` shows them (PAN masked)."""
-        from specs.masking import mask_pan
-
         from emulator.journal import Journal
+        from specs.masking import mask_pan
 
         store = Journal(str(self.journal_path))
         try:
@@ -669,7 +667,7 @@ def _configure_logging() -> None:
 # ============================================================================ scenario files as items
 
 
-def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> "ScenarioFile | None":
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> ScenarioFile | None:
     state = parent.config.stash[_STATE]
     if state.wants(file_path):
         return ScenarioFile.from_parent(parent, path=file_path)
@@ -683,7 +681,7 @@ class ScenarioFailure(AssertionError):
 class ScenarioFile(pytest.File):
     """One scenario file: an item per dialect it runs in (or one for an outside or merged cause)."""
 
-    def collect(self) -> Iterator["ScenarioItem"]:
+    def collect(self) -> Iterator[ScenarioItem]:
         from specs.scenario import load_scenario
 
         scenario = load_scenario(self.path)  # a ScenarioError names the file, line and key
@@ -709,7 +707,7 @@ class ScenarioItem(pytest.Item):
     holds the invariants its file lists (an outside cause: reported as outside; a merged stub: as
     the file that covers it)."""
 
-    def __init__(self, *, scenario: "Scenario", dialect: str | None, **kwargs: Any) -> None:
+    def __init__(self, *, scenario: Scenario, dialect: str | None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.scenario = scenario
         self.dialect = dialect
@@ -762,7 +760,7 @@ class ScenarioItem(pytest.Item):
 class _Runs:
     """The session's scenario runs: one row per scenario file, by path."""
 
-    rows: dict[Path, "CauseRow"] = field(default_factory=dict)
+    rows: dict[Path, CauseRow] = field(default_factory=dict)
     error: str | None = None
     wall_seconds: float = 0.0
 
@@ -770,11 +768,10 @@ class _Runs:
 def _run_scenarios(state: _State, items: list[ScenarioItem], progress: Callable[[str], None] | None) -> _Runs:
     """Run every selected scenario file in the dialects its items need, as few matrix runs as the
     cause ids allow (two copies of one cause cannot share a run: rows are per cause)."""
+    from emulator.runner import MatrixError, MatrixOptions, run
     from specs.scenario import ScenarioError, load_scenario
 
-    from emulator.runner import MatrixError, MatrixOptions, run
-
-    wanted: dict[Path, tuple["Scenario", set[str]]] = {}
+    wanted: dict[Path, tuple[Scenario, set[str]]] = {}
     for item in items:
         path = item.path.resolve()
         wanted.setdefault(path, (item.scenario, set()))
@@ -790,7 +787,7 @@ def _run_scenarios(state: _State, items: list[ScenarioItem], progress: Callable[
     except (ScenarioError, OSError) as exc:
         runs.error = str(exc)
         return runs
-    batches: list[dict[str, tuple[Path, "Scenario"]]] = []
+    batches: list[dict[str, tuple[Path, Scenario]]] = []
     for path, (scenario, dialects) in wanted.items():
         if scenario.status == "merged":  # its item is judged by the covering file's row
             continue

@@ -42,27 +42,16 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import aiohttp
 import structlog
 import yaml
-
-from specs.cards import Card, seeded_card
-from specs.dialects import get_dialect
-from specs.framing import DEFAULT_FRAMING
-from specs.logs import configure_logging
-from specs.masking import mask_message, mask_pan, mask_value
-from specs.scenario import (SCENARIO_DIR, TERMINAL_FAULTS,
-                            TERMINAL_SETTINGS, TOGGLES, Check, ClockStep, CrashAt, ExpectStep, HostFaultStep,
-                            HostRegistryStep, HostSettingsStep, MessagePattern, OperatorNote, Registry, Restart,
-                            RowCheck, RunExpectation, Scenario, Step, TerminalSettingsStep, TerminalStep,
-                            host_settings_body, load_all)
-from specs.transactions import layout
 
 from emulator.channel import CRASH_EXIT_CODE, Endpoint, run_invocation
 from emulator.hostproc import HostProcess, host_address, start_host
@@ -70,9 +59,61 @@ from emulator.invariants import INVARIANTS, Evidence, InvariantResult, TraceEven
 from emulator.journal import Journal
 from emulator.messages import DEFAULT_MID, DEFAULT_TID, Profile
 from emulator.settings import SETTING_NAMES, TerminalSettings
-from emulator.terminal import (Adjust, Balance, Books, Completion, CompletionVoid, Echo, Idle, OfflineSale, Operation,
-                               Outcome, PreAuth, PreAuthVoid, Reference, Refund, Result, Reverse, Sale, Settle, SignOff,
-                               SignOn, Terminal, Void)
+from emulator.terminal import (
+    Adjust,
+    Balance,
+    Books,
+    Completion,
+    CompletionVoid,
+    Echo,
+    Idle,
+    OfflineSale,
+    Operation,
+    Outcome,
+    PreAuth,
+    PreAuthVoid,
+    Reference,
+    Refund,
+    Result,
+    Reverse,
+    Sale,
+    Settle,
+    SignOff,
+    SignOn,
+    Terminal,
+    Void,
+)
+from specs.cards import Card, seeded_card
+from specs.dialects import get_dialect
+from specs.framing import DEFAULT_FRAMING
+from specs.logs import configure_logging
+from specs.masking import mask_message, mask_pan, mask_value
+from specs.scenario import (
+    SCENARIO_DIR,
+    TERMINAL_FAULTS,
+    TERMINAL_SETTINGS,
+    TOGGLES,
+    Check,
+    ClockStep,
+    CrashAt,
+    ExpectStep,
+    HostFaultStep,
+    HostRegistryStep,
+    HostSettingsStep,
+    MessagePattern,
+    OperatorNote,
+    Registry,
+    Restart,
+    RowCheck,
+    RunExpectation,
+    Scenario,
+    Step,
+    TerminalSettingsStep,
+    TerminalStep,
+    host_settings_body,
+    load_all,
+)
+from specs.transactions import layout
 
 #: Default response timeout of the matrix runs (the terminal's 60 s scaled down).
 DEFAULT_RESPONSE_TIMEOUT_SECONDS = 0.5
@@ -279,7 +320,7 @@ class CauseRow:
 
     scenario: Scenario
     dialects: list[DialectResult] = field(default_factory=list)
-    merged_target: "CauseRow | None" = None
+    merged_target: CauseRow | None = None
 
     @property
     def status(self) -> str:
@@ -1013,7 +1054,8 @@ class _Run:
         except TimeoutError:
             process.kill()
             await process.wait()
-            raise RunAborted(f"pos-terminal child for step {record.name} did not finish in {CHILD_TIMEOUT_SECONDS:g} s")
+            raise RunAborted(
+                f"pos-terminal child for step {record.name} did not finish in {CHILD_TIMEOUT_SECONDS:g} s") from None
         crashes = self._pull_trace()  # the child wrote its wire trace into the same journal
         if process.returncode == CRASH_EXIT_CODE:
             record.outcome = "crashed"
@@ -1048,7 +1090,7 @@ class _Run:
 
     # ---------------------------------------------------------------- evidence and verdict
 
-    async def _view(self) -> "RunView":
+    async def _view(self) -> RunView:
         control = self.host.control
         authorizations, settlements, payouts, journal, clock, host_settings = await asyncio.gather(
             control.ledger("authorizations"), control.ledger("settlements"), control.ledger("payouts"),
@@ -1127,7 +1169,7 @@ class _Run:
         run.passed = not run.failures
 
 
-def expectation_checks(expectation: RunExpectation, invariants: Sequence[InvariantResult], view: "RunView",
+def expectation_checks(expectation: RunExpectation, invariants: Sequence[InvariantResult], view: RunView,
                        family: str) -> list[CheckResult]:
     """One run's expectation against what it showed: each invariant that must break or hold, then
     each check (outcomes, messages, codes, ledgers, terminal state, host net)."""

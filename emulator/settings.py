@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import dataclasses
 import string
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import yaml
 

@@ -45,24 +45,36 @@ settlement resumes where it stopped.
 from __future__ import annotations
 
 import enum
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, Generator, Mapping, Union
+from typing import Any
 
+from emulator.messages import (
+    INTL_SETTLE_AFTER_UPLOAD,
+    INTL_SETTLE_FIRST,
+    Original,
+    Profile,
+    UploadItem,
+    cup_upload_end,
+    cup_upload_request,
+    device_info,
+    financial_request,
+    intl_upload_request,
+    network_request,
+    repeat_mti,
+    reversal_request,
+    settlement_request,
+)
+from emulator.settings import TerminalSettings
 from specs import codes
 from specs.cards import Card
 from specs.codec import Message
 from specs.crypto import KEY_BLOCK_LAYOUT, check_pin, default_mac_algorithm, parse_key_block, pin_block
 from specs.dialects import response_mti
 from specs.masking import mask_pan
-from specs.totals import (CUP_BALANCED, CUP_UPLOAD_MAX_RECORDS, SETTLEMENT_CLASS, Totals, parse_cup_field_48,
-                          totals_of)
+from specs.totals import CUP_BALANCED, CUP_UPLOAD_MAX_RECORDS, SETTLEMENT_CLASS, Totals, parse_cup_field_48, totals_of
 from specs.transactions import layout
-
-from emulator.messages import (INTL_SETTLE_AFTER_UPLOAD, INTL_SETTLE_FIRST, Original, Profile, UploadItem,
-                               cup_upload_end, cup_upload_request, device_info, financial_request,
-                               intl_upload_request, network_request, repeat_mti, reversal_request, settlement_request)
-from emulator.settings import TerminalSettings
 
 #: CUP header 处理要求 values asking for a download (parameters, IC parameters, TMS software).
 PARAMETER_DOWNLOADS: Mapping[str, str] = {"1": "a parameter download", "5": "an IC parameter download",
@@ -259,7 +271,7 @@ class Books:
     def find(self, invoice: str) -> JournalRecord | None:
         return next((r for r in (*self.records, *self.history) if r.invoice == invoice), None)
 
-    def apply(self, action: "Action") -> None:
+    def apply(self, action: Action) -> None:
         """Mirror one durable action in memory, exactly as :meth:`emulator.journal.Journal.apply`
         performs it on disk (a test checks that the two agree)."""
         match action:
@@ -468,8 +480,10 @@ class Idle:
     operator: str | None = None
 
 
-Financial = Union[Sale, Balance, PreAuth, PreAuthVoid, Completion, CompletionVoid, Void, Refund, OfflineSale, Adjust]
-Operation = Union[SignOn, SignOff, Echo, Financial, Settle, Reverse, Idle]
+Financial = (
+    Sale | Balance | PreAuth | PreAuthVoid | Completion | CompletionVoid | Void | Refund | OfflineSale | Adjust
+)
+Operation = SignOn | SignOff | Echo | Financial | Settle | Reverse | Idle
 
 #: Operation -> transaction kind of :mod:`specs.transactions`.
 KIND_OF: Mapping[type, str] = {
@@ -561,9 +575,11 @@ class ResponseStray:
     why: str
 
 
-RemoteInput = Union[Connected, ConnectFailed, MessageReceived, MessageUnreadable, TimerExpired, ConnectionLost,
-                    Printed, PrinterFailed]
-Input = Union[Operation, RemoteInput]
+RemoteInput = (
+    Connected | ConnectFailed | MessageReceived | MessageUnreadable | TimerExpired | ConnectionLost | Printed |
+    PrinterFailed
+)
+Input = Operation | RemoteInput
 
 # --------------------------------------------------------------------------- actions
 
@@ -766,17 +782,19 @@ class Observed:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Finish:
-    result: "Result"
+    result: Result
 
 
 DURABLE_ACTIONS = (SaveCounters, SaveSignOn, SaveMarkers, AppendJournal, CommitApproval, UpdateJournal, SaveReversal,
                    UpdateReversal, DeleteReversal, ParkReversal, SaveAdvice, UpdateAdvice, RemoveAdvice, ParkAdvice,
                    SaveSettlement, MarkUploaded, CloseBatch)
 
-Action = Union[Connect, Disconnect, Send, StartTimer, Backoff, Print, CrashPoint, SaveCounters, SaveSignOn,
-               SaveMarkers, AppendJournal, CommitApproval, UpdateJournal, SaveReversal, UpdateReversal,
-               DeleteReversal, ParkReversal, SaveAdvice, UpdateAdvice, RemoveAdvice, ParkAdvice, SaveSettlement,
-               MarkUploaded, CloseBatch, Observed, Finish]
+Action = (
+    Connect | Disconnect | Send | StartTimer | Backoff | Print | CrashPoint | SaveCounters | SaveSignOn |
+    SaveMarkers | AppendJournal | CommitApproval | UpdateJournal | SaveReversal | UpdateReversal | DeleteReversal |
+    ParkReversal | SaveAdvice | UpdateAdvice | RemoveAdvice | ParkAdvice | SaveSettlement | MarkUploaded |
+    CloseBatch | Observed | Finish
+)
 
 
 class Outcome(enum.Enum):
@@ -844,12 +862,12 @@ EXTERNAL: tuple[type, ...] = (Connected, ConnectFailed, ResponseMatched, Respons
 
 
 def _ignore_in(state: State, *inputs: type) -> dict[type, State | str]:
-    return {i: state for i in inputs}
+    return dict.fromkeys(inputs, state)
 
 
 TRANSITIONS: dict[State, dict[type, State | str]] = {
     State.IDLE: {
-        **{op: FLOW for op in OPERATIONS},
+        **dict.fromkeys(OPERATIONS, FLOW),
         **_ignore_in(State.IDLE, *EXTERNAL),  # late answers, link events and printer noise between operations
     },
     State.CONNECTING: {
@@ -930,8 +948,8 @@ class _NotConnected:
     reason: str
 
 
-_Wait = Union[_Exchange, _Print, _Pause]
-_Answer = Union[_Answered, _NoAnswer, _NotConnected]
+_Wait = _Exchange | _Print | _Pause
+_Answer = _Answered | _NoAnswer | _NotConnected
 Flow = Generator[_Wait, Any, Result]
 
 #: Operations only a supervisor may do when operator roles are enforced (C14).
@@ -1879,7 +1897,7 @@ class Terminal:
             self._emit(CrashPoint(point="f"))
         return state
 
-    def _end_settlement(self, op: Settle, state: SettlementState) -> Generator[_Wait, Any, None | Result]:
+    def _end_settlement(self, op: Settle, state: SettlementState) -> Generator[_Wait, Any, Result | None]:
         stan = self._take_stan()
         if self.profile.family == "intl":
             request = settlement_request(self.profile, self.books.open_batch_totals(), stan=stan, batch=state.batch,

@@ -21,12 +21,11 @@ import sys
 import click
 import structlog
 
-from specs.dialects import DIALECTS, get_dialect
-from specs.cliopts import database_open_problem, framing_options, resolve_framing
-from specs.logs import configure_logging
-
 from host_stub.runtime import HostRuntime, read_config_file
 from host_stub.validation import ConfigError
+from specs.cliopts import database_open_problem, framing_options, resolve_framing
+from specs.dialects import DIALECTS, get_dialect
+from specs.logs import configure_logging
 
 log = structlog.get_logger("pos_host")
 

@@ -21,9 +21,9 @@ datetime.date(2024, 5, 6)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from typing import Callable
 
 MIDNIGHT = time(0, 0)
 

@@ -19,15 +19,13 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
-
-from specs.crypto import kcv
-from specs.masking import mask_pan, mask_value
 
 from host_stub.faults import Fault, action_schemas, when_schema
 from host_stub.keys import tmk_of
@@ -35,6 +33,8 @@ from host_stub.ledger import COLUMNS, FILTER_NOTES, JSON_COLUMNS, LEDGER_FILTERS
 from host_stub.registry import Card, Merchant, Terminal, generate_from_dict
 from host_stub.settings import HostSettings
 from host_stub.validation import ConfigError, check_keys, want_datetime, want_number
+from specs.crypto import kcv
+from specs.masking import mask_pan, mask_value
 
 if TYPE_CHECKING:
     from host_stub.runtime import HostRuntime
@@ -303,7 +303,7 @@ def _single_values(request: web.Request) -> list[tuple[str, str]]:
 class ControlApi:
     """The aiohttp application over one :class:`~host_stub.runtime.HostRuntime`."""
 
-    def __init__(self, runtime: "HostRuntime") -> None:
+    def __init__(self, runtime: HostRuntime) -> None:
         self.runtime = runtime
         self.app = web.Application(middlewares=[self._errors])
         for route in ROUTES:

@@ -66,11 +66,23 @@ payout_failure (reason)             payout created failed (C25)
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
 from datetime import datetime, time, timedelta
 from functools import reduce
-from typing import Any, Callable, ClassVar, Mapping, Union
+from typing import Any, ClassVar
 
+from host_stub.host import Directives
+from host_stub.validation import (
+    ConfigError,
+    check_keys,
+    want_datetime,
+    want_int,
+    want_number,
+    want_object,
+    want_str,
+    want_time,
+)
 from specs import codes
 from specs.codec import Message
 from specs.dialects import DIALECTS, is_request
@@ -78,10 +90,6 @@ from specs.framing import Framing
 from specs.masking import mask_pan
 from specs.totals import Totals
 from specs.transactions import KINDS as TRANSACTION_KINDS
-
-from host_stub.host import Directives
-from host_stub.validation import (ConfigError, check_keys, want_datetime, want_int, want_number, want_object, want_str,
-                                  want_time)
 
 NOON = datetime(2026, 1, 1, 12, 0)
 
@@ -222,7 +230,7 @@ class When:
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None, *, where: str = "when") -> "When":
+    def from_dict(cls, data: Mapping[str, Any] | None, *, where: str = "when") -> When:
         """Read a selector, refusing every criterion that could never match a request.
 
         Raises:
@@ -265,7 +273,7 @@ def _field_names() -> set[str]:
 
 
 # Checks of the string criteria: each returns the value (normalised) or what was expected.
-_Check = Callable[[Any], Union[str, tuple[None, str]]]
+_Check = Callable[[Any], str | tuple[None, str]]
 
 
 def _mti_check(value: Any) -> str | tuple[None, str]:
@@ -386,7 +394,7 @@ class Plan:
     processing_requirement: str | None = None
     directives: Directives = field(default_factory=Directives)
 
-    def directing(self, **changes: Any) -> "Plan":
+    def directing(self, **changes: Any) -> Plan:
         return replace(self, directives=replace(self.directives, **changes))
 
 
@@ -413,7 +421,7 @@ class Close:
     """Close the connection; later steps and requests on it are abandoned."""
 
 
-Step = Union[Write, Sleep, Close]
+Step = Write | Sleep | Close
 
 
 def steps(plan: Plan, answer: bytes, framing: Framing, *, interim: bytes | None = None) -> list[Step]:
@@ -757,10 +765,12 @@ class RefuseConnect:
         return plan
 
 
-Action = Union[DropResponse, CloseBeforeProcessing, CloseAfterProcessing, DelayResponse, Interim09, PartialWrite,
-               GarbledFrame, BadLengthPrefix, DuplicateResponse, RespondRc, OmitFields, StanOffset, CorruptMac,
-               RotateKeys, HeaderProcessingRequirement, TotalsDelta, DropAdvicePosting, UploadInterrupt,
-               MaintenanceWindow, ReversalRcForUnknownOriginal, PayoutDelay, PayoutHold, PayoutFailure, RefuseConnect]
+Action = (
+    DropResponse | CloseBeforeProcessing | CloseAfterProcessing | DelayResponse | Interim09 | PartialWrite |
+    GarbledFrame | BadLengthPrefix | DuplicateResponse | RespondRc | OmitFields | StanOffset | CorruptMac |
+    RotateKeys | HeaderProcessingRequirement | TotalsDelta | DropAdvicePosting | UploadInterrupt |
+    MaintenanceWindow | ReversalRcForUnknownOriginal | PayoutDelay | PayoutHold | PayoutFailure | RefuseConnect
+)
 
 #: Action type name -> class: the registry the YAML config and the control API use.
 ACTIONS: Mapping[str, type] = {cls.type: cls for cls in (
@@ -992,7 +1002,7 @@ class Fault:
         return {"id": self.id, "when": self.when.as_dict(), "action": action_as_dict(self.action), "times": self.times}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, where: str = "fault") -> "Fault":
+    def from_dict(cls, data: Mapping[str, Any], *, where: str = "fault") -> Fault:
         check_keys(data, {"id", "when", "action", "times"}, where=where)
         if "action" not in data:
             raise ConfigError("Missing key 'action'", key="action", where=where)

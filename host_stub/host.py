@@ -46,26 +46,48 @@ settlement (0500)  totals compared; INTL 95 / CUP 对账应答码 2 (or 39=95); 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime
-from typing import Any, Callable
+from typing import Any, ClassVar
 
+from host_stub.keys import INTL_KEY_LAYOUT, issue_working_keys, mac_is_valid, pin_from_block, signed
+from host_stub.ledger import Ledger
+from host_stub.registry import (
+    CARD_STATUS_RC,
+    OPEN_CARD,
+    TERMINAL_STATUS_RC,
+    Card,
+    Merchant,
+    Registry,
+    Terminal,
+    card_expired,
+    pan_token,
+)
+from host_stub.settings import HostSettings, fee_rule_at
+from host_stub.wire import wire_mac_is_valid
 from specs import codes
 from specs.codec import Message
 from specs.crypto import default_mac_algorithm
 from specs.dialects import Dialect, response_mti
 from specs.masking import luhn_valid, mask_pan
-from specs.totals import (CUP_BALANCED, CUP_ERROR, CUP_UNBALANCED, CUP_UPLOAD_DATA, CUP_UPLOAD_END_BALANCED,
-                          CUP_UPLOAD_END_UNBALANCED, SETTLEMENT_CLASS, Totals, cup_field_48, parse_cup_field_48,
-                          parse_cup_upload_field_48, parse_intl_field_63, parse_intl_upload_field_60, totals_of)
+from specs.totals import (
+    CUP_BALANCED,
+    CUP_ERROR,
+    CUP_UNBALANCED,
+    CUP_UPLOAD_DATA,
+    CUP_UPLOAD_END_BALANCED,
+    CUP_UPLOAD_END_UNBALANCED,
+    SETTLEMENT_CLASS,
+    Totals,
+    cup_field_48,
+    parse_cup_field_48,
+    parse_cup_upload_field_48,
+    parse_intl_field_63,
+    parse_intl_upload_field_60,
+    totals_of,
+)
 from specs.transactions import identify
-
-from host_stub.keys import INTL_KEY_LAYOUT, issue_working_keys, mac_is_valid, pin_from_block, signed
-from host_stub.wire import wire_mac_is_valid
-from host_stub.ledger import Ledger
-from host_stub.registry import (CARD_STATUS_RC, OPEN_CARD, TERMINAL_STATUS_RC, Card, Merchant, Registry, Terminal,
-                                card_expired, pan_token)
-from host_stub.settings import HostSettings, fee_rule_at
 
 #: Request fields a response echoes (the rest are the host's own or must not come back: 2, 35, 52, 55).
 _ECHO = ("3", "4", "11", "24", "25", "41", "42", "49", "60", "70")
@@ -721,10 +743,10 @@ class Host:
             ctx.row["reason"] = f"card_{card.status}"
             return status_rc
         expiry = card.expiry or self._request_expiry(request)
-        if expiry and expiry.isdigit() and len(expiry) == 4:
-            if card_expired(expiry, ctx.business_date) or (card.expiry and request.get("14", card.expiry) != card.expiry):
-                ctx.row["reason"] = "card_expired"
-                return codes.EXPIRED_CARD
+        if expiry and expiry.isdigit() and len(expiry) == 4 and (
+                card_expired(expiry, ctx.business_date) or (card.expiry and request.get("14", card.expiry) != card.expiry)):
+            ctx.row["reason"] = "card_expired"
+            return codes.EXPIRED_CARD
         rc = self._check_pin(ctx, card)
         if rc or not amount_checks:
             return rc
@@ -1240,7 +1262,7 @@ class Host:
         self.registry.put(terminal)
         return terminal
 
-    _HANDLERS: dict[str, Callable[["Host", _Ctx], str]] = {
+    _HANDLERS: ClassVar[dict[str, Callable[[Host, _Ctx], str]]] = {
         "sign_on": _sign_on, "sign_off": _sign_off, "echo": _echo, "settlement": _settlement, "upload": _upload,
         "reversal": _reversal, "sale": _sale, "preauth": _preauth, "balance": _balance, "void": _void,
         "completion_void": _completion_void, "preauth_void": _preauth_void, "refund": _refund,

@@ -12,9 +12,17 @@ Wire contract (shared with the terminal):
 
 from __future__ import annotations
 
-from specs.crypto import (DEFAULT_TEST_TMK, KEY_BLOCK_LAYOUT, build_key_block, default_mac_algorithm, derive_test_key,
-                          read_pin_block, sign, verify)
 from specs.codec import Message
+from specs.crypto import (
+    DEFAULT_TEST_TMK,
+    KEY_BLOCK_LAYOUT,
+    build_key_block,
+    default_mac_algorithm,
+    derive_test_key,
+    read_pin_block,
+    sign,
+    verify,
+)
 from specs.dialects import Dialect
 
 #: Key names in key-block order.

@@ -46,13 +46,13 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict
-from typing import Any, Iterable, Literal, Mapping
-
-from specs.storage import open_books
-from specs.totals import SETTLEMENT_CLASS, Totals, totals_of
+from typing import Any, Literal
 
 from host_stub.validation import ConfigError
+from specs.storage import open_books
+from specs.totals import SETTLEMENT_CLASS, Totals, totals_of
 
 #: Statuses of records that count in their batch's totals.
 STANDING = ("approved", "refunded")
@@ -331,11 +331,11 @@ class Ledger:
 
     # ------------------------------------------------------------------ transactions
 
-    def transaction(self) -> "_Transaction":
+    def transaction(self) -> _Transaction:
         """One atomic unit of writes, committed at its end; nested uses join the outermost one."""
         return _Transaction(self, grouped=False)
 
-    def request_transaction(self) -> "_Transaction":
+    def request_transaction(self) -> _Transaction:
         """The transaction of one request: a savepoint of the open group when :attr:`group_commits`
         is on (committed by :meth:`commit_pending`), else like :meth:`transaction`."""
         return _Transaction(self, grouped=self.group_commits)
@@ -693,7 +693,7 @@ class _Transaction:
     """:meth:`Ledger.transaction` / :meth:`Ledger.request_transaction` (a class, not a generator:
     every request enters several, nested)."""
 
-    __slots__ = ("ledger", "grouped")
+    __slots__ = ("grouped", "ledger")
 
     def __init__(self, ledger: Ledger, *, grouped: bool) -> None:
         self.ledger = ledger
@@ -716,7 +716,7 @@ class _Transaction:
         ledger._depth = 1
         return db
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Literal[False]:
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> Literal[False]:
         ledger = self.ledger
         if ledger._depth > 1:
             ledger._depth -= 1

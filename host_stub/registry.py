@@ -26,17 +26,17 @@ host_stub.validation.ConfigError: Key 'status' holds 'closed', expecting one of 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import date
-from typing import Any, Mapping
+from typing import Any
 
 from faker import Faker
 
-from specs.cards import seeded_card
-from specs.masking import luhn_valid, mask_pan
-
 from host_stub.settings import FeeRule
 from host_stub.validation import ConfigError, check_keys, want_bool, want_int, want_str
+from specs.cards import seeded_card
+from specs.masking import luhn_valid, mask_pan
 
 #: Merchant status -> what it blocks.  ``frozen`` and ``disabled`` decline new financial requests
 #: with 03 (settlement of the open batch stays possible, C15); ``frozen_payout`` keeps acquiring but
@@ -65,7 +65,7 @@ class Limits:
         return {"daily_amount_minor": self.daily_amount_minor, "daily_count": self.daily_count,
                 "per_txn_max_minor": self.per_txn_max_minor}
 
-    def updated(self, data: Mapping[str, Any], *, where: str) -> "Limits":
+    def updated(self, data: Mapping[str, Any], *, where: str) -> Limits:
         check_keys(data, _names(Limits), where=where)
         return replace(self, **{k: None if data[k] is None else want_int(data, k, where=where, minimum=0)
                                 for k in data})
@@ -115,13 +115,13 @@ class Merchant:
                 "fee_schedule": [r.as_dict() for r in self.fee_schedule]}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, where: str = "merchant") -> "Merchant":
+    def from_dict(cls, data: Mapping[str, Any], *, where: str = "merchant") -> Merchant:
         check_keys(data, _names(cls), where=where)
         if "mid" not in data:
             raise ConfigError("Missing key 'mid'", key="mid", where=where)
         return cls(mid=_mid(data, where)).updated({k: v for k, v in data.items() if k != "mid"}, where=where)
 
-    def updated(self, data: Mapping[str, Any], *, where: str = "merchant") -> "Merchant":
+    def updated(self, data: Mapping[str, Any], *, where: str = "merchant") -> Merchant:
         check_keys(data, _names(Merchant), where=where)
         changes: dict[str, Any] = {}
         for key in data:
@@ -202,7 +202,7 @@ class Terminal:
                 "key_layout": self.key_layout, "mac_failures": self.mac_failures}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, where: str = "terminal") -> "Terminal":
+    def from_dict(cls, data: Mapping[str, Any], *, where: str = "terminal") -> Terminal:
         check_keys(data, _names(cls), where=where)
         for required in ("tid", "mid"):
             if required not in data:
@@ -210,7 +210,7 @@ class Terminal:
         return cls(tid=_tid(data, where), mid=_mid(data, where)).updated(
             {k: v for k, v in data.items() if k not in ("tid", "mid")}, where=where)
 
-    def updated(self, data: Mapping[str, Any], *, where: str = "terminal") -> "Terminal":
+    def updated(self, data: Mapping[str, Any], *, where: str = "terminal") -> Terminal:
         check_keys(data, _names(Terminal), where=where)
         changes: dict[str, Any] = {}
         for key in data:
@@ -269,7 +269,7 @@ class Card:
                 "balance_minor": self.balance_minor, "pin": self.pin, "limits": self.limits.as_dict()}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, where: str = "card") -> "Card":
+    def from_dict(cls, data: Mapping[str, Any], *, where: str = "card") -> Card:
         check_keys(data, {"pan", *_CARD_KEYS}, where=where)
         if "pan" not in data:
             raise ConfigError("Missing key 'pan'", key="pan", where=where)
@@ -280,7 +280,7 @@ class Card:
         return cls(token=pan_token(pan), pan_masked=mask_pan(pan)).updated(
             {k: v for k, v in data.items() if k != "pan"}, where=where)
 
-    def updated(self, data: Mapping[str, Any], *, where: str = "card") -> "Card":
+    def updated(self, data: Mapping[str, Any], *, where: str = "card") -> Card:
         check_keys(data, _CARD_KEYS | {"pan_masked"}, where=where)
         changes: dict[str, Any] = {}
         for key in data:

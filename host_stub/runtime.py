@@ -15,14 +15,12 @@ returns to exactly this configuration with empty books.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import structlog
 import yaml
-
-from specs.dialects import Dialect
-from specs.framing import Framing
 
 from host_stub.clock import BusinessClock
 from host_stub.faults import Fault, FaultEngine
@@ -33,6 +31,8 @@ from host_stub.registry import Registry
 from host_stub.server import HostServer
 from host_stub.settings import HostSettings
 from host_stub.validation import ConfigError, check_keys, want_datetime
+from specs.dialects import Dialect
+from specs.framing import Framing
 
 log = structlog.get_logger("pos_host")
 

@@ -38,18 +38,17 @@ from typing import Any
 
 import structlog
 
+from host_stub.clock import BusinessClock
+from host_stub.faults import Close, FaultEngine, Plan, Sleep, Write, steps
+from host_stub.host import Host, classify
+from host_stub.journal import RequestJournal
+from host_stub.wire import encode_response, encode_signed
 from specs import codes
 from specs.codec import CodecError, Message, decode, decode_unvalidated
 from specs.crypto import default_mac_algorithm
 from specs.dialects import Dialect, is_request, response_mti
 from specs.framing import Frame, FrameReader, Framing, FramingError, pack
 from specs.masking import mask_message
-
-from host_stub.clock import BusinessClock
-from host_stub.faults import Close, FaultEngine, Plan, Sleep, Write, steps
-from host_stub.host import Host, classify
-from host_stub.journal import RequestJournal
-from host_stub.wire import encode_response, encode_signed
 
 log = structlog.get_logger("pos_host")
 

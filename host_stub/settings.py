@@ -16,13 +16,22 @@ host_stub.validation.ConfigError: Key 'reversal_unknown_rc' holds '05', expectin
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, time
-from typing import Any, Mapping
+from typing import Any
 
 from host_stub.clock import Calendar
-from host_stub.validation import (ConfigError, check_keys, want_bool, want_date, want_int, want_str, want_str_list,
-                                  want_time)
+from host_stub.validation import (
+    ConfigError,
+    check_keys,
+    want_bool,
+    want_date,
+    want_int,
+    want_str,
+    want_str_list,
+    want_time,
+)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -46,7 +55,7 @@ class FeeRule:
                 "fixed_minor": self.fixed_minor}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, where: str) -> "FeeRule":
+    def from_dict(cls, data: Mapping[str, Any], *, where: str) -> FeeRule:
         check_keys(data, {"effective_from", "rate_bps", "fixed_minor"}, where=where)
         if "effective_from" not in data:
             raise ConfigError("Missing key 'effective_from'", key="effective_from", where=where)
@@ -119,7 +128,7 @@ class HostSettings:
     def required_for(self, mti: str) -> tuple[str, ...]:
         """Fields ``required_fields`` demands in a request with this MTI (a repeat MTI counts as its original)."""
         for wanted, names in self.required_fields:
-            if wanted == mti or wanted[:3] == mti[:3] and mti[3] == "1" and wanted[3] == "0":
+            if wanted == mti or (wanted[:3] == mti[:3] and mti[3] == "1" and wanted[3] == "0"):
                 return names
         return ()
 
@@ -141,10 +150,10 @@ class HostSettings:
                 "required_fields": {mti: list(names) for mti, names in self.required_fields}}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, where: str = "settings") -> "HostSettings":
+    def from_dict(cls, data: Mapping[str, Any], *, where: str = "settings") -> HostSettings:
         return cls().updated(data, where=where)
 
-    def updated(self, data: Mapping[str, Any], *, where: str = "settings") -> "HostSettings":
+    def updated(self, data: Mapping[str, Any], *, where: str = "settings") -> HostSettings:
         """A copy with the keys of ``data`` changed (a partial update, as ``PUT /settings`` takes)."""
         check_keys(data, _FIELDS, where=where)
         changes: dict[str, Any] = {}

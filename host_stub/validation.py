@@ -17,8 +17,9 @@ host_stub.validation.ConfigError: Key 'n' holds '3' (str), expecting an integer:
 from __future__ import annotations
 
 import re
+from collections.abc import Collection, Mapping
 from datetime import date, datetime, time
-from typing import Any, Collection, Mapping
+from typing import Any
 
 
 class ConfigError(ValueError):

@@ -104,8 +104,8 @@ def _encode(message: Message, dialect: Dialect, *, signing: bool) -> bytes:
         doc["64"] = _to_wire_value(message["64"], formats["64"], dialect)
     try:
         raw, _ = iso8583.encode(doc, _spec(dialect))
-    except (iso8583.EncodeError, ValueError, TypeError):
+    except (iso8583.EncodeError, ValueError, TypeError) as err:
         if not signing:
             return encode(message, dialect)  # the codec says what is wrong, field and position
-        raise CodecError("Response cannot be encoded for signing", field="64", pos=None, mti=message.get("t"))
+        raise CodecError("Response cannot be encoded for signing", field="64", pos=None, mti=message.get("t")) from err
     return bytes(raw)

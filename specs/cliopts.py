@@ -7,8 +7,9 @@ overrides one part of it, because real links mix them (domain.md §1.2).
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 
@@ -47,7 +48,7 @@ def database_open_problem(option: str, path: str, exc: BaseException, expected: 
     '--journal /no/such/t.sqlite: cannot open: unable to open database file (folder /no/such does not exist)'
     """
     reason = str(exc) if isinstance(exc, sqlite3.Error) else (getattr(exc, "strerror", None) or str(exc))
-    if isinstance(exc, WrongBooks) or isinstance(exc, sqlite3.DatabaseError) and "not a database" in reason:
+    if isinstance(exc, WrongBooks) or (isinstance(exc, sqlite3.DatabaseError) and "not a database" in reason):
         return f"{option} {path} is not {expected} ({reason})"
     target = Path(path)
     folder = target.parent

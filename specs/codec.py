@@ -21,7 +21,7 @@ specs.codec.CodecError: Field 11 holds '0000A1', expecting digits only (n 6): fi
 from __future__ import annotations
 
 import string
-from typing import Mapping
+from collections.abc import Mapping
 
 import iso8583
 from iso8583.decoder import DecodeError
@@ -76,7 +76,7 @@ def _rebuild_codec_error(msg: str, field: str, pos: int | None, mti: str | None)
 
 
 def _field_order(key: str) -> int:
-    return {"h": -3, "t": -2, "p": -1}.get(key, None) or int(key)
+    return {"h": -3, "t": -2, "p": -1}.get(key) or int(key)
 
 
 def encode(message: Mapping[str, str], dialect: Dialect) -> bytes:

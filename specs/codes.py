@@ -13,9 +13,9 @@ Source: domain.md §5 (ISO meanings; CUP categories A-E from the CUP response-co
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Mapping
 
 
 class TerminalAction(enum.Enum):

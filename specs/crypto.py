@@ -36,9 +36,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import MappingProxyType
-from typing import Callable, Iterator, Mapping, Sequence
 
 import psec
 from cryptography.utils import CryptographyDeprecationWarning

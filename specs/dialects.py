@@ -31,9 +31,10 @@ upper-case hex strings and track data uses ``=`` as separator (BCD dialects carr
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 FieldKind = Literal["n", "an", "ans", "z", "b"]
 LengthType = Literal["fixed", "LL", "LLL"]

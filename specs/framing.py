@@ -67,10 +67,10 @@ class Tpdu:
         return bytes([TPDU_ID]) + _hex4(self.destination, "destination") + _hex4(self.source, "source")
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "Tpdu":
+    def from_bytes(cls, data: bytes) -> Tpdu:
         return cls(destination=data[1:3].hex(), source=data[3:5].hex())
 
-    def swapped(self) -> "Tpdu":
+    def swapped(self) -> Tpdu:
         """The TPDU a host puts on its answer: source and destination exchanged."""
         return Tpdu(destination=self.source, source=self.destination)
 
@@ -102,7 +102,7 @@ class CupHeader:
         return bytes.fromhex(digits)
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> "CupHeader":
+    def from_bytes(cls, data: bytes) -> CupHeader:
         d = data.hex()
         return cls(app_type=d[0:2], version=d[2:4], terminal_status=d[4], processing_requirement=d[5],
                    software_version=d[6:12])

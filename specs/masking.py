@@ -31,7 +31,8 @@ control API still shows the real length.
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 #: Data elements whose content must never appear in clear outside the wire itself.
 SENSITIVE_FIELDS = frozenset({"2", "35", "36", "45", "52", "55", "62"})

@@ -44,12 +44,13 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import date, datetime, time
 from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Iterable, Mapping, NoReturn, Union
+from typing import Any, NoReturn
 
 import yaml
 
@@ -601,12 +602,14 @@ class ExpectStep:
     """A mid-scenario check, in both runs or only one (``runs``)."""
 
     runs: str
-    check: "Check"
+    check: Check
     line: int
 
 
-Step = Union[TerminalStep, ClockStep, CrashAt, Restart, HostFaultStep, HostRegistryStep, HostSettingsStep,
-             TerminalSettingsStep, OperatorNote, ExpectStep]
+Step = (
+    TerminalStep | ClockStep | CrashAt | Restart | HostFaultStep | HostRegistryStep | HostSettingsStep |
+    TerminalSettingsStep | OperatorNote | ExpectStep
+)
 
 #: YAML step type -> what it becomes (terminal commands become :class:`TerminalStep`).
 STEP_TYPES: tuple[str, ...] = (*TERMINAL_COMMANDS, "clock", "crash_at", "restart", "host_fault", "host_registry",

@@ -24,7 +24,8 @@ script holding two 86 commands is rejected with :class:`TlvError`, never silentl
 from __future__ import annotations
 
 import string
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from pyemv import tlv as _pyemv_tlv
 

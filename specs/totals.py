@@ -22,8 +22,9 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable, Literal
+from typing import Literal
 
 #: Transaction kinds and the settlement class they count in; kinds not listed do not count
 #: (balance inquiry, pre-auth and its void, and voids, which instead remove their original).

@@ -34,8 +34,8 @@ Layout(kind='sale', mti='0200', processing_code='000000', cup_type='22', conditi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

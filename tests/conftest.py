@@ -7,18 +7,18 @@ instead of blocking the suite; nothing here sleeps to synchronise.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Awaitable, TypeVar
+from typing import TypeVar
 
 import pytest
-
-from specs.dialects import get_dialect
-from specs.framing import DEFAULT_FRAMING
 
 from host_stub.clock import BusinessClock
 from host_stub.host import Host
 from host_stub.ledger import Ledger
 from host_stub.server import HostServer
+from specs.dialects import get_dialect
+from specs.framing import DEFAULT_FRAMING
 
 T = TypeVar("T")
 

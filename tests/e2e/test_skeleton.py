@@ -12,17 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from specs.cards import seeded_card
-from specs.dialects import get_dialect
-from specs.framing import DEFAULT_FRAMING
-
 from emulator.channel import Endpoint, run_operation
 from emulator.hostproc import start_host
 from emulator.journal import Journal
 from emulator.messages import Profile
 from emulator.terminal import Outcome, Result, Sale, SaveSignOn, Settle, SignOn, Terminal
 from host_stub.ledger import Ledger
-
+from specs.cards import seeded_card
+from specs.dialects import get_dialect
+from specs.framing import DEFAULT_FRAMING
 from tests.conftest import run_bounded, running_host
 
 NOW = datetime(2026, 11, 22, 9, 30, 15)

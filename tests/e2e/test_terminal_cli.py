@@ -12,13 +12,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from host_stub.ledger import Ledger
-
-from tests.conftest import run_bounded, running_host
-from tests.emulator.hosted import assert_books_agree, cli, fault, host_open
-
 from emulator.cli import main as terminal_main
 from emulator.journal import Journal
+from host_stub.ledger import Ledger
+from tests.conftest import run_bounded, running_host
+from tests.emulator.hosted import assert_books_agree, cli, fault, host_open
 
 
 @pytest.mark.parametrize("dialect", ["intl-bcd", "cup"])

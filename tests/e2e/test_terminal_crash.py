@@ -9,18 +9,17 @@ host keeps and the terminal knows nothing about.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import pytest
-
-from specs.cards import seeded_card
 
 from emulator.journal import Journal
 from emulator.terminal import Outcome, Sale, SignOn
 from host_stub.ledger import Ledger
 from host_stub.server import HostServer
-
+from specs.cards import seeded_card
 from tests.conftest import run_bounded, running_host
 from tests.emulator.hosted import NOW, TID, Pos, assert_books_agree, cli, fault, host_open, terminal_open
 
@@ -71,7 +70,7 @@ def test_crash_around_the_request_leaves_a_reversal_that_the_next_invocation_sen
         dialect_name: str, point: str, tmp_path: Path) -> None:
     async def body(server: HostServer, ledger: Ledger, path: Path, pos: Callable[[], Pos]) -> None:
         await prepare(pos(), dialect_name)
-        code, out, err = await cli(server.port or 0, path, "--crash-at", point, "sale", "10.00",
+        _code, out, err = await cli(server.port or 0, path, "--crash-at", point, "sale", "10.00",
                                    dialect=dialect_name, expect=CRASHED)
         assert out is None and f"crashed at point {point}" in err
         books = books_of(path)

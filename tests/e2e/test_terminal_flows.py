@@ -6,18 +6,34 @@ no orphan journal entry, nothing owed), and settlement totals must be equal on b
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
-from specs.cards import seeded_card
-
-from emulator.terminal import (Adjust, Balance, Completion, CompletionVoid, Echo, OfflineSale, Outcome, PreAuth,
-                               PreAuthVoid, Reference, Refund, Reverse, Sale, SaveCounters, Settle, SignOff, SignOn,
-                               Void)
+from emulator.terminal import (
+    Adjust,
+    Balance,
+    Completion,
+    CompletionVoid,
+    Echo,
+    OfflineSale,
+    Outcome,
+    PreAuth,
+    PreAuthVoid,
+    Reference,
+    Refund,
+    Reverse,
+    Sale,
+    SaveCounters,
+    Settle,
+    SignOff,
+    SignOn,
+    Void,
+)
 from host_stub.ledger import Ledger
 from host_stub.server import HostServer
-
+from specs.cards import seeded_card
 from tests.conftest import run_bounded, running_host
 from tests.emulator.hosted import NOW, Pos, assert_books_agree, fault, host_open
 

@@ -12,22 +12,18 @@ from pathlib import Path
 
 import pytest
 
-from host_stub.ledger import Ledger
-
-from tests.conftest import run_bounded, running_host
-from tests.emulator.hosted import cli
-
-from specs.cards import Card
-from specs.dialects import get_dialect
-from specs.framing import DEFAULT_FRAMING
-
 from emulator.channel import Endpoint, RequestNotBuilt, run_operation
 from emulator.journal import Journal
 from emulator.messages import Profile
 from emulator.settings import TerminalSettings
 from emulator.terminal import Sale, SaveSignOn, Terminal
-
+from host_stub.ledger import Ledger
+from specs.cards import Card
+from specs.dialects import get_dialect
+from specs.framing import DEFAULT_FRAMING
+from tests.conftest import run_bounded, running_host
 from tests.emulator.helpers import NOW, VISA
+from tests.emulator.hosted import cli
 
 
 @pytest.mark.parametrize(("args", "error"), [

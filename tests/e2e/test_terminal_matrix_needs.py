@@ -8,13 +8,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import pytest
-
-from specs.cards import seeded_card
 
 from emulator.journal import Journal
 from emulator.terminal import Outcome, Reference, Sale, Settle, SignOn, Void
@@ -22,7 +21,7 @@ from host_stub.ledger import Ledger
 from host_stub.registry import Terminal as HostTerminal
 from host_stub.server import HostServer
 from host_stub.settings import HostSettings
-
+from specs.cards import seeded_card
 from tests.conftest import run_bounded, running_host
 from tests.emulator.hosted import NOW, TID, Pos, assert_books_agree, cli, fault
 
@@ -290,7 +289,7 @@ def test_a_crash_leaves_what_was_sent_and_the_crash_in_the_trace(tmp_path: Path)
         async with running_host("intl-bcd", ledger) as server:
             port = server.port or 0
             await cli(port, journal, "signon")
-            code, out, _ = await cli(port, journal, "sale", "9.99", "--crash-at", "b", expect=137)
+            _code, out, _ = await cli(port, journal, "sale", "9.99", "--crash-at", "b", expect=137)
             assert out is None
             store = Journal(str(journal))
             try:

@@ -9,23 +9,44 @@ on "disk" and the core's books agree.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
+from emulator.journal import Journal
+from emulator.messages import Profile
+from emulator.settings import TerminalSettings
+from emulator.terminal import (
+    DURABLE_ACTIONS,
+    Action,
+    Backoff,
+    Books,
+    Connect,
+    Connected,
+    ConnectFailed,
+    ConnectionLost,
+    CrashPoint,
+    Finish,
+    MessageReceived,
+    MessageUnreadable,
+    Observed,
+    Operation,
+    Print,
+    Printed,
+    PrinterFailed,
+    Result,
+    SaveSignOn,
+    Send,
+    Terminal,
+    TimerExpired,
+)
 from specs import codes
 from specs.cards import Card
 from specs.codec import Message
 from specs.crypto import DEFAULT_TEST_TMK, build_key_block, derive_test_key
 from specs.dialects import response_mti
 from specs.totals import CUP_BALANCED, CUP_UNBALANCED, Totals, cup_field_48
-
-from emulator.journal import Journal
-from emulator.messages import Profile
-from emulator.settings import TerminalSettings
-from emulator.terminal import (DURABLE_ACTIONS, Action, Backoff, Books, Connect, ConnectFailed, Connected,
-                               ConnectionLost, CrashPoint, Finish, MessageReceived, MessageUnreadable, Observed, Operation,
-                               Print, Printed, PrinterFailed, Result, SaveSignOn, Send, Terminal, TimerExpired)
 
 NOW = datetime(2026, 11, 22, 9, 30, 15)
 VISA = Card(pan="4761739001010010", expiry="3012")

@@ -12,9 +12,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from specs.dialects import get_dialect
-from specs.framing import DEFAULT_FRAMING
-
 from emulator.channel import Endpoint, run_operation
 from emulator.journal import Journal
 from emulator.messages import Profile
@@ -23,6 +20,8 @@ from emulator.terminal import Books, Operation, Result, Terminal
 from host_stub.faults import Fault
 from host_stub.ledger import Ledger
 from host_stub.server import HostServer
+from specs.dialects import get_dialect
+from specs.framing import DEFAULT_FRAMING
 
 TID = "10000001"
 NOW = datetime(2026, 11, 22, 9, 30, 15)

@@ -7,8 +7,21 @@ from typing import Any
 
 import pytest
 
-from emulator.invariants import (Evidence, InvariantResult, TraceEvent, check_all, check_g1, check_g2, check_g3,
-                                 check_g4, check_g5, check_g6, check_g7, check_g8, host_net_minor)
+from emulator.invariants import (
+    Evidence,
+    InvariantResult,
+    TraceEvent,
+    check_all,
+    check_g1,
+    check_g2,
+    check_g3,
+    check_g4,
+    check_g5,
+    check_g6,
+    check_g7,
+    check_g8,
+    host_net_minor,
+)
 
 TID = "10000001"
 MID = "123456789012345"

@@ -9,9 +9,25 @@ import pytest
 
 from emulator.journal import Journal
 from emulator.settings import SettingsError, TerminalSettings, describe, load_settings
-from emulator.terminal import (Action, Advice, CloseBatch, CommitApproval, JournalRecord, MarkUploaded, ParkReversal,
-                               PendingReversal, SaveAdvice, SaveCounters, SaveMarkers, SaveReversal, SaveSettlement,
-                               SaveSignOn, SettlementStage, SettlementState, Books)
+from emulator.terminal import (
+    Action,
+    Advice,
+    Books,
+    CloseBatch,
+    CommitApproval,
+    JournalRecord,
+    MarkUploaded,
+    ParkReversal,
+    PendingReversal,
+    SaveAdvice,
+    SaveCounters,
+    SaveMarkers,
+    SaveReversal,
+    SaveSettlement,
+    SaveSignOn,
+    SettlementStage,
+    SettlementState,
+)
 
 RECORD = JournalRecord(invoice="000001", stan="000002", batch="000001", kind="sale", amount_minor=1000,
                        pan="4761739001010010", expiry="3012", rrn="263260000001", auth_code="007919",

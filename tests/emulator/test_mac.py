@@ -6,12 +6,10 @@ from __future__ import annotations
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
+from emulator.messages import Profile, financial_request, repeat_mti
 from specs.codec import encode
 from specs.crypto import sign
 from specs.dialects import get_dialect
-
-from emulator.messages import Profile, financial_request, repeat_mti
-
 from tests.emulator.helpers import NOW
 
 KEY = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")  # the ANSI X9.19 / ISO 9797-1 example key

@@ -6,16 +6,43 @@ import dataclasses
 
 import pytest
 
+from emulator.settings import TerminalSettings
+from emulator.terminal import (
+    Adjust,
+    Balance,
+    Completion,
+    CompletionVoid,
+    Echo,
+    OfflineSale,
+    Outcome,
+    PreAuth,
+    PreAuthVoid,
+    Reference,
+    Refund,
+    Reverse,
+    Sale,
+    Settle,
+    SettlementStage,
+    SignOff,
+    SignOn,
+    Void,
+)
 from specs.crypto import DEFAULT_TEST_TMK, build_key_block
 from specs.totals import parse_cup_upload_field_48, parse_intl_field_63
-
-from emulator.settings import TerminalSettings
-from emulator.terminal import (Adjust, Balance, Completion, CompletionVoid, Echo, OfflineSale, Outcome, PreAuth,
-                               PreAuthVoid, Reference, Refund, Reverse, Sale, Settle, SettlementStage, SignOff, SignOn,
-                               Void)
-
-from tests.emulator.helpers import (CLOSE, MAK, NO_ANSWER, NOW, PIK, UNREADABLE, Reply, Rig, Run, card_for,
-                                    declined, when)
+from tests.emulator.helpers import (
+    CLOSE,
+    MAK,
+    NO_ANSWER,
+    NOW,
+    PIK,
+    UNREADABLE,
+    Reply,
+    Rig,
+    Run,
+    card_for,
+    declined,
+    when,
+)
 
 FAMILIES = ["intl", "cup"]
 FAST = dict(backoff_initial_seconds=0.0, backoff_max_seconds=0.0)

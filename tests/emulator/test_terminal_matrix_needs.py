@@ -8,11 +8,9 @@ from datetime import timedelta
 
 import pytest
 
-from specs import codes
-
 from emulator.settings import TerminalSettings
-from emulator.terminal import (Observed, Outcome, Reference, Refund, Sale, Settle, SignOn, Void)
-
+from emulator.terminal import Observed, Outcome, Reference, Refund, Sale, Settle, SignOn, Void
+from specs import codes
 from tests.emulator.helpers import NO_ANSWER, NOW, Reply, Rig, Run, card_for, declined, when
 
 FAMILIES = ["intl", "cup"]

@@ -2,18 +2,39 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
-from emulator.terminal import (EXTERNAL, FLOW, OPERATIONS, TRANSITIONS, Books, ConnectFailed, Connected,
-                               ConnectionLost, Finish, MessageReceived, MessageUnreadable, Observed, PendingReversal,
-                               Print,
-                               Printed, PrinterFailed, Reverse, Sale, Send, Settle, State, Terminal, TerminalUsageError,
-                               TimerExpired)
-from emulator.settings import TerminalSettings
 from emulator.messages import Profile
-
+from emulator.settings import TerminalSettings
+from emulator.terminal import (
+    EXTERNAL,
+    FLOW,
+    OPERATIONS,
+    TRANSITIONS,
+    Books,
+    Connected,
+    ConnectFailed,
+    ConnectionLost,
+    Finish,
+    MessageReceived,
+    MessageUnreadable,
+    Observed,
+    PendingReversal,
+    Print,
+    Printed,
+    PrinterFailed,
+    Reverse,
+    Sale,
+    Send,
+    Settle,
+    State,
+    Terminal,
+    TerminalUsageError,
+    TimerExpired,
+)
 from tests.emulator.helpers import NOW, VISA, FakeHost
 
 PROFILE = Profile(family="intl")

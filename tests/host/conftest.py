@@ -6,17 +6,16 @@ the business clock is frozen at :data:`tests.host.helpers.NOW` unless a test mov
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Mapping
+from typing import Any
 
 import aiohttp
 
-from specs.dialects import get_dialect
-from specs.framing import DEFAULT_FRAMING
-
 from host_stub.clock import BusinessClock
 from host_stub.runtime import HostRuntime
-
+from specs.dialects import get_dialect
+from specs.framing import DEFAULT_FRAMING
 from tests.host.helpers import NOW, WireClient
 
 

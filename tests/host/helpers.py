@@ -12,19 +12,34 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from specs.cards import seeded_card
-from specs.codec import Message, decode, encode
-from specs.crypto import (DEFAULT_TEST_TMK, KEY_BLOCK_LAYOUT, MAC_ALGORITHMS, default_mac_algorithm, mac_data,
-                          parse_key_block, pin_block, sign, verify)
-from specs.dialects import Dialect, get_dialect
-from specs.framing import DEFAULT_FRAMING, CupHeader, Frame, FrameReader, Framing, Tpdu, pack
-from specs.totals import (Totals, UploadRecord, cup_field_48, cup_upload_field_48, intl_field_63,
-                          intl_upload_field_60, intl_upload_processing_code)
-from specs.transactions import layout
-
 from host_stub.host import Directives, Host
 from host_stub.ledger import Ledger
 from host_stub.settings import HostSettings
+from specs.cards import seeded_card
+from specs.codec import Message, decode, encode
+from specs.crypto import (
+    DEFAULT_TEST_TMK,
+    KEY_BLOCK_LAYOUT,
+    MAC_ALGORITHMS,
+    default_mac_algorithm,
+    mac_data,
+    parse_key_block,
+    pin_block,
+    sign,
+    verify,
+)
+from specs.dialects import Dialect, get_dialect
+from specs.framing import DEFAULT_FRAMING, CupHeader, Frame, FrameReader, Framing, Tpdu, pack
+from specs.totals import (
+    Totals,
+    UploadRecord,
+    cup_field_48,
+    cup_upload_field_48,
+    intl_field_63,
+    intl_upload_field_60,
+    intl_upload_processing_code,
+)
+from specs.transactions import layout
 
 TID = "10000001"
 MID = "123456789012345"
@@ -205,7 +220,7 @@ class WireClient:
         self._pending: list[Frame] = []
 
     @classmethod
-    async def connect(cls, port: int, dialect_name: str) -> "WireClient":
+    async def connect(cls, port: int, dialect_name: str) -> WireClient:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         return cls(reader, writer, get_dialect(dialect_name), DEFAULT_FRAMING[dialect_name])
 

@@ -6,12 +6,10 @@ from typing import Any
 
 import pytest
 
-from specs.cards import seeded_card
-
 from host_stub.control import ROUTES, ControlApi, openapi_document
 from host_stub.ledger import LEDGER_FILTERS
 from host_stub.registry import pan_token
-
+from specs.cards import seeded_card
 from tests.conftest import run_bounded
 from tests.host.conftest import HostUnderTest, running
 from tests.host.helpers import MID, TID, make_terminal, totals
@@ -374,7 +372,7 @@ def test_settlements_and_payouts_filters_and_release() -> None:
             assert (await client.exchange(terminal.settlement(totals([100]))))["39"] == "00"  # type: ignore[index]
         finally:
             await client.close()
-        [settlement] = (await api.get(f"/ledger/settlements?batch=000001&status=closed"))[1]["settlements"]
+        [settlement] = (await api.get("/ledger/settlements?batch=000001&status=closed"))[1]["settlements"]
         assert settlement["result"] == "balanced"
         [by_stan] = (await api.get(f"/ledger/settlements?stan={sale['11']}"))[1]["settlements"]
         assert by_stan == settlement  # the batch that holds the sale, uploaded or not

@@ -14,16 +14,14 @@ from typing import Any
 
 import pytest
 
-from specs.dialects import get_dialect
-from specs.framing import DEFAULT_FRAMING
-
 import host_stub.ledger
 from host_stub.faults import ACTIONS, REQUEST_KINDS, REQUEST_MTIS, Fault, action_from_dict, action_schemas
 from host_stub.host import Directives
 from host_stub.ledger import LEDGER_FILTERS, ledger_filters
 from host_stub.runtime import HostRuntime, read_config_file
 from host_stub.validation import ConfigError
-
+from specs.dialects import get_dialect
+from specs.framing import DEFAULT_FRAMING
 from tests.host.conftest import HostUnderTest
 from tests.host.helpers import TID, ask, make_terminal, signed_on, totals
 from tests.host.test_control import run_api

@@ -8,13 +8,26 @@ from typing import Any
 
 import pytest
 
-from specs.framing import Framing, FrameReader, FramingError
-from specs.totals import Totals
-
-from host_stub.faults import (ACTIONS, Close, Fault, FaultEngine, Plan, Sleep, When, Window, Write, action_from_dict,
-                              action_schemas, load_faults, refuses_connects, steps)
+from host_stub.faults import (
+    ACTIONS,
+    Close,
+    Fault,
+    FaultEngine,
+    Plan,
+    Sleep,
+    When,
+    Window,
+    Write,
+    action_from_dict,
+    action_schemas,
+    load_faults,
+    refuses_connects,
+    steps,
+)
 from host_stub.host import Directives
 from host_stub.validation import ConfigError
+from specs.framing import FrameReader, Framing, FramingError
+from specs.totals import Totals
 
 NOON = datetime(2026, 11, 23, 12, 0)
 SALE = {"t": "0200", "2": "6229141777631700", "3": "000000", "4": "000000001000", "11": "000001",

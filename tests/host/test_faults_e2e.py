@@ -4,13 +4,13 @@ and checked against the ledgers the control API serves."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
 from specs.codec import CodecError, decode, decode_unvalidated
 from specs.framing import FrameReader, FramingError
-
 from tests.conftest import run_bounded
 from tests.host.conftest import HostUnderTest, running
 from tests.host.helpers import MID, TID, FakeTerminal, WireClient, make_terminal, totals

@@ -11,7 +11,6 @@ import pytest
 from host_stub.host import Directives, Host
 from host_stub.registry import Card, Merchant, Terminal
 from host_stub.settings import HostSettings
-
 from tests.host.helpers import MID, NOW, TID, ask, make_host, make_terminal, signed_on
 
 DIALECTS = ["intl-ascii", "intl-bcd", "cup"]

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from host_stub.ledger import Ledger
-
 from tests.conftest import run_bounded
 from tests.host.conftest import running
 from tests.host.helpers import TID, make_terminal
@@ -37,10 +36,9 @@ def test_request_transactions_are_savepoints_of_one_group_committed_together(tmp
     ledger.group_commits = True
     with ledger.request_transaction():
         ledger.insert_authorization(_row(1))
-    with pytest.raises(RuntimeError):
-        with ledger.request_transaction():
-            ledger.insert_authorization(_row(2))
-            raise RuntimeError("a bug in the core")
+    with pytest.raises(RuntimeError), ledger.request_transaction():
+        ledger.insert_authorization(_row(2))
+        raise RuntimeError("a bug in the core")
     with ledger.request_transaction():
         ledger.insert_authorization(_row(3))
     assert ledger.pending_commit and _committed_stans(path) == []  # nothing on disk yet

@@ -9,18 +9,15 @@ from typing import Any
 
 import pytest
 
-from specs.codec import encode
-from specs.dialects import get_dialect
-from specs.framing import DEFAULT_FRAMING, CupHeader, Frame, Tpdu, pack
-
 from host_stub.host import Directives
 from host_stub.settings import HostSettings
 from host_stub.validation import ConfigError
-
+from specs.codec import encode
+from specs.dialects import get_dialect
+from specs.framing import DEFAULT_FRAMING, CupHeader, Frame, Tpdu, pack
 from tests.conftest import run_bounded
 from tests.host.conftest import running
 from tests.host.helpers import MID, NOW, TID, ask, make_terminal, signed_on, totals
-
 
 # ------------------------------------------------------------------------------ settings
 

@@ -13,7 +13,6 @@ from typing import Any
 import structlog
 
 from host_stub.clock import BusinessClock
-
 from tests.conftest import run_bounded
 from tests.emulator.hosted import cli
 from tests.host.conftest import HostUnderTest, running

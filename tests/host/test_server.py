@@ -18,7 +18,6 @@ from specs.codec import encode
 from specs.framing import CupHeader, Frame, Tpdu, pack
 from specs.logs import configure_logging
 from specs.masking import mask_pan
-
 from tests.conftest import run_bounded
 from tests.host.conftest import HostUnderTest, running
 from tests.host.helpers import TID, FakeTerminal, WireClient, make_terminal, totals
@@ -314,9 +313,9 @@ def test_ready_line_names_the_control_port_only_when_served() -> None:
     process, ready = _start("--dialect", "cup", "--control-port", "0")
 
     async def openapi_status() -> int:
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"http://127.0.0.1:{ready['control_port']}/openapi.json") as response:
-                return response.status
+        async with aiohttp.ClientSession() as session, \
+                session.get(f"http://127.0.0.1:{ready['control_port']}/openapi.json") as response:
+            return response.status
 
     try:
         assert isinstance(ready["control_port"], int) and ready["control_port"] != ready["port"]

@@ -7,11 +7,9 @@ from typing import Any
 
 import pytest
 
-from specs.totals import Totals, parse_cup_field_48
-
 from host_stub.host import Directives, Host
 from host_stub.registry import Merchant
-
+from specs.totals import Totals, parse_cup_field_48
 from tests.host.helpers import MID, NOW, TID, FakeTerminal, ask, signed_on, totals
 
 

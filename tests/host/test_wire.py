@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from host_stub.wire import encode_response, encode_signed, wire_mac_is_valid
 from specs.codec import CodecError, encode
 from specs.crypto import default_mac_algorithm, derive_test_key, sign, verify
 from specs.dialects import get_dialect
-
-from host_stub.wire import encode_response, encode_signed, wire_mac_is_valid
-
 from tests.host.helpers import make_terminal, signed_on
 
 MAK = derive_test_key("wire test MAK")

@@ -6,9 +6,8 @@ from typing import Any
 
 import pytest
 
-from specs.logs import configure_logging
-
 from emulator.runner import MatrixOptions, MatrixResult, run
+from specs.logs import configure_logging
 
 
 @pytest.fixture(scope="session")

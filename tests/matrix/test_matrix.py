@@ -12,9 +12,8 @@ from typing import Any
 
 import pytest
 
-from specs.scenario import SCENARIO_DIR, Scenario, load_all
-
 from emulator.runner import MatrixResult
+from specs.scenario import SCENARIO_DIR, Scenario, load_all
 
 pytestmark = pytest.mark.timeout(300)  # the session fixture runs the whole matrix inside the first test
 

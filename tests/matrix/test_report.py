@@ -13,18 +13,25 @@ from typing import Any
 
 import pytest
 
-from specs.cards import seeded_card
-from specs.masking import mask_pan
-from specs.scenario import SCENARIO_DIR, CrashAt, Restart, TerminalStep, load_all, parse_scenario
-
 import emulator.report
 import emulator.runner
 from emulator.hostproc import start_host
 from emulator.invariants import TraceEvent
 from emulator.report import format_table, html_report, junit_xml, write_reports
-from emulator.runner import (RunView, StepRecord, TraceItem, evaluate_check, normalise_payout, normalise_settlement,
-                             outcome_of, uninterrupted_steps)
+from emulator.runner import (
+    RunView,
+    StepRecord,
+    TraceItem,
+    evaluate_check,
+    normalise_payout,
+    normalise_settlement,
+    outcome_of,
+    uninterrupted_steps,
+)
 from emulator.terminal import Books
+from specs.cards import seeded_card
+from specs.masking import mask_pan
+from specs.scenario import SCENARIO_DIR, CrashAt, Restart, TerminalStep, load_all, parse_scenario
 
 PAN = "4761739001010010"  # Luhn-valid, as a leaked card number would be
 

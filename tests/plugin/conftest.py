@@ -11,12 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from specs.scenario import SCENARIO_DIR
-
 # Imported here so that pytester's in-process runs find them loaded (it drops modules a run imports).
-import emulator.cli  # noqa: F401
-import emulator.pytest_plugin  # noqa: F401
+import emulator.cli
+import emulator.pytest_plugin
 import emulator.runner  # noqa: F401
+from specs.scenario import SCENARIO_DIR
 
 
 @pytest.fixture

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from specs.scenario import SCENARIO_DIR, load_all, load_scenario
-
 from emulator.runner import MatrixError, MatrixOptions, run
+from specs.scenario import SCENARIO_DIR, load_all, load_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
 
