@@ -112,7 +112,8 @@ def _common_options(func: Callable[..., Any], *, top: bool) -> Callable[..., Any
         click.option("--mid", default=default(DEFAULT_MID), show_default=top,
                      help="Merchant ID (field 42, 15 characters)."),
         click.option("--timeout", type=click.FloatRange(min=0.001), default=default(60.0), show_default=top,
-                     help="Response timeout in seconds."),
+                     help="Response timeout in seconds (default 60, as real terminals; settlement waits "
+                          "settlement_timeout_factor times as long)."),
         click.option("--config", type=click.Path(dir_okay=False), default=None,
                      help="YAML file of settings (fix toggles, limits, keys, terminal faults)."),
         click.option("--set", "overrides", multiple=True, metavar="NAME=VALUE",
@@ -704,7 +705,11 @@ def demo(options: Options, amounts: str) -> None:
 
 
 @main.command("matrix")
-@click.option("--only", default=None, metavar="C01,C22", help="Run only these causes (comma-separated ids).")
+@click.option("--only", default=None, metavar="C01,C22", help="Run only these scenarios (comma-separated ids).")
+@click.option("--scenarios", "scenario_dirs", multiple=True, metavar="DIR",
+              type=click.Path(exists=True, file_okay=False),
+              help="Run the scenario files (*.yaml) of DIR instead of the built-in matrix C01-C42: a team's "
+                   "copies of cause files and scenarios of its own (repeatable).")
 @click.option("--dialect", "dialect_filter", default=None, metavar="D[,D]",
               help=f"Run only these dialects (comma-separated; {', '.join(sorted(DIALECTS))}); default: every "
                    "dialect each scenario lists.")
@@ -719,15 +724,17 @@ def demo(options: Options, amounts: str) -> None:
 @click.option("--timeout", "response_timeout", type=click.FloatRange(min=0.05), default=0.5, show_default=True,
               help="The terminal's response timeout in every run (fault delays scale with it).")
 @click.pass_context
-def matrix(ctx: click.Context, only: str | None, dialect_filter: str | None, report_dir: str | None,
-           host_address: str | None, control_url: str | None, jobs: int, response_timeout: float) -> None:
+def matrix(ctx: click.Context, only: str | None, scenario_dirs: tuple[str, ...], dialect_filter: str | None,
+           report_dir: str | None, host_address: str | None, control_url: str | None, jobs: int,
+           response_timeout: float) -> None:
     """Run the cause-and-fix matrix: every cause with the fix off (the symptom must appear) and on
-    (its invariants must hold); print one row per cause and the wall time.  Exit 1 if any row does
-    not behave as its scenario file expects."""
+    (its invariants must hold); print one row per cause and the wall time.  With --scenarios, run a
+    team's own files instead (a regression file runs once and must meet its expectations).  Exit 1
+    if any row does not behave as its scenario file expects."""
     from emulator.report import format_failures, format_table, write_reports
     from emulator.runner import MatrixError, MatrixOptions
     from emulator.runner import run as run_matrix
-    from specs.scenario import ScenarioError
+    from specs.scenario import ScenarioError, load_files
 
     group = ctx.parent.params if ctx.parent is not None else {}
     if group.get("log_level") == "warning":  # the default: keep the progress lines readable
@@ -739,10 +746,17 @@ def matrix(ctx: click.Context, only: str | None, dialect_filter: str | None, rep
                                  param_hint="--dialect")
     if (host_address is None) != (control_url is None):
         raise click.UsageError("--host and --control go together")
-    options = MatrixOptions(only=tuple(c.strip().upper() for c in (only or "").split(",") if c.strip()),
-                            dialects=dialects, jobs=jobs, host=host_address, control_url=control_url,
-                            response_timeout_seconds=response_timeout)
     try:
+        scenarios = None
+        if scenario_dirs:
+            files = sorted(p for d in scenario_dirs for p in Path(d).glob("*.yaml"))
+            if not files:
+                raise click.BadParameter(f"no scenario file (*.yaml) in {', '.join(scenario_dirs)}",
+                                         param_hint="--scenarios")
+            scenarios = tuple(load_files(files))
+        options = MatrixOptions(only=tuple(c.strip() for c in (only or "").split(",") if c.strip()),
+                                dialects=dialects, jobs=jobs, host=host_address, control_url=control_url,
+                                response_timeout_seconds=response_timeout, scenarios=scenarios)
         result = run_matrix(options, progress=lambda line: click.echo(line, err=True))
     except MatrixError as exc:
         raise click.UsageError(str(exc)) from None
@@ -759,6 +773,54 @@ def matrix(ctx: click.Context, only: str | None, dialect_filter: str | None, rep
     click.echo(f"wall time {result.wall_seconds:.1f} s")
     if not result.ok:
         sys.exit(1)
+
+
+@main.group("scenario")
+def scenario_group() -> None:
+    """Scenario files: check them, and the JSON Schema an editor completes them with."""
+
+
+@scenario_group.command("validate")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=True))
+def scenario_validate(files: tuple[str, ...]) -> None:
+    """Load and check scenario FILES (or every *.yaml of a directory) as the matrix would: one line
+    per file, the first problem of each named by file, line and key.  Exit 1 if any file is not valid."""
+    from specs.scenario import ScenarioError, load_files, load_scenario
+
+    paths = [p for f in files for p in (sorted(Path(f).glob("*.yaml")) if Path(f).is_dir() else [Path(f)])]
+    if not paths:
+        raise click.BadParameter(f"no scenario file (*.yaml) in {', '.join(files)}", param_hint="FILES")
+    bad = 0
+    for path in paths:
+        try:
+            s = load_scenario(path)
+        except (ScenarioError, OSError, UnicodeDecodeError) as exc:
+            bad += 1
+            click.echo(f"{path}: {exc}")
+            continue
+        runs = f", {', '.join(s.dialects)}" if s.runs else ""
+        click.echo(f"{path}: ok ({s.id}, {s.status}{runs})")
+    if not bad:
+        try:  # each file is fine on its own: the ids must also be unique, merged stubs must have their file
+            load_files(paths)
+        except ScenarioError as exc:
+            bad += 1
+            click.echo(f"together: {exc}")
+    if bad:
+        sys.exit(1)
+
+
+@scenario_group.command("schema")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), default=None,
+              help="Write the schema to this file instead of standard output.")
+def scenario_schema(output: str | None) -> None:
+    """Print the JSON Schema of scenario files (for editor completion; the loader stays the judge)."""
+    from specs.scenario_schema import schema_text
+
+    if output is None:
+        click.echo(schema_text(), nl=False)
+    else:
+        Path(output).write_text(schema_text(), encoding="utf-8")
 
 
 if __name__ == "__main__":

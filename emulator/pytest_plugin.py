@@ -58,8 +58,8 @@ DEFAULT_TIMEOUT_SECONDS = 0.5
 DEFAULT_JOBS = 2
 #: How long one control API call may take.
 CONTROL_TIMEOUT_SECONDS = 10.0
-#: A team's scenario file is a copy of a cause file, so it is named like one.
-SCENARIO_FILE_PATTERN = "C[0-9][0-9].yaml"
+#: The built-in matrix's files (the scenario directory holds nothing else, but be exact).
+BUILTIN_FILE_PATTERN = "C[0-9][0-9].yaml"
 LEDGER_TABLES = ("authorizations", "settlements", "payouts")
 
 
@@ -83,7 +83,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="Collect the built-in cause-and-fix matrix (C01-C42): one item per runnable cause "
                          "and dialect.")
     group.addoption("--pos-scenarios", metavar="DIR", action="append", default=[],
-                    help="Collect the scenario files C01.yaml ... C42.yaml in DIR (repeatable).")
+                    help="Collect the scenario files (*.yaml) in DIR: copies of cause files and a team's own "
+                         "scenarios (repeatable).")
     group.addoption("--pos-jobs", type=int, metavar="N", default=DEFAULT_JOBS,
                     help=f"Scenario runs in parallel (default {DEFAULT_JOBS}).")
     parser.addini("pos_scenarios", type="args", default=[],
@@ -171,9 +172,9 @@ class _State:
         if path.suffix != ".yaml":
             return False
         path = path.resolve()
-        if fnmatch.fnmatchcase(path.name, SCENARIO_FILE_PATTERN) and (
-                (self.matrix and path.parent == _builtin_dir())
-                or any(d == path.parent or d in path.parents for d in self.directories)):
+        if self.matrix and path.parent == _builtin_dir() and fnmatch.fnmatchcase(path.name, BUILTIN_FILE_PATTERN):
+            return True
+        if any(d == path.parent or d in path.parents for d in self.directories):
             return True
         try:
             relative = path.relative_to(self.rootpath).as_posix()
@@ -681,12 +682,16 @@ class ScenarioFailure(AssertionError):
 class ScenarioFile(pytest.File):
     """One scenario file: an item per dialect it runs in (or one for an outside or merged cause)."""
 
-    def collect(self) -> Iterator[ScenarioItem]:
-        from specs.scenario import load_scenario
+    def collect(self) -> Iterator[pytest.Item]:
+        from specs.scenario import ScenarioError, load_scenario
 
-        scenario = load_scenario(self.path)  # a ScenarioError names the file, line and key
+        try:
+            scenario = load_scenario(self.path)
+        except (ScenarioError, OSError, UnicodeDecodeError) as exc:  # one failed item, not an interrupted session
+            yield BrokenScenarioItem.from_parent(self, name=self.path.name, problem=str(exc))
+            return
         state = self.config.stash[_STATE]
-        if scenario.status == "runnable":
+        if scenario.runs:
             for dialect in state.item_dialects(scenario.dialects):
                 yield ScenarioItem.from_parent(self, name=f"{scenario.id}[{dialect}]", scenario=scenario,
                                                dialect=dialect)
@@ -694,12 +699,24 @@ class ScenarioFile(pytest.File):
             yield ScenarioItem.from_parent(self, name=f"{scenario.id}[{scenario.status}]", scenario=scenario,
                                            dialect=None)
 
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException]) -> str | Any:  # type: ignore[override]
-        from specs.scenario import ScenarioError
 
-        if isinstance(excinfo.value, ScenarioError):  # it names the file, line and key
-            return f"scenario file {self.path}: {excinfo.value}"
-        return super().repr_failure(excinfo)
+class BrokenScenarioItem(pytest.Item):
+    """A scenario file that does not load: it fails as one item, naming the file, line and key."""
+
+    def __init__(self, *, problem: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.problem = problem
+
+    def runtest(self) -> None:
+        raise ScenarioFailure(f"scenario file {self.path}: {self.problem}")
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str | Any:
+        if isinstance(excinfo.value, ScenarioFailure):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo, style=style)
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, None, f"{self.path.name}: does not load"
 
 
 class ScenarioItem(pytest.Item):
@@ -739,7 +756,7 @@ class ScenarioItem(pytest.Item):
         results = row.dialects if self.dialect is None else [d for d in row.dialects if d.dialect == self.dialect]
         self.seconds = sum(d.seconds for d in results)
         failures = [f"{d.dialect} {f}" if self.dialect is None else f for d in results
-                    for f in (d.failures or ([] if d.symptom_reproduced and d.resolved else ["no verdict"]))]
+                    for f in (d.failures or ([] if d.passed else ["no verdict"]))]
         if not results:
             failures = ["no run was made"]
         if failures:
@@ -791,7 +808,7 @@ def _run_scenarios(state: _State, items: list[ScenarioItem], progress: Callable[
     for path, (scenario, dialects) in wanted.items():
         if scenario.status == "merged":  # its item is judged by the covering file's row
             continue
-        if scenario.status == "runnable":
+        if scenario.runs:
             if not dialects:
                 continue
             scenario = dataclasses.replace(scenario, dialects=tuple(d for d in scenario.dialects if d in dialects))

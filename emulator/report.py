@@ -7,8 +7,9 @@ be rebuilt from a saved ``matrix.json``).  Messages in that data are already mas
 
 ``matrix.json`` (schema ``pos-harness/matrix/1``)::
 
-    {schema, generated_at, wall_seconds, ok, options, summary: {resolved, failed, outside},
-     rows: [{id, title, cause, cause_zh, status, symptom_reproduced, resolved, reason?, merged_into?,
+    {schema, generated_at, wall_seconds, ok, options, summary: {resolved, passed, failed, outside},
+     rows: [{id, title, kind (cause | regression), cause?, cause_zh?, status (resolved | passed | failed |
+             outside), symptom_reproduced, resolved, reason?, merged_into?,
              fix?, fix_description?, symptom?, failures?, seconds,
              runs?: {<dialect>: {symptom_reproduced, resolved, failures, seconds,
                                  broken|fixed|*_uninterrupted: {passed, failures, steps, checks,
@@ -81,12 +82,18 @@ def _per_dialect(row: Mapping[str, Any], key: str) -> str:
 
 
 def format_table(data: Mapping[str, Any]) -> str:
-    """One line per cause: id · cause · symptom reproduced · fix · resolved · time; then the totals."""
-    header = f"{'id':<4} {'cause':<50} {'symptom reproduced':<19} {'fix':<46} {'resolved':<9} {'time':>7}"
+    """One line per scenario: id · cause · symptom reproduced · fix · resolved · time; then the totals."""
+    rows = list(data.get("rows", ()))
+    id_width = max([4, *(_width(str(r["id"])) for r in rows)])
+    header = f"{'id':<{id_width}} {'cause':<50} {'symptom reproduced':<19} {'fix':<46} {'resolved':<9} {'time':>7}"
     lines = [header, "-" * len(header)]
-    for row in data.get("rows", ()):
+    for row in rows:
         status = row.get("status")
-        if row.get("merged_into"):
+        if row.get("kind") == "regression":
+            symptom, fix = "— (regression)", str(row.get("fix", ""))
+            resolved = "passed" if status == "passed" else "no" if _per_dialect(row, "resolved") == "no" \
+                else "only " + ", ".join(d for d, r in (row.get("runs") or {}).items() if r.get("resolved"))
+        elif row.get("merged_into"):
             symptom, fix = "→ " + str(row["merged_into"]), f"merged into {row['merged_into']} (same mechanism)"
             resolved = "→ " + str(row["merged_into"])
         elif status == "outside":
@@ -98,14 +105,16 @@ def format_table(data: Mapping[str, Any]) -> str:
                 resolved = "yes*"  # both runs passed in some sense but the row did not (see failures)
         seconds = row.get("seconds") or 0
         time_text = f"{seconds:.1f} s" if status != "outside" and not row.get("merged_into") else ""
-        lines.append(f"{row['id']:<4} {_clip(row.get('title', ''), 50)} {_clip(symptom, 19)} "
+        lines.append(f"{_clip(row['id'], id_width)} {_clip(row.get('title', ''), 50)} {_clip(symptom, 19)} "
                      f"{_clip(fix, 46)} {_clip(resolved, 9)} {time_text:>7}")
-    rows = list(data.get("rows", ()))
-    counts = {s: sum(1 for r in rows if r.get("status") == s) for s in ("resolved", "failed", "outside")}
+    counts = {s: sum(1 for r in rows if r.get("status") == s) for s in ("resolved", "passed", "failed", "outside")}
     options = data.get("options") or {}
+    causes = sum(1 for r in rows if r.get("kind") != "regression")
+    parts = [f"{counts['resolved']} resolved"] + ([f"{counts['passed']} passed"] if counts["passed"] else []) \
+        + [f"{counts['failed']} failed", f"{counts['outside']} outside"]
+    what = f"{causes} causes" if causes == len(rows) else f"{len(rows)} scenarios"
     lines.append("-" * len(header))
-    lines.append(f"{len(rows)} causes: {counts['resolved']} resolved, {counts['failed']} failed, "
-                 f"{counts['outside']} outside; wall time {data.get('wall_seconds', 0):.1f} s "
+    lines.append(f"{what}: {', '.join(parts)}; wall time {data.get('wall_seconds', 0):.1f} s "
                  f"({options.get('jobs', '?')} jobs, response timeout {options.get('response_timeout_seconds', '?')} s)")
     return "\n".join(lines)
 
@@ -169,10 +178,11 @@ def junit_xml(data: Mapping[str, Any]) -> str:
                                  name=f"{cause}[{dialect}] {row.get('title', '')}", time=f"{seconds:.3f}")
             tests += 1
             problems = []
-            if not result.get("symptom_reproduced"):
+            regression = row.get("kind") == "regression"
+            if not regression and not result.get("symptom_reproduced"):
                 problems.append("symptom not reproduced with the fix off")
             if not result.get("resolved"):
-                problems.append("not resolved with the fix on")
+                problems.append("expectations not met" if regression else "not resolved with the fix on")
             if problems:
                 failures += 1
                 failure = ET.SubElement(case, "failure", message=_clip("; ".join(problems) + ": " + "; ".join(
@@ -239,7 +249,7 @@ table { border-collapse: collapse; width: 100%; } th, td { border-bottom: 1px so
 th { background: var(--bg); position: sticky; top: 0; }
 .matrix td:nth-child(1) { white-space: nowrap; font-weight: 600; }
 .badge { display: inline-block; padding: 0 .5em; border-radius: 1em; font-size: .85em; font-weight: 600; }
-.resolved, .yes, .pass { color: #fff; background: var(--ok); } .failed, .no, .fail { color: #fff; background: var(--bad); }
+.resolved, .passed, .yes, .pass { color: #fff; background: var(--ok); } .failed, .no, .fail { color: #fff; background: var(--bad); }
 .outside, .na { color: #fff; background: #8c959f; } .partial { color: #fff; background: #bf8700; }
 .zh { color: var(--muted); font-size: .9em; }
 details.scenario { border: 1px solid var(--line); border-radius: 6px; margin: .8rem 0; padding: .4rem .8rem; }
@@ -262,8 +272,14 @@ details.run { margin: .6rem 0 .6rem 1rem; } details.run > summary { cursor: poin
 <h1>Cause-and-fix matrix</h1>
 <p class="muted">Generated {{ data.generated_at }} · wall time {{ "%.1f"|format(data.wall_seconds or 0) }} s ·
 {{ data.options.jobs }} jobs · response timeout {{ data.options.response_timeout_seconds }} s ·
-{{ summary.resolved }} resolved, {{ summary.failed }} failed, {{ summary.outside }} outside.
-Each cause is run with the fix off (the symptom must appear) and with the fix on (its invariants must hold).</p>
+{{ summary.resolved }} resolved,{% if summary.passed %} {{ summary.passed }} passed,{% endif %} {{ summary.failed }} failed, {{ summary.outside }} outside.
+Each cause is run with the fix off (the symptom must appear) and with the fix on (its invariants must hold);
+a regression file is run once and must meet its expectations.</p>
+<p class="muted legend"><b>Reading a ladder:</b> → a request the terminal wrote, ← what the host answered (rc 00 green,
+other codes red), purple tags the host's faults that fired on that message. A grey <i>state</i> row shows the
+terminal's durable state after a step: <b>R</b> the pending reversal (STAN of the request it would undo), <b>Q</b> the
+store-and-forward queue of advices not yet accepted (STANs), and the settlement stage; — means empty.
+Link to a scenario with <code>index.html#ID</code> (e.g. <code>#C01</code>): it opens expanded.</p>
 
 <table class="matrix">
 <thead><tr><th>id</th><th>cause</th><th>symptom reproduced</th><th>fix</th><th>resolved</th><th>status</th><th>time</th></tr></thead>
@@ -276,6 +292,10 @@ Each cause is run with the fix off (the symptom must appear) and with the fix on
  <td colspan="3">merged into <a href="#{{ row.merged_into }}">{{ row.merged_into }}</a> (same mechanism)</td>
  {% elif row.status == "outside" %}
  <td colspan="3">{{ row.reason }}</td>
+ {% elif row.kind == "regression" %}
+ <td>— <span class="muted">(regression)</span></td>
+ <td>{{ row.fix }}</td>
+ <td>{% for d, r in (row.runs or {}).items() %}<span class="badge {{ 'yes' if r.resolved else 'no' }}">{{ d }}</span> {% endfor %}</td>
  {% else %}
  <td>{% for d, r in (row.runs or {}).items() %}<span class="badge {{ 'yes' if r.symptom_reproduced else 'no' }}">{{ d }}</span> {% endfor %}</td>
  <td>{{ row.fix }}</td>
@@ -291,22 +311,26 @@ Each cause is run with the fix off (the symptom must appear) and with the fix on
 {% for row in rows %}
 <details class="scenario" id="{{ row.id }}" {% if row.status == "failed" %}open{% endif %}>
 <summary>{{ row.id }} — {{ row.title }} <span class="badge {{ row.status }}">{{ row.status }}</span></summary>
-<p><b>Reported as:</b> {{ row.cause_zh }} — {{ row.cause }} <span class="muted">(reports {{ (row.reports or [])|join(", ") }}; scope {{ (row.scope or [])|join("/") }})</span></p>
+{% if row.cause %}<p><b>Reported as:</b> {{ row.cause_zh }} — {{ row.cause }} <span class="muted">(reports {{ (row.reports or [])|join(", ") }}; scope {{ (row.scope or [])|join("/") }})</span></p>{% endif %}
 {% if row.status == "outside" %}
 <p><b>Outside the harness:</b> {{ row.reason }}</p>
 {% elif row.merged_into %}
 <p>Covered by <a href="#{{ row.merged_into }}">{{ row.merged_into }}</a>: the same mechanism.</p>
 {% else %}
+{% if row.kind == "regression" %}
+<p><b>Regression:</b> one run that must meet the file's expectations.</p>
+{% else %}
 <p><b>Symptom (fix off):</b> {{ row.symptom }}</p>
 <p><b>Fix:</b> {{ row.fix_description }} <span class="muted">({{ row.fix }})</span></p>
+{% endif %}
 {% if row.failures %}<p><b>Not as expected:</b></p><ul class="findings">{% for f in row.failures %}<li>{{ f }}</li>{% endfor %}</ul>{% endif %}
 {% for dialect, result in (row.runs or {}).items() %}
-<h3>{{ dialect }} · symptom reproduced <span class="badge {{ 'yes' if result.symptom_reproduced else 'no' }}">{{ 'yes' if result.symptom_reproduced else 'no' }}</span>
- · resolved <span class="badge {{ 'yes' if result.resolved else 'no' }}">{{ 'yes' if result.resolved else 'no' }}</span>
+<h3>{{ dialect }}{% if row.kind != "regression" %} · symptom reproduced <span class="badge {{ 'yes' if result.symptom_reproduced else 'no' }}">{{ 'yes' if result.symptom_reproduced else 'no' }}</span>{% endif %}
+ · {{ 'passed' if row.kind == "regression" else 'resolved' }} <span class="badge {{ 'yes' if result.resolved else 'no' }}">{{ 'yes' if result.resolved else 'no' }}</span>
  <span class="muted">{{ "%.1f"|format(result.seconds or 0) }} s</span></h3>
 {% for name in run_order if result[name] %}{% set run = result[name] %}
 <details class="run" {% if not run.passed and name in ("broken", "fixed") %}open{% endif %}>
-<summary>{{ run_titles[name] }} — <span class="badge {{ 'pass' if run.passed else 'fail' }}">{{ 'as expected' if run.passed else 'not as expected' }}</span>
+<summary>{{ "the run" if row.kind == "regression" and name == "fixed" else run_titles[name] }} — <span class="badge {{ 'pass' if run.passed else 'fail' }}">{{ 'as expected' if run.passed else 'not as expected' }}</span>
  <span class="muted">{{ "%.2f"|format(run.seconds or 0) }} s, {{ run.messages|selectattr("kind", "in", ["sent", "received"])|list|length }} messages</span></summary>
 {% if run.checks %}<ul class="checks">{% for c in run.checks %}<li class="{{ 'pass' if c.passed else 'fail' }}">{{ '✔' if c.passed else '✘' }} {{ c.what }}{% if c.detail %} — <span class="muted">{{ c.detail }}</span>{% endif %}</li>{% endfor %}</ul>{% endif %}
 {% if run.failures and not run.checks %}<ul class="findings">{% for f in run.failures %}<li>{{ f }}</li>{% endfor %}</ul>{% endif %}
@@ -342,6 +366,15 @@ Each cause is run with the fix off (the symptom must appear) and with the fix on
 {% if row.runbook %}<p><b>Runbook:</b> {{ row.runbook }}</p>{% endif %}
 </details>
 {% endfor %}
+<script>
+// index.html#C01 opens that scenario (and keeps working when the hash changes).
+function openHash() {
+  var el = location.hash && document.getElementById(decodeURIComponent(location.hash.slice(1)));
+  if (el && el.tagName === "DETAILS") { el.open = true; el.scrollIntoView(); }
+}
+window.addEventListener("hashchange", openHash);
+openHash();
+</script>
 </body>
 </html>
 """
@@ -362,7 +395,7 @@ def html_report(data: Mapping[str, Any]) -> str:
     """A self-contained page: the table, and per scenario its checks, invariants and the message
     ladder terminal ↔ host (MTI, key fields, response codes, timings, faults fired) of every run."""
     rows = list(data.get("rows", ()))
-    summary = {s: sum(1 for r in rows if r.get("status") == s) for s in ("resolved", "failed", "outside")}
+    summary = {s: sum(1 for r in rows if r.get("status") == s) for s in ("resolved", "passed", "failed", "outside")}
     template = _ENV.from_string(_TEMPLATE)
     return template.render(data={"options": {}, **data}, rows=rows, summary=summary, run_order=RUN_ORDER,
                            run_titles=RUN_TITLES, ladder=_ladder)

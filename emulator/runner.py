@@ -297,6 +297,13 @@ class DialectResult:
     dialect: str
     runs: dict[str, RunResult] = field(default_factory=dict)
     seconds: float = 0.0
+    #: False for a regression file: it has no flawed run, only the one that must meet its expectations.
+    expects_symptom: bool = True
+
+    @property
+    def passed(self) -> bool:
+        """Did this dialect behave as the file expects (symptom with the fix off, if any; held with it on)?"""
+        return self.resolved and (self.symptom_reproduced or not self.expects_symptom)
 
     @property
     def symptom_reproduced(self) -> bool:
@@ -324,12 +331,15 @@ class CauseRow:
 
     @property
     def status(self) -> str:
+        """``resolved`` (a cause shown broken and fixed), ``passed`` (a regression file met its
+        expectations), ``failed``, ``outside``; a merged stub takes the status of the file covering it."""
         if self.scenario.status == "outside":
             return "outside"
         if self.merged_target is not None:
             return self.merged_target.status
-        return "resolved" if self.dialects and all(d.symptom_reproduced and d.resolved for d in self.dialects) \
-            else "failed"
+        if not self.dialects or not all(d.passed for d in self.dialects):
+            return "failed"
+        return "passed" if self.scenario.status == "regression" else "resolved"
 
     @property
     def symptom_reproduced(self) -> bool:
@@ -350,14 +360,15 @@ class CauseRow:
     @property
     def ok(self) -> bool:
         """The row behaves as its file expects."""
-        return self.status in ("resolved", "outside")
+        return self.status in ("resolved", "passed", "outside")
 
     def as_dict(self) -> dict[str, Any]:
         s = self.scenario
         row: dict[str, Any] = {
-            "id": s.id, "title": s.title, "cause": s.reported_as.en, "cause_zh": s.reported_as.zh,
+            "id": s.id, "title": s.title, "kind": s.status if s.status == "regression" else "cause",
+            "cause": s.reported_as.en if s.reported_as else None, "cause_zh": s.reported_as.zh if s.reported_as else None,
             "reports": list(s.reports), "scope": list(s.scope), "status": self.status,
-            "symptom_reproduced": self.symptom_reproduced if s.status != "outside" else False,
+            "symptom_reproduced": self.symptom_reproduced if s.status in ("runnable", "merged") else False,
             "resolved": self.resolved if s.status != "outside" else False,
             "seconds": round(self.seconds, 3), "runbook": s.runbook,
         }
@@ -369,7 +380,8 @@ class CauseRow:
             row["reason"] = f"covered by {s.merged_into}.yaml (same mechanism)"
             return row
         assert s.expect is not None
-        row.update(fix=fix_summary(s), fix_description=s.fix.description, symptom=s.expect.broken.symptom,
+        row.update(fix=fix_summary(s), fix_description=s.fix.description,
+                   symptom=s.expect.broken.symptom if s.expect.broken else None,
                    dialects=list(s.dialects), merges=[m.id for m in s.merges])
         row["runs"] = {d.dialect: {
             "symptom_reproduced": d.symptom_reproduced, "resolved": d.resolved, "failures": d.failures,
@@ -407,13 +419,15 @@ class MatrixResult:
                         "host": self.options.host,
                         "response_timeout_seconds": self.options.response_timeout_seconds},
             "summary": {status: sum(1 for r in rows if r["status"] == status)
-                        for status in ("resolved", "failed", "outside")},
+                        for status in ("resolved", "passed", "failed", "outside")},
             "rows": rows,
         }
 
 
 def fix_summary(s: Scenario) -> str:
     """How the fixed run differs, in a few words (the table's "fix" column)."""
+    if s.status == "regression":
+        return "regression: one run, no fix to show"
     parts = []
     if s.fix.toggles:
         parts.append("toggles " + ", ".join(s.fix.toggles))
@@ -792,8 +806,8 @@ class _Run:
                             tid=self.tid)
         self.result.steps.append(record)
         self.recorder.step, self.recorder.step_index = label or name, index
-        if label:
-            self.records[label] = record
+        # by label, or by name (``refund#2``: never a label) so an unlabelled step's intent counts too
+        self.records[label or name] = record
         return record
 
     async def _step(self, index: int, step: Step) -> None:
@@ -1266,7 +1280,6 @@ class RunView:
         for record in self.steps.values():
             if record.intent and record.stan:
                 out.setdefault(record.intent, []).append(record.stan)
-        # unlabelled steps serve intents too
         return {k: tuple(dict.fromkeys(v)) for k, v in out.items()}
 
     def terminal_state(self) -> dict[str, Any]:
@@ -1447,19 +1460,36 @@ class _Unit:
 
 
 def select_scenarios(scenarios: Sequence[Scenario], only: Sequence[str]) -> list[Scenario]:
-    """The scenarios to run: all, or those named (a merged stub brings its covering file)."""
+    """The scenarios to run: all, or those named, in any letter case (a merged stub brings its
+    covering file)."""
     if not only:
         return list(scenarios)
-    by_id = {s.id: s for s in scenarios}
-    unknown = [c for c in only if c not in by_id]
+    by_id = {s.id.casefold(): s for s in scenarios}
+    unknown = [c for c in only if c.casefold() not in by_id]
     if unknown:
-        raise MatrixError(f"unknown cause id {', '.join(unknown)}, expecting C01 ... C42")
-    wanted = set(only)
-    for cause in only:
-        target = by_id[cause].merged_into
+        ids = [s.id for s in scenarios]
+        shown = f"{ids[0]} ... {ids[-1]}" if len(ids) > 6 else ", ".join(ids)
+        raise MatrixError(f"unknown scenario id {', '.join(unknown)}, expecting one of {shown}")
+    wanted = {by_id[c.casefold()].id for c in only}
+    for name in list(wanted):
+        target = by_id[name.casefold()].merged_into
         if target:
             wanted.add(target)
     return [s for s in scenarios if s.id in wanted]
+
+
+def run_names(s: Scenario) -> list[str]:
+    """The runs one scenario makes in one dialect, in order: the flawed run unless it is a regression
+    file, the fixed run, each preceded by its uninterrupted reference when it has a crash step."""
+    names = []
+    for name in RUN_NAMES:
+        variant = "broken" if name.startswith("broken") else "fixed"
+        if variant == "broken" and (s.expect is None or s.expect.broken is None):
+            continue
+        if name.endswith("_uninterrupted") and not has_crash(s.steps_for(variant)):
+            continue
+        names.append(name)
+    return names
 
 
 async def run_unit(unit: _Unit, host: HostHandle, options: MatrixOptions, work_dir: Path,
@@ -1469,10 +1499,8 @@ async def run_unit(unit: _Unit, host: HostHandle, options: MatrixOptions, work_d
     assert s.expect is not None
     started = time.monotonic()
     references: dict[str, Evidence | None] = {}
-    for name in RUN_NAMES:
+    for name in run_names(s):
         variant = "broken" if name.startswith("broken") else "fixed"
-        if name.endswith("_uninterrupted") and not has_crash(s.steps_for(variant)):
-            continue
         run = _Run(s, unit.dialect, name, host, options, work_dir)
         result = await run.execute()
         if name.endswith("_uninterrupted"):
@@ -1480,12 +1508,13 @@ async def run_unit(unit: _Unit, host: HostHandle, options: MatrixOptions, work_d
                 run.judge(None, None)
             references[variant] = result.evidence
         else:
-            expectation = s.expect.broken if variant == "broken" else s.expect.fixed
+            expectation = s.expect.fixed if variant == "fixed" else s.expect.broken
+            assert expectation is not None
             if result.evidence is not None:
                 run.judge(expectation, references.get(variant))
             else:
                 result.passed = False
-        if name == "fixed" and result.evidence is not None:
+        if name == "fixed" and result.evidence is not None and s.expect.broken is not None:
             # The symptom must be the flaw's: the flawed run's expectation must not also be met
             # by the fixed run (else the "fix" changed nothing the file can see).
             still = expectation_checks(s.expect.broken, result.invariants, run.view, run.family)
@@ -1530,29 +1559,28 @@ async def run_matrix(options: MatrixOptions, *, progress: Callable[[str], None] 
         loaded = sorted(options.scenarios, key=lambda s: s.id)
         twice = sorted({s.id for s in loaded if sum(1 for o in loaded if o.id == s.id) > 1})
         if twice:
-            raise MatrixError(f"scenario {', '.join(twice)} given more than once, expecting each cause once per run")
+            raise MatrixError(f"scenario {', '.join(twice)} given more than once, expecting each id once per run")
     scenarios = select_scenarios(loaded, options.only)
     rows = {s.id: CauseRow(scenario=s) for s in scenarios}
     units: list[_Unit] = []
     for s in scenarios:
-        if s.status != "runnable":
+        if not s.runs:
             continue
         dialects = [d for d in s.dialects if not options.dialects or d in options.dialects]
         for d in dialects:
-            unit = _Unit(scenario=s, dialect=d, result=DialectResult(dialect=d))
+            unit = _Unit(scenario=s, dialect=d,
+                         result=DialectResult(dialect=d, expects_symptom=s.status == "runnable"))
             rows[s.id].dialects.append(unit.result)
             units.append(unit)
     for row in rows.values():
         if row.scenario.status == "merged" and row.scenario.merged_into in rows:
             row.merged_target = rows[row.scenario.merged_into]
     # runnable files none of whose dialects was selected are left out
-    shown = [r for r in rows.values() if r.scenario.status != "runnable" or r.dialects]
+    shown = [r for r in rows.values() if not r.scenario.runs or r.dialects]
     if not units and not any(r.scenario.status == "outside" for r in shown):
         raise MatrixError("no scenario to run with the given --only / --dialect")
     units.sort(key=lambda u: u.cost, reverse=True)
-    total_runs = sum(sum(1 for name in RUN_NAMES if not name.endswith("_uninterrupted")
-                         or has_crash(u.scenario.steps_for("broken" if name.startswith("broken") else "fixed")))
-                     for u in units)
+    total_runs = sum(sum(1 for name in run_names(u.scenario) if not name.endswith("_uninterrupted")) for u in units)
     done = 0
 
     def on_run(unit: _Unit, run: RunResult) -> None:

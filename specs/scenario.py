@@ -37,7 +37,7 @@ Conventions that keep YAML's surprises out:
 >>> parse_scenario("id: C35\\nstatus: outsde\\n", name="C35.yaml")
 Traceback (most recent call last):
 ...
-specs.scenario.ScenarioError: C35.yaml line 2: key 'status': expected one of runnable, outside, merged, found outsde
+specs.scenario.ScenarioError: C35.yaml line 2: key 'status': expected one of runnable, outside, merged, regression, found outsde
 """
 
 from __future__ import annotations
@@ -65,7 +65,9 @@ CAUSE_IDS: tuple[str, ...] = tuple(f"C{n:02d}" for n in range(1, 43))
 REPORT_IDS = ("000", "001", "002", "003", "004")
 #: Scope tags of domain.md §6.1: protocol, protocol-adjacent, outside the protocol.
 SCOPES = ("P", "PA", "OUT")
-STATUSES = ("runnable", "outside", "merged")
+STATUSES = ("runnable", "outside", "merged", "regression")
+#: A team scenario's own id (``ACME-7``): a letter, then letters, digits, ``-``, ``_`` or ``.``; at most 40.
+TEAM_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,39}$")
 DIALECT_FAMILIES: Mapping[str, str] = MappingProxyType({"intl-ascii": "intl", "intl-bcd": "intl", "cup": "cup"})
 INVARIANT_IDS = ("G1", "G2", "G3", "G4", "G5", "G6", "G7", "G8")
 
@@ -213,7 +215,7 @@ SUBFIELDS: Mapping[str, tuple[str, int, int]] = MappingProxyType({
 })
 
 # Fault action type -> {param: value kind}, and the params that must be given (domain.md §9).
-_ACTIONS: dict[str, tuple[dict[str, str], frozenset[str]]] = {
+ACTION_PARAMS: dict[str, tuple[dict[str, str], frozenset[str]]] = {
     "drop_response": ({}, frozenset()),
     "close_before_processing": ({}, frozenset()),
     "close_after_processing": ({}, frozenset()),
@@ -240,7 +242,7 @@ _ACTIONS: dict[str, tuple[dict[str, str], frozenset[str]]] = {
     "payout_hold": ({"reason": "text"}, frozenset({"reason"})),
     "payout_failure": ({"reason": "text"}, frozenset({"reason"})),
 }
-FAULT_ACTIONS: tuple[str, ...] = tuple(_ACTIONS)
+FAULT_ACTIONS: tuple[str, ...] = tuple(ACTION_PARAMS)
 
 #: Ledger tables an expectation may count rows in, and the columns ``where`` may name.  The host's
 #: tables are read through the control API (``/ledger/...``); the terminal's are its journal (J),
@@ -257,11 +259,41 @@ LEDGER_TABLES: Mapping[str, frozenset[str]] = MappingProxyType({
     "saf": frozenset({"stan", "kind", "mti", "attempts", "amount_minor"}),
 })
 #: ``where`` keys that name a scenario object instead of a column.
-_WHERE_REFERENCES = frozenset({"step", "intent"})
+WHERE_REFERENCES = frozenset({"step", "intent"})
 
 TERMINAL_CHECKS: Mapping[str, str] = MappingProxyType({
     "pending_reversals": _INT0, "parked_reversals": _INT0, "saf_queue": _INT0, "open_records": _INT0,
     "receipt_pending": _INT0, "batches_closed": _INT0, "signed_on": _BOOL, "settlement_state": "settlement_state",
+})
+
+#: The keys of every mapping a scenario file holds besides the top level and the settings tables: the one
+#: source for the parser and the JSON Schema (:mod:`specs.scenario_schema`).
+MAPPING_KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType({
+    "reported_as": ("zh", "en"),
+    "merge": ("id", "citation"),
+    "host": ("registry", "faults", "settings"),
+    "terminal": ("settings",),
+    "registry": ("merchants", "terminals", "cards"),
+    "limits": ("daily_amount", "daily_count", "per_txn_max"),
+    "merchant": ("name", "status", "region", "mcc", "limits", "available_balance", "payout_days", "payout_hold",
+                 "bank_account_valid", "fee_schedule"),
+    "terminal_entry": ("mid", "status", "region", "limits", "batch"),
+    "card": ("seed", "scheme", "expiry", "status", "balance", "pin", "limits"),
+    "fee_rule": ("effective_from", "rate_bps", "fixed"),
+    "fault": ("id", "when", "action", "times"),
+    "when": ("mti", "processing_code", "kind", "tid", "mid", "card", "bin", "fields", "amount_min", "amount_max",
+             "nth", "between", "probability", "seed"),
+    "clock": ("set", "advance_seconds"),
+    "crash_at": ("point", "then"),
+    "restart": ("label",),
+    "host_fault": ("add", "clear"),
+    "operator": ("note",),
+    "broken": ("toggles", "terminal_settings", "host_settings"),
+    "fix": ("toggles", "terminal_settings", "host_settings", "description", "host_registry", "steps"),
+    "outcome": ("step", "outcome", "rc", "family"),
+    "pattern": ("mti", "fields", "stan_of", "during", "family", "count"),
+    "code_seen": ("code", "family"),
+    "row_check": ("table", "where", "count", "sum"),
 })
 
 _LABEL = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
@@ -726,7 +758,9 @@ class RunExpectation:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Expectations:
-    broken: RunExpectation
+    """A cause's two runs; a regression file has only the one run (``fixed``) and no ``broken``."""
+
+    broken: RunExpectation | None
     fixed: RunExpectation
 
 
@@ -754,10 +788,10 @@ class Scenario:
     id: str
     file: str
     title: str
-    reported_as: ReportedAs
-    reports: tuple[str, ...]
-    scope: tuple[str, ...]
     status: str
+    reported_as: ReportedAs | None = None
+    reports: tuple[str, ...] = ()
+    scope: tuple[str, ...] = ()
     reason: str | None = None
     merged_into: str | None = None
     merges: tuple[Merge, ...] = ()
@@ -770,6 +804,16 @@ class Scenario:
     fix: Variant = field(default_factory=Variant)
     expect: Expectations | None = None
     runbook: str | None = None
+
+    @property
+    def is_cause(self) -> bool:
+        """Is this a file of one of the matrix's causes (C01–C42), or a team's own situation?"""
+        return self.id in CAUSE_IDS
+
+    @property
+    def runs(self) -> bool:
+        """Does this file make runs (``runnable``: a flawed and a fixed one; ``regression``: one)?"""
+        return self.status in ("runnable", "regression")
 
     @property
     def covers(self) -> tuple[str, ...]:
@@ -1200,8 +1244,7 @@ class _Reader:
         rules = []
         for i, item in enumerate(self.seq(y, path, what="a list of fee rules")):
             p = f"{path}[{i}]"
-            entries = self.mapping(item, p, allowed=("effective_from", "rate_bps", "fixed"),
-                                   required=("effective_from",), what="a fee rule")
+            entries = self.mapping(item, p, allowed=MAPPING_KEYS["fee_rule"], required=("effective_from",), what="a fee rule")
             rules.append(FeeRule(effective_from=self.day(entries["effective_from"], _join(p, "effective_from")),
                                  rate_bps=self.integer(entries["rate_bps"], _join(p, "rate_bps"), minimum=0)
                                  if "rate_bps" in entries else 0,
@@ -1218,18 +1261,27 @@ class _Reader:
 
 
 _TOP_COMMON = ("id", "title", "reported_as", "reports", "scope", "status", "related")
-_TOP_KEYS = {
+TOP_KEYS = {
     "runnable": frozenset(_TOP_COMMON + ("merges", "dialects", "host", "terminal", "steps", "broken", "fix", "expect",
                                          "runbook")),
     "outside": frozenset(_TOP_COMMON + ("reason", "runbook")),
     "merged": frozenset(_TOP_COMMON + ("merged_into",)),
+    "regression": frozenset(_TOP_COMMON + ("dialects", "host", "terminal", "steps", "expect", "runbook")),
 }
-_TOP_REQUIRED = {
-    "runnable": ("dialects", "steps", "fix", "expect", "runbook"),
-    "outside": ("reason", "runbook"),
+TOP_REQUIRED = {
+    "runnable": ("dialects", "steps", "fix", "expect"),
+    "outside": ("reason",),
     "merged": ("merged_into",),
+    "regression": ("dialects", "steps", "expect"),
 }
-_CHECK_KEYS = frozenset({"outcomes", "messages_present", "messages_missing", "messages_in_order", "codes_seen",
+#: What a file of one of the matrix's causes must say besides (a team's own file may leave them out).
+CAUSE_REQUIRED = {
+    "runnable": ("reported_as", "reports", "scope", "runbook"),
+    "outside": ("reported_as", "reports", "scope", "runbook"),
+    "merged": ("reported_as", "reports", "scope"),
+    "regression": ("reported_as", "reports", "scope"),
+}
+CHECK_KEYS = frozenset({"outcomes", "messages_present", "messages_missing", "messages_in_order", "codes_seen",
                          "ledger", "terminal", "host_net"})
 
 
@@ -1256,34 +1308,50 @@ class _Parser(_Reader):
         status = self.choice(top["status"], "status", STATUSES) if "status" in top else None
         if status is None:
             self.fail(root, "status", f"missing, expected one of {', '.join(STATUSES)}")
-        entries = self.mapping(root, "", allowed=_TOP_KEYS[status], what=f"a {status} scenario")
-        for key in ("id", "title", "reported_as", "reports", "scope", *_TOP_REQUIRED[status]):
+        entries = self.mapping(root, "", allowed=TOP_KEYS[status], what=f"a {status} scenario")
+        for key in ("id", "title", *TOP_REQUIRED[status]):
             if key not in entries:
                 self.fail(root, key, f"missing, a {status} scenario needs it")
         scenario_id = self.scenario_id(entries["id"])
+        if scenario_id in CAUSE_IDS:
+            for key in CAUSE_REQUIRED[status]:
+                if key not in entries:
+                    self.fail(root, key, f"missing, a {status} file of cause {scenario_id} needs it (a team's own "
+                                         "scenario, with an id of its own, may leave it out)")
         common: dict[str, Any] = dict(
             id=scenario_id, file=self.file, status=status,
             title=self.text(entries["title"], "title"),
-            reported_as=self.reported_as(entries["reported_as"]),
-            reports=self.reports(entries["reports"]),
-            scope=self.scope(entries["scope"]),
+            reported_as=self.reported_as(entries["reported_as"]) if "reported_as" in entries else None,
+            reports=self.reports(entries["reports"]) if "reports" in entries else (),
+            scope=self.scope(entries["scope"]) if "scope" in entries else (),
             related=self.cause_list(entries["related"], "related", exclude=scenario_id) if "related" in entries else (),
+            runbook=self.text(entries["runbook"], "runbook") if "runbook" in entries else None,
         )
         if status == "outside":
-            return Scenario(**common, reason=self.text(entries["reason"], "reason"),
-                            runbook=self.text(entries["runbook"], "runbook"))
+            return Scenario(**common, reason=self.text(entries["reason"], "reason"))
         if status == "merged":
             target = entries["merged_into"]
             return Scenario(**common, merged_into=self.cause_id(target, "merged_into", exclude=scenario_id))
+        if status == "regression":
+            return self.regression(entries, common)
         return self.runnable(entries, common)
 
     # ---------------------------------------------------------------- header
 
     def scenario_id(self, y: _Y) -> str:
-        value = self.cause_id(y, "id")
+        """A cause id (``C07``, in the file of that name) or a team's own id (``ACME-7``, any file name)."""
+        if not y.is_scalar or not TEAM_ID.match(y.text or ""):
+            self.expected(y, "id", "a cause id C01 to C42 or a scenario id of your own (a letter, then letters, "
+                                   "digits, '-', '_' or '.', at most 40)")
+        value = y.text
+        assert value is not None
         stem = Path(self.file).stem
-        if stem != value:
-            self.expected(y, "id", f"{stem} (the file name)")
+        if value in CAUSE_IDS and stem != value:
+            self.expected(y, "id", f"{stem} (the file name of a cause's file; a scenario of your own takes an id "
+                                   "that is not C01 to C42)")
+        if re.fullmatch(r"[Cc]\d\d", value) and value not in CAUSE_IDS:
+            self.expected(y, "id", "a cause id C01 to C42 (ids of the form Cnn are the matrix's; use an id of your "
+                                   "own such as ACME-7)")
         return value
 
     def cause_id(self, y: _Y, path: str, *, exclude: str | None = None) -> str:
@@ -1297,7 +1365,7 @@ class _Parser(_Reader):
         return tuple(dict.fromkeys(ids))
 
     def reported_as(self, y: _Y) -> ReportedAs:
-        e = self.mapping(y, "reported_as", allowed=("zh", "en"), required=("zh", "en"),
+        e = self.mapping(y, "reported_as", allowed=MAPPING_KEYS["reported_as"], required=("zh", "en"),
                          what="the merchants' phrase (zh) and English (en)")
         return ReportedAs(zh=self.text(e["zh"], "reported_as.zh"), en=self.text(e["en"], "reported_as.en"))
 
@@ -1323,32 +1391,43 @@ class _Parser(_Reader):
 
     # ---------------------------------------------------------------- runnable
 
-    def runnable(self, e: dict[str, _Y], common: dict[str, Any]) -> Scenario:
+    def body(self, e: dict[str, _Y]) -> tuple[dict[str, Any], _StepScope, _StepScope]:
+        """What a file that runs has whatever its kind: dialects, host, terminal settings, steps; and
+        the scopes its variants start from and its steps end with."""
         dialects = self.unique(e["dialects"], "dialects", self.str_or_list(
             e["dialects"], "dialects", lambda it, p: self.choice(it, p, tuple(DIALECT_FAMILIES))))
         self.families = tuple(dict.fromkeys(DIALECT_FAMILIES[d] for d in dialects))
-        merges = self.merges(e["merges"], common["id"]) if "merges" in e else ()
         host = self.host(e["host"]) if "host" in e else HostSetup()
         terminal_settings: Mapping[str, Any] = _frozen()
         if "terminal" in e:
-            t = self.mapping(e["terminal"], "terminal", allowed=("settings",), what="the terminal")
+            t = self.mapping(e["terminal"], "terminal", allowed=MAPPING_KEYS["terminal"], what="the terminal")
             if "settings" in t:
                 terminal_settings = self.settings(t["settings"], "terminal.settings", TERMINAL_SETTINGS,
                                                   "terminal settings")
         base = _StepScope(cards=set(host.registry.cards), fault_ids={f.id for f in host.faults if f.id})
-        steps, broken_scope = self.steps(e["steps"], "steps", base)
+        steps, scope = self.steps(e["steps"], "steps", base)
+        return dict(dialects=dialects, host=host, terminal_settings=terminal_settings, steps=steps), base, scope
+
+    def runnable(self, e: dict[str, _Y], common: dict[str, Any]) -> Scenario:
+        merges = self.merges(e["merges"], common["id"]) if "merges" in e else ()
+        body, base, broken_scope = self.body(e)
         broken, _ = self.variant(e["broken"], "broken", fix=False, base=base) if "broken" in e else (Variant(), None)
         fix, fix_scope = self.variant(e["fix"], "fix", fix=True, base=base)
         self.check_variants_differ(e["fix"], broken, fix)
         expect = self.expectations(e["expect"], broken_scope, fix_scope or broken_scope)
-        return Scenario(**common, merges=merges, dialects=dialects, host=host, terminal_settings=terminal_settings,
-                        steps=steps, broken=broken, fix=fix, expect=expect, runbook=self.text(e["runbook"], "runbook"))
+        return Scenario(**common, **body, merges=merges, broken=broken, fix=fix, expect=expect)
+
+    def regression(self, e: dict[str, _Y], common: dict[str, Any]) -> Scenario:
+        """One run that must meet its expectations ("this must work"): no flawed run, no fix."""
+        body, _, scope = self.body(e)
+        expect = self.run_expectation(e["expect"], "expect", scope, broken=False)
+        return Scenario(**common, **body, expect=Expectations(broken=None, fixed=expect))
 
     def merges(self, y: _Y, own: str) -> tuple[Merge, ...]:
         out = []
         for i, item in enumerate(self.seq(y, "merges", what="a list of {id, citation}")):
             p = f"merges[{i}]"
-            m = self.mapping(item, p, allowed=("id", "citation"), required=("id", "citation"), what="a merge")
+            m = self.mapping(item, p, allowed=MAPPING_KEYS["merge"], required=("id", "citation"), what="a merge")
             citation = self.text(m["citation"], f"{p}.citation")
             if "domain.md" not in citation:
                 self.expected(m["citation"], f"{p}.citation", "a sentence citing domain.md (e.g. 'domain.md §6 C37: ...')")
@@ -1358,7 +1437,7 @@ class _Parser(_Reader):
     # ---------------------------------------------------------------- host
 
     def host(self, y: _Y) -> HostSetup:
-        e = self.mapping(y, "host", allowed=("registry", "faults", "settings"), what="the host")
+        e = self.mapping(y, "host", allowed=MAPPING_KEYS["host"], what="the host")
         registry = self.registry(e["registry"], "host.registry", known_cards=set()) if "registry" in e else Registry()
         settings = self.settings(e["settings"], "host.settings", HOST_SETTINGS, "host settings") \
             if "settings" in e else _frozen()
@@ -1375,7 +1454,7 @@ class _Parser(_Reader):
         return HostSetup(registry=registry, settings=settings, faults=tuple(faults))
 
     def registry(self, y: _Y, path: str, *, known_cards: set[str]) -> Registry:
-        e = self.mapping(y, path, allowed=("merchants", "terminals", "cards"), what="the host registry")
+        e = self.mapping(y, path, allowed=MAPPING_KEYS["registry"], what="the host registry")
         empty = _Y({}, y.line, None, MappingProxyType({}))
         merchants_y, terminals_y, cards_y = (e.get(k, empty) for k in ("merchants", "terminals", "cards"))
         merchants = {}
@@ -1397,7 +1476,7 @@ class _Parser(_Reader):
         return Registry(merchants=_frozen(merchants), terminals=_frozen(terminals), cards=_frozen(cards))
 
     def limits(self, y: _Y, path: str) -> Limits:
-        e = self.mapping(y, path, allowed=("daily_amount", "daily_count", "per_txn_max"), what="limits")
+        e = self.mapping(y, path, allowed=MAPPING_KEYS["limits"], what="limits")
         return Limits(daily_amount_minor=self.money(e["daily_amount"], _join(path, "daily_amount"))
                       if "daily_amount" in e else None,
                       daily_count=self.integer(e["daily_count"], _join(path, "daily_count"), minimum=1)
@@ -1406,9 +1485,7 @@ class _Parser(_Reader):
                       if "per_txn_max" in e else None)
 
     def merchant(self, y: _Y, path: str) -> RegistryEntry:
-        e = self.mapping(y, path, allowed=("name", "status", "region", "mcc", "limits", "available_balance",
-                                           "payout_days", "payout_hold", "bank_account_valid", "fee_schedule"),
-                         what="a merchant")
+        e = self.mapping(y, path, allowed=MAPPING_KEYS["merchant"], what="a merchant")
         v: dict[str, Any] = {}
         for k, item in e.items():
             p = _join(path, k)
@@ -1433,7 +1510,7 @@ class _Parser(_Reader):
         return RegistryEntry(values=_frozen(v), line=y.line)
 
     def terminal_entry(self, y: _Y, path: str) -> RegistryEntry:
-        e = self.mapping(y, path, allowed=("mid", "status", "region", "limits", "batch"), what="a terminal")
+        e = self.mapping(y, path, allowed=MAPPING_KEYS["terminal_entry"], what="a terminal")
         v: dict[str, Any] = {}
         for k, item in e.items():
             p = _join(path, k)
@@ -1452,8 +1529,7 @@ class _Parser(_Reader):
         return RegistryEntry(values=_frozen(v), line=y.line)
 
     def card(self, y: _Y, path: str, *, new: bool) -> RegistryEntry:
-        e = self.mapping(y, path, allowed=("seed", "scheme", "expiry", "status", "balance", "pin", "limits"),
-                         required=("seed",) if new else (), what="a card")
+        e = self.mapping(y, path, allowed=MAPPING_KEYS["card"], required=("seed",) if new else (), what="a card")
         v: dict[str, Any] = {}
         for k, item in e.items():
             p = _join(path, k)
@@ -1483,7 +1559,7 @@ class _Parser(_Reader):
     # ---------------------------------------------------------------- faults
 
     def fault(self, y: _Y, path: str, *, cards: set[str]) -> Fault:
-        e = self.mapping(y, path, allowed=("id", "when", "action", "times"), required=("action",), what="a fault")
+        e = self.mapping(y, path, allowed=MAPPING_KEYS["fault"], required=("action",), what="a fault")
         fault_id = self.label(e["id"], _join(path, "id"), "a fault id") if "id" in e else None
         when = self.when(e["when"], _join(path, "when"), cards=cards) if "when" in e else When()
         action = self.action(e["action"], _join(path, "action"))
@@ -1503,9 +1579,7 @@ class _Parser(_Reader):
         return Fault(id=fault_id, when=when, action=action, times=times, line=y.line)
 
     def when(self, y: _Y, path: str, *, cards: set[str]) -> When:
-        e = self.mapping(y, path, allowed=("mti", "processing_code", "kind", "tid", "mid", "card", "bin", "fields",
-                                           "amount_min", "amount_max", "nth", "between", "probability", "seed"),
-                         what="a fault selector")
+        e = self.mapping(y, path, allowed=MAPPING_KEYS["when"], what="a fault selector")
         kw: dict[str, Any] = {}
         for k, item in e.items():
             p = _join(path, k)
@@ -1579,7 +1653,7 @@ class _Parser(_Reader):
         if "type" not in y.value:
             self.fail(y, _join(path, "type"), f"missing, expected one of {', '.join(FAULT_ACTIONS)}")
         kind = self.choice(y.value["type"], _join(path, "type"), FAULT_ACTIONS)
-        spec, required = _ACTIONS[kind]
+        spec, required = ACTION_PARAMS[kind]
         e = self.mapping(y, path, allowed=("type", *spec), required=required, what=f"a {kind} action")
         params: dict[str, Any] = {}
         for k, item in e.items():
@@ -1625,11 +1699,11 @@ class _Parser(_Reader):
         if kind in TERMINAL_COMMANDS:
             return self.terminal_step(kind, params, path, scope)
         if kind == "restart":
-            e = self.mapping(params, path, allowed=("label",), what="a restart step") if params.value is not None else {}
+            e = self.mapping(params, path, allowed=MAPPING_KEYS["restart"], what="a restart step") if params.value is not None else {}
             label = self.new_label(e["label"], _join(path, "label"), scope, None) if "label" in e else None
             return Restart(line=y.line, label=label)
         if kind == "clock":
-            e = self.mapping(params, path, allowed=("set", "advance_seconds"), what="a clock step")
+            e = self.mapping(params, path, allowed=MAPPING_KEYS["clock"], what="a clock step")
             if len(e) != 1:
                 self.fail(params, path, "expected exactly one of set or advance_seconds")
             if "set" in e:
@@ -1637,14 +1711,15 @@ class _Parser(_Reader):
             return ClockStep(line=y.line, advance_seconds=self.integer(e["advance_seconds"],
                                                                        _join(path, "advance_seconds"), minimum=1))
         if kind == "crash_at":
-            e = self.mapping(params, path, allowed=("point", "then"), required=("point", "then"), what="a crash_at step")
+            e = self.mapping(params, path, allowed=MAPPING_KEYS["crash_at"], required=("point", "then"),
+                             what="a crash_at step")
             point = self.choice(e["point"], _join(path, "point"), tuple(CRASH_POINTS))
             then = self.step(e["then"], _join(path, "then"), scope, inner=True)
             assert isinstance(then, TerminalStep)
             scope.has_crash = True
             return CrashAt(point=point, then=then, line=y.line)
         if kind == "host_fault":
-            e = self.mapping(params, path, allowed=("add", "clear"), what="a host_fault step")
+            e = self.mapping(params, path, allowed=MAPPING_KEYS["host_fault"], what="a host_fault step")
             if len(e) != 1:
                 self.fail(params, path, "expected exactly one of add or clear")
             if "add" in e:
@@ -1672,13 +1747,13 @@ class _Parser(_Reader):
             return TerminalSettingsStep(settings=self.settings(params, path, TERMINAL_SETTINGS, "terminal settings"),
                                         line=y.line)
         if kind == "operator":
-            e = self.mapping(params, path, allowed=("note",), required=("note",), what="an operator step")
+            e = self.mapping(params, path, allowed=MAPPING_KEYS["operator"], required=("note",), what="an operator step")
             return OperatorNote(note=self.text(e["note"], _join(path, "note")), line=y.line)
-        e = self.mapping(params, path, allowed=("runs", *_CHECK_KEYS), what="an expect step")
+        e = self.mapping(params, path, allowed=("runs", *CHECK_KEYS), what="an expect step")
         runs = self.choice(e["runs"], _join(path, "runs"), ("both", "broken", "fixed")) if "runs" in e else "both"
         check = self.check({k: v for k, v in e.items() if k != "runs"}, path, scope)
         if not check:
-            self.fail(params, path, f"expected at least one check ({', '.join(sorted(_CHECK_KEYS))})")
+            self.fail(params, path, f"expected at least one check ({', '.join(sorted(CHECK_KEYS))})")
         return ExpectStep(runs=runs, check=check, line=y.line)
 
     def new_label(self, y: _Y, path: str, scope: _StepScope, step: TerminalStep | None) -> str:
@@ -1740,10 +1815,7 @@ class _Parser(_Reader):
 
     def variant(self, y: _Y, path: str, *, fix: bool, base: _StepScope) -> tuple[Variant, _StepScope | None]:
         """The run's settings, and the scope of its own steps when it replaces them."""
-        allowed: tuple[str, ...] = ("toggles", "terminal_settings", "host_settings")
-        if fix:
-            allowed += ("description", "host_registry", "steps")
-        e = self.mapping(y, path, allowed=allowed, required=("description",) if fix else (),
+        e = self.mapping(y, path, allowed=MAPPING_KEYS["fix" if fix else "broken"], required=("description",) if fix else (),
                          what="the fix" if fix else "the flawed run's settings")
         kw: dict[str, Any] = {}
         if "toggles" in e:
@@ -1791,7 +1863,7 @@ class _Parser(_Reader):
                             fixed=self.run_expectation(e["fixed"], "expect.fixed", fixed_scope, broken=False))
 
     def run_expectation(self, y: _Y, path: str, scope: _StepScope, *, broken: bool) -> RunExpectation:
-        allowed = {"invariants_hold", *_CHECK_KEYS} | ({"symptom", "invariants_broken"} if broken else set())
+        allowed = {"invariants_hold", *CHECK_KEYS} | ({"symptom", "invariants_broken"} if broken else set())
         e = self.mapping(y, path, allowed=allowed, required=("symptom",) if broken else ("invariants_hold",),
                          what="the flawed run" if broken else "the fixed run")
         symptom = self.text(e["symptom"], _join(path, "symptom")) if "symptom" in e else None
@@ -1805,11 +1877,11 @@ class _Parser(_Reader):
             if g in broken_ids:
                 self.fail(e["invariants_hold"], f"{path}.invariants_hold[{i}]",
                           f"expected an invariant not listed in invariants_broken, found {g}")
-        check = self.check({k: v for k, v in e.items() if k in _CHECK_KEYS}, path, scope)
+        check = self.check({k: v for k, v in e.items() if k in CHECK_KEYS}, path, scope)
         if broken and not broken_ids and not check:
             self.fail(y, _join(path, "invariants_broken"),
                       "missing, the flawed run must show its symptom: an invariant that breaks or a check "
-                      f"({', '.join(sorted(_CHECK_KEYS))})")
+                      f"({', '.join(sorted(CHECK_KEYS))})")
         return RunExpectation(symptom=symptom, invariants_broken=broken_ids, invariants_hold=hold_ids, check=check,
                               line=y.line)
 
@@ -1862,7 +1934,7 @@ class _Parser(_Reader):
         return name
 
     def outcome(self, y: _Y, path: str, scope: _StepScope) -> OutcomeCheck:
-        e = self.mapping(y, path, allowed=("step", "outcome", "rc", "family"), required=("step", "outcome"),
+        e = self.mapping(y, path, allowed=MAPPING_KEYS["outcome"], required=("step", "outcome"),
                          what="an outcome")
         return OutcomeCheck(step=self.step_ref(e["step"], _join(path, "step"), scope),
                             outcome=self.str_or_list(e["outcome"], _join(path, "outcome"),
@@ -1875,7 +1947,7 @@ class _Parser(_Reader):
         if y.is_scalar:
             return MessagePattern(mti=self.mti(y, path), fields=_frozen(), stan_of=None, during=None, count=None,
                                   family=None, line=y.line)
-        allowed = ("mti", "fields", "stan_of", "during", "family") + (("count",) if count_allowed else ())
+        allowed = tuple(k for k in MAPPING_KEYS["pattern"] if count_allowed or k != "count")
         e = self.mapping(y, path, allowed=allowed, required=("mti",), what="a message pattern")
         fields_: dict[str, str] = {}
         if "fields" in e:
@@ -1894,20 +1966,20 @@ class _Parser(_Reader):
     def code_seen(self, y: _Y, path: str) -> CodeSeen:
         if y.is_scalar:
             return CodeSeen(code=self.code(y, path), family=None, line=y.line)
-        e = self.mapping(y, path, allowed=("code", "family"), required=("code",), what="a response code")
+        e = self.mapping(y, path, allowed=MAPPING_KEYS["code_seen"], required=("code",), what="a response code")
         return CodeSeen(code=self.code(e["code"], _join(path, "code")),
                         family=self.family(e["family"], _join(path, "family"), self.families)
                         if "family" in e else None, line=y.line)
 
     def row_check(self, y: _Y, path: str, scope: _StepScope) -> RowCheck:
-        e = self.mapping(y, path, allowed=("table", "where", "count", "sum"), required=("table",),
+        e = self.mapping(y, path, allowed=MAPPING_KEYS["row_check"], required=("table",),
                          what="a ledger check")
         table = self.choice(e["table"], _join(path, "table"), tuple(LEDGER_TABLES))
         columns = LEDGER_TABLES[table]
         where: dict[str, Any] = {}
         if "where" in e:
             wp = _join(path, "where")
-            entries = self.mapping(e["where"], wp, allowed=columns | _WHERE_REFERENCES, what=f"a {table} row")
+            entries = self.mapping(e["where"], wp, allowed=columns | WHERE_REFERENCES, what=f"a {table} row")
             for k, item in entries.items():
                 p = _join(wp, k)
                 if k == "step":
@@ -1964,6 +2036,31 @@ def load_scenario(path: str | Path) -> Scenario:
     """
     path = Path(path)
     return parse_scenario(path.read_text(encoding="utf-8"), name=path.name)
+
+
+def load_files(paths: Iterable[str | Path]) -> list[Scenario]:
+    """Load and validate scenario files given together (a team's directory): each file on its own,
+    then each id once and every ``merged_into`` among them.
+
+    Returns:
+        The scenarios sorted by id.
+
+    Raises:
+        ScenarioError: the first problem found.
+        OSError: a file cannot be read.
+    """
+    scenarios: dict[str, Scenario] = {}
+    for path in paths:
+        s = load_scenario(path)
+        if s.id in scenarios:
+            raise ScenarioError(f"expected each scenario id once, found {s.id} also in {scenarios[s.id].file}",
+                                file=s.file, line=1, key="id")
+        scenarios[s.id] = s
+    for s in scenarios.values():
+        if s.status == "merged" and s.merged_into not in scenarios:
+            raise ScenarioError(f"expected {s.merged_into}.yaml among the files given, found no such file",
+                                file=s.file, line=1, key="merged_into")
+    return sorted(scenarios.values(), key=lambda s: s.id)
 
 
 def load_all(directory: str | Path) -> list[Scenario]:

@@ -109,7 +109,10 @@ def test_html_has_the_table_and_a_ladder_and_masks_card_numbers() -> None:
     assert "原因" in page and "No wire effect." in page
     assert PAN not in page  # even a PAN that slipped into a note is masked on the page
     assert mask_pan(PAN) in page
-    assert "<script" not in page and "http" not in page.split("<body>")[1]  # self-contained
+    # self-contained: nothing loaded from elsewhere; the one inline script opens index.html#ID expanded
+    assert "<script src" not in page and "http" not in page.split("<body>")[1] and page.count("<script>") == 1
+    assert 'document.getElementById(decodeURIComponent(location.hash.slice(1)))' in page
+    assert "<b>R</b> the pending reversal" in page  # the legend of the state rows
 
 
 def test_table_prints_one_line_per_cause_and_the_wall_time() -> None:
@@ -279,7 +282,7 @@ def test_cli_lists_an_outside_cause_without_running_a_host(tmp_path: Path) -> No
 
 def test_cli_rejects_an_unknown_cause_and_a_lone_host() -> None:
     done = _matrix_cli("--only", "C99", timeout=30)
-    assert done.returncode == 2 and "unknown cause id C99" in done.stderr
+    assert done.returncode == 2 and "unknown scenario id C99, expecting one of C01 ... C42" in done.stderr
     done = _matrix_cli("--host", "127.0.0.1:1", timeout=30)
     assert done.returncode == 2 and "--host and --control go together" in done.stderr
 

@@ -85,8 +85,8 @@ def test_scenario_files_are_collected_only_when_asked(pytester: pytest.Pytester,
 
     pytester.mkdir("broken").joinpath("C40.yaml").write_text(cause_file.replace("status: runnable", "status: runable"),
                                                               encoding="utf-8")
-    broken = pytester.runpytest("--co", "-q", "--pos-scenarios", "broken")
-    assert broken.ret == pytest.ExitCode.INTERRUPTED
+    broken = pytester.runpytest("-p", "no:cacheprovider", "-o", "pos_scenarios=", "--pos-scenarios", "broken")
+    broken.assert_outcomes(failed=1)  # one failed item, not an interrupted session
     broken.stdout.fnmatch_lines(["scenario file */broken/C40.yaml: C40.yaml line *: key 'status': *found runable"])
 
 
@@ -120,6 +120,22 @@ def test_a_teams_scenario_copies_pass_or_fail_naming_cause_and_check(pytester: p
     assert properties["cause"] == "C40" and properties["dialect"] == "intl-bcd"
 
 
+def test_a_teams_own_scenarios_run_beside_a_broken_file(pytester: pytest.Pytester, cause_file: str) -> None:
+    from tests.specs.test_team_scenarios import REGRESSION, TEAM_PAIR
+
+    team = pytester.mkdir("team")
+    team.joinpath("ACME-7.yaml").write_text(REGRESSION, encoding="utf-8")
+    team.joinpath("lost-answer.yaml").write_text(TEAM_PAIR, encoding="utf-8")
+    team.joinpath("typo.yaml").write_text(REGRESSION.replace("id: ACME-7", "id: ACME-8").replace(
+        "invariants_hold", "invariants_hld"), encoding="utf-8")
+    result = pytester.runpytest("-p", "no:cacheprovider", "--pos-scenarios", "team", "--pos-dialect", "intl-bcd",
+                                "-v")
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["*team/ACME-7.yaml::ACME-7?intl-bcd? PASSED*",
+                                 "*team/lost-answer.yaml::acme.lost-answer?intl-bcd? PASSED*",
+                                 "*scenario file */team/typo.yaml: typo.yaml line *: key 'expect.invariants_hld': *"])
+
+
 def test_options_and_marker_are_documented(pytester: pytest.Pytester) -> None:
     pytester.runpytest("--help").stdout.fnmatch_lines(
         ["pos-harness:*", "*--pos-dialect*", "*--pos-host=HOST:PORT*", "*--pos-control=URL*", "*--pos-timeout=SECONDS*",
@@ -132,5 +148,5 @@ def test_options_and_marker_are_documented(pytester: pytest.Pytester) -> None:
 
 def test_the_runner_takes_loaded_scenarios_each_cause_once() -> None:
     c40 = load_scenario(SCENARIO_DIR / "C40.yaml")
-    with pytest.raises(MatrixError, match="C40 given more than once"):
+    with pytest.raises(MatrixError, match="C40 given more than once, expecting each id once"):
         run(MatrixOptions(scenarios=(c40, c40)))

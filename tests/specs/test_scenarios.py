@@ -215,7 +215,9 @@ def test_unknown_step_type() -> None:
 
 
 def test_id_must_match_the_file_name() -> None:
-    assert error_of(BASE, name="C08.yaml") == "C08.yaml line 1: key 'id': expected C08 (the file name), found C07"
+    assert error_of(BASE, name="C08.yaml") == (
+        "C08.yaml line 1: key 'id': expected C08 (the file name of a cause's file; a scenario of your own takes an "
+        "id that is not C01 to C42), found C07")
 
 
 def test_unknown_toggle() -> None:
