@@ -29,12 +29,10 @@ failed checks, and a JUnit test case (``--junitxml``) carries the time of its ow
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import dataclasses
 import fnmatch
-import json
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -44,7 +42,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from emulator.control_client import ControlApiError, ControlClient
 from specs.dialects import DIALECTS
+
+__all__ = ["ControlApiError", "PosHost", "PosTerminal"]
 
 if TYPE_CHECKING:  # the emulator is imported only when a fixture or a scenario item needs it
     from emulator.cli import Options
@@ -60,7 +61,6 @@ DEFAULT_JOBS = 2
 CONTROL_TIMEOUT_SECONDS = 10.0
 #: The built-in matrix's files (the scenario directory holds nothing else, but be exact).
 BUILTIN_FILE_PATTERN = "C[0-9][0-9].yaml"
-LEDGER_TABLES = ("authorizations", "settlements", "payouts")
 
 
 # ============================================================================ options
@@ -195,17 +195,10 @@ _STATE = pytest.StashKey[_State]()
 # ============================================================================ the control API, synchronously
 
 
-class ControlApiError(RuntimeError):
-    """The host's control API answered with an error (what it said, the method and path)."""
-
-    def __init__(self, method: str, path: str, status: int, error: str) -> None:
-        super().__init__(f"host control API {method} {path} answered {status}: {error}")
-        self.method, self.path, self.status, self.error = method, path, status, error
-
-
-@dataclass
-class PosHost:
-    """A stub host (or an external host serving its control API), and small synchronous helpers.
+class PosHost(ControlClient):
+    """A stub host (or an external host serving its control API), and the control API's helpers
+    (:class:`~emulator.control_client.ControlClient`: ``add_fault``, ``ledger``, ``journal``,
+    ``set_clock`` …), synchronous, so they work from async tests too.
 
     Attributes:
         host, port: where terminals connect.
@@ -213,102 +206,62 @@ class PosHost:
         dialect: the dialect the host speaks.
     """
 
-    host: str
-    port: int
-    control_url: str
-    dialect: str
+    def __init__(self, *, host: str, port: int, control_url: str, dialect: str) -> None:
+        super().__init__(control_url, timeout_seconds=CONTROL_TIMEOUT_SECONDS)
+        self.host, self.port, self.dialect = host, port, dialect
 
-    def call(self, method: str, path: str, body: Any = None, query: Mapping[str, Any] | None = None) -> Any:
-        """One control API call; the answer's JSON.
+    def __repr__(self) -> str:
+        return f"PosHost(host={self.host!r}, port={self.port}, control_url={self.control_url!r}, dialect={self.dialect!r})"
+
+    # ---------------------------------------------------------------- verification, WireMock-style
+
+    def received(self, mti: str | None = None, **where: Any) -> list[dict[str, Any]]:
+        """The requests the host received (its journal, masked), of one MTI if given, whose entry or
+        request fields equal ``where`` (``tid="10000001"``, ``outcome="answered"``, ``field_3="000000"``)."""
+        rows = self.journal(mti=mti) if mti is not None else self.journal()
+        return [e for e in rows if all(_entry_value(e, k) == v for k, v in where.items())]
+
+    def verify_received(self, mti: str, *, count: int | None = None, at_least: int = 1,
+                        **where: Any) -> list[dict[str, Any]]:
+        """Assert the host received ``count`` (or at least ``at_least``) such requests; return them.
 
         Raises:
-            ControlApiError: the API answered 4xx/5xx (its ``error`` text is in the message).
+            AssertionError: naming what was asked and what the host did receive.
         """
-        url = self.control_url.rstrip("/") + path
-        if query:
-            url += "?" + urllib.parse.urlencode({k: str(v) for k, v in query.items()})
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(url, data=data, method=method,
-                                         headers={"Content-Type": "application/json"} if data else {})
-        try:
-            with urllib.request.urlopen(request, timeout=CONTROL_TIMEOUT_SECONDS) as response:
-                return json.loads(response.read() or b"null")
-        except urllib.error.HTTPError as exc:
-            with exc:
-                text = exc.read().decode(errors="replace")
-            try:
-                error = json.loads(text).get("error", text)
-            except (ValueError, AttributeError):
-                error = text
-            raise ControlApiError(method, path, exc.code, str(error)) from None
+        got = self.received(mti, **where)
+        wanted = f"exactly {count}" if count is not None else f"at least {at_least}"
+        if (count is not None and len(got) != count) or (count is None and len(got) < at_least):
+            seen = sorted({str(e.get("mti")) for e in self.journal() if e.get("mti")})
+            criteria = "".join(f", {k}={v!r}" for k, v in where.items())
+            raise AssertionError(f"expected {wanted} {mti} request(s){criteria} at the host, found {len(got)} "
+                                 f"(MTIs received: {', '.join(seen) or 'none'})")
+        return got
 
-    def reset(self) -> None:
-        """Empty books, faults and journal; settings, registry and clock back to the start."""
-        self.call("POST", "/reset")
+    def fired(self, fault_id: str) -> int:
+        """How many times the fault was applied."""
+        for fault in self.faults():
+            if fault["id"] == fault_id:
+                return int(fault["fired"])
+        raise KeyError(f"no fault {fault_id!r} on the host (faults: {', '.join(f['id'] for f in self.faults())})")
 
-    def add_fault(self, when: Mapping[str, Any] | None = None, action: Mapping[str, Any] | str = "drop_response",
-                  *, times: int | None = None, id: str | None = None) -> str:
-        """Add a fault (``POST /faults``) and return its id.
+    def verify_fired(self, fault_id: str, *, times: int | None = None) -> int:
+        """Assert the fault fired (``times`` times exactly, when given); return how often it did."""
+        fired = self.fired(fault_id)
+        if (times is None and fired == 0) or (times is not None and fired != times):
+            raise AssertionError(f"expected fault {fault_id} to fire {times if times is not None else 'at least once'}"
+                                 f" time(s), it fired {fired}")
+        return fired
 
-        Args:
-            when: the selector, e.g. ``{"kind": "sale", "nth": 1}`` or ``{"mti": "0200"}``; None: every request.
-            action: ``{"type": "delay", "seconds": 0.6}`` or just the type, e.g. ``"drop_response"``.
-            times: apply at most this many times.
-            id: the fault's id (default: the host picks one).
-        """
-        body: dict[str, Any] = {"when": dict(when or {}),
-                                "action": {"type": action} if isinstance(action, str) else dict(action)}
-        if times is not None:
-            body["times"] = times
-        if id is not None:
-            body["id"] = id
-        return str(self.call("POST", "/faults", body)["id"])
+    def unfired_faults(self) -> list[str]:
+        """The ids of faults that never fired: a test whose fault never applied proved nothing."""
+        return [f["id"] for f in self.faults() if not f["fired"]]
 
-    def remove_fault(self, fault_id: str) -> None:
-        self.call("DELETE", f"/faults/{urllib.parse.quote(fault_id, safe='')}")
 
-    def clear_faults(self) -> int:
-        """Remove every fault; returns how many there were."""
-        return int(self.call("DELETE", "/faults")["removed"])
-
-    def faults(self) -> list[dict[str, Any]]:
-        """The active faults, in order, with their counters."""
-        return list(self.call("GET", "/faults")["faults"])
-
-    def clock(self) -> dict[str, Any]:
-        """``{"now", "business_date", "in_cutover_window"}`` of the host's business clock."""
-        return dict(self.call("GET", "/clock"))
-
-    def set_clock(self, when: datetime | str) -> dict[str, Any]:
-        """Set the business clock (a datetime or an ISO text); returns :meth:`clock`."""
-        return dict(self.call("POST", "/clock", {"set": when.isoformat() if isinstance(when, datetime) else when}))
-
-    def advance_clock(self, seconds: float) -> dict[str, Any]:
-        """Move the business clock forward; returns :meth:`clock`."""
-        return dict(self.call("POST", "/clock", {"advance_seconds": seconds}))
-
-    def ledger(self, table: str, **filters: Any) -> list[dict[str, Any]]:
-        """Rows of ``authorizations``, ``settlements`` or ``payouts``; filters ``tid``, ``mid``,
-        ``batch``, ``stan``, ``status`` (e.g. ``ledger("authorizations", status="reversed")``)."""
-        if table not in LEDGER_TABLES:
-            raise ValueError(f"ledger {table!r} is not a host ledger, expecting one of {', '.join(LEDGER_TABLES)}")
-        return list(self.call("GET", f"/ledger/{table}", query=filters)[table])
-
-    def journal(self, **filters: Any) -> list[dict[str, Any]]:
-        """The requests the host received, masked, oldest first (filters ``tid``, ``mti``, ``outcome``, ``limit``)."""
-        return list(self.call("GET", "/journal", query=filters)["journal"])
-
-    def settings(self) -> dict[str, Any]:
-        return dict(self.call("GET", "/settings"))
-
-    def put_settings(self, **values: Any) -> dict[str, Any]:
-        """Change some host settings (partial update); returns them all."""
-        return dict(self.call("PUT", "/settings", values))
-
-    def put_registry(self, table: str, key: str, **values: Any) -> dict[str, Any]:
-        """Create or change a merchant (by MID), terminal (by TID) or card (by PAN): ``table`` is
-        ``merchants``, ``terminals`` or ``cards``."""
-        return dict(self.call("PUT", f"/registry/{table}/{urllib.parse.quote(key, safe='')}", values))
+def _entry_value(entry: Mapping[str, Any], key: str) -> Any:
+    """A journal entry's key, or ``field_N`` of its request."""
+    if key.startswith("field_"):
+        return (entry.get("request") or {}).get(key.removeprefix("field_"))
+    return entry.get(key)
 
 
 class _HostPool:
@@ -370,6 +323,14 @@ def pos_host(request: pytest.FixtureRequest, _pos_host_pool: _HostPool) -> PosHo
 
 
 Amount = str | Decimal | int | float
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 class PosTerminal:
@@ -454,13 +415,21 @@ class PosTerminal:
 
     def run(self, make: Callable[[datetime], Operation], *, operator: str | None = None,
             offline: bool = False) -> Result:
-        """Run one operation (``make(now)``) as one ``pos-terminal`` command."""
+        """Run one operation (``make(now)``) as one ``pos-terminal`` command.
+
+        From an async test (an event loop running in this thread) the command runs on a thread of its
+        own, with its own loop, and this call waits for it: the helpers work the same in both kinds.
+        """
         import click
 
         from emulator.cli import run_command
 
+        options = self.options(operator=operator)
         try:
-            return run_command(self.options(operator=operator), make, offline=offline)
+            if _loop_running():
+                with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+                    return pool.submit(run_command, options, make, offline=offline).result()
+            return run_command(options, make, offline=offline)
         except click.ClickException as exc:
             raise ValueError(exc.format_message()) from None
 

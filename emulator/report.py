@@ -333,6 +333,7 @@ Link to a scenario with <code>index.html#ID</code> (e.g. <code>#C01</code>): it 
 <summary>{{ "the run" if row.kind == "regression" and name == "fixed" else run_titles[name] }} — <span class="badge {{ 'pass' if run.passed else 'fail' }}">{{ 'as expected' if run.passed else 'not as expected' }}</span>
  <span class="muted">{{ "%.2f"|format(run.seconds or 0) }} s, {{ run.messages|selectattr("kind", "in", ["sent", "received"])|list|length }} messages</span></summary>
 {% if run.checks %}<ul class="checks">{% for c in run.checks %}<li class="{{ 'pass' if c.passed else 'fail' }}">{{ '✔' if c.passed else '✘' }} {{ c.what }}{% if c.detail %} — <span class="muted">{{ c.detail }}</span>{% endif %}</li>{% endfor %}</ul>{% endif %}
+{% if run.unfired_faults %}<p class="muted">Faults that never fired in this run (they tested nothing here): {{ run.unfired_faults|join(", ") }}</p>{% endif %}
 {% if run.failures and not run.checks %}<ul class="findings">{% for f in run.failures %}<li>{{ f }}</li>{% endfor %}</ul>{% endif %}
 <table><thead><tr><th>step</th><th>outcome</th><th>rc</th><th>STAN</th><th>what the terminal said</th></tr></thead><tbody>
 {% for st in run.steps if st.kind in ("terminal", "crash_at", "restart", "expect") %}<tr><td>{{ st.name }}</td><td>{{ st.outcome or "" }}</td><td>{{ st.rc or "" }}</td><td>{{ st.stan or "" }}</td><td class="muted">{{ st.text }}</td></tr>{% endfor %}

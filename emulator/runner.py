@@ -47,13 +47,13 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
-import aiohttp
 import structlog
 import yaml
 
 from emulator.channel import CRASH_EXIT_CODE, Endpoint, run_invocation
+from emulator.control_client import ControlApiError, ControlApiUnreachable, ControlClient
 from emulator.hostproc import HostProcess, host_address, start_host
 from emulator.invariants import INVARIANTS, Evidence, InvariantResult, TraceEvent, check_all, host_net_minor
 from emulator.journal import Journal
@@ -116,6 +116,8 @@ from specs.scenario import (
 from specs.transactions import layout
 
 #: Default response timeout of the matrix runs (the terminal's 60 s scaled down).
+_T = TypeVar("_T")
+
 DEFAULT_RESPONSE_TIMEOUT_SECONDS = 0.5
 #: Backoff between repeated reversals and advices, scaled down like the timeout.
 FAST_BACKOFF = {"backoff_initial_seconds": 0.01, "backoff_max_seconds": 0.04}
@@ -272,6 +274,9 @@ class RunResult:
     terminal: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     evidence: Evidence | None = None
+    #: Faults still on the host at the end of the run that never applied ("id: action"): a fault that
+    #: never fired tested nothing, so the report flags it (a note, not a failure).
+    unfired_faults: list[str] = field(default_factory=list)
 
     def as_dict(self, expectation: RunExpectation | None = None) -> dict[str, Any]:
         expected_broken = set(expectation.invariants_broken) if expectation else set()
@@ -286,7 +291,7 @@ class RunResult:
                             else None} for r in self.invariants],
             "checks": [c.as_dict() for c in self.checks],
             "messages": [t.as_dict() for t in self.trace],
-            "host": self.host, "terminal": self.terminal,
+            "host": self.host, "terminal": self.terminal, "unfired_faults": self.unfired_faults,
         }
 
 
@@ -476,53 +481,13 @@ def _is_response(mti: str) -> bool:
 # ============================================================================ the host's control API
 
 
-class HostControl:
-    """The stub host's HTTP control API (``host_stub.control``), spoken as a client."""
-
-    def __init__(self, session: aiohttp.ClientSession, base_url: str) -> None:
-        self.session = session
-        self.base_url = base_url.rstrip("/")
-
-    async def call(self, method: str, path: str, body: Any = None) -> Any:
-        async with self.session.request(method, self.base_url + path, json=body) as response:
-            data = await response.json(content_type=None)
-            if response.status >= 400:
-                error = data.get("error") if isinstance(data, dict) else data
-                raise RunAborted(f"host control API {method} {path} answered {response.status}: {error}")
-            return data
-
-    async def reset(self) -> None:
-        await self.call("POST", "/reset")
-
-    async def put_settings(self, body: Mapping[str, Any]) -> None:
-        await self.call("PUT", "/settings", dict(body))
-
-    async def settings(self) -> dict[str, Any]:
-        return dict(await self.call("GET", "/settings"))
-
-    async def put_registry(self, table: str, key: str, body: Mapping[str, Any]) -> None:
-        await self.call("PUT", f"/registry/{table}/{key}", dict(body))
-
-    async def add_fault(self, body: Mapping[str, Any]) -> None:
-        await self.call("POST", "/faults", dict(body))
-
-    async def remove_fault(self, fault_id: str) -> None:
-        await self.call("DELETE", f"/faults/{fault_id}")
-
-    async def clear_faults(self) -> None:
-        await self.call("DELETE", "/faults")
-
-    async def set_clock(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        return dict(await self.call("POST", "/clock", dict(body)))
-
-    async def clock(self) -> dict[str, Any]:
-        return dict(await self.call("GET", "/clock"))
-
-    async def ledger(self, table: str) -> list[dict[str, Any]]:
-        return list((await self.call("GET", f"/ledger/{table}"))[table])
-
-    async def journal(self) -> list[dict[str, Any]]:
-        return list((await self.call("GET", "/journal"))["journal"])
+async def api(fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+    """One call of the shared control API client, off the event loop; an error answer aborts the run
+    (it names the call and what the host said)."""
+    try:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+    except ControlApiError as exc:
+        raise RunAborted(str(exc)) from None
 
 
 @dataclass
@@ -532,15 +497,14 @@ class HostHandle:
     dialect: str
     address: str
     port: int
-    control: HostControl
+    control: ControlClient
     process: HostProcess | None = None
 
 
 class HostPool:
     """Stub host children, one per worker and dialect, started on first use (or one external host)."""
 
-    def __init__(self, session: aiohttp.ClientSession, options: MatrixOptions) -> None:
-        self.session = session
+    def __init__(self, options: MatrixOptions) -> None:
         self.options = options
         self._hosts: dict[tuple[int, str], HostHandle] = {}
         self._lock = asyncio.Lock()
@@ -550,14 +514,13 @@ class HostPool:
         if o.host is not None:
             address, port = host_address(o.host)
             assert o.control_url is not None
-            return HostHandle(dialect=dialect, address=address, port=port,
-                              control=HostControl(self.session, o.control_url))
+            return HostHandle(dialect=dialect, address=address, port=port, control=ControlClient(o.control_url))
         key = (worker, dialect)
         if key not in self._hosts:
             async with self._lock:  # two children starting at once would only compete for the CPU
                 process = await asyncio.to_thread(start_host, "serve", "--dialect", dialect, "--port", "0",
                                                   "--control-port", "0")
-            control = HostControl(self.session, f"http://127.0.0.1:{process.ready['control_port']}")
+            control = ControlClient(f"http://127.0.0.1:{process.ready['control_port']}")
             self._hosts[key] = HostHandle(dialect=dialect, address="127.0.0.1", port=process.port, control=control,
                                           process=process)
         return self._hosts[key]
@@ -763,7 +726,7 @@ class _Run:
             await self._collect()
         except RunAborted as exc:
             self.result.failures.append(f"cannot run faithfully: {exc}")
-        except (aiohttp.ClientError, OSError, ValueError, KeyError, TimeoutError) as exc:
+        except (OSError, ValueError, KeyError, TimeoutError) as exc:
             # One run going wrong must not take the matrix down: the row fails and says why.
             where = self.result.steps[-1].name if self.result.steps else "preparing the host"
             self.result.failures.append(f"runner error at {where}: {type(exc).__name__}: {exc}")
@@ -775,7 +738,7 @@ class _Run:
 
     async def _prepare_host(self) -> None:
         control = self.host.control
-        await control.reset()
+        await api(control.reset)
         s = self.scenario
         variant = s.variant(self.variant)
         settings = {**s.host.settings, **variant.host_settings}
@@ -784,22 +747,22 @@ class _Run:
         for registry in (s.host.registry, variant.host_registry):
             await self._put_registry(registry)
         for fault in s.host.faults:
-            await control.add_fault(fault.control_body(pans=self.pans, response_timeout_seconds=self.timeout))
+            await api(control.add_fault, **fault.control_body(pans=self.pans, response_timeout_seconds=self.timeout))
 
     async def _put_settings(self, settings: Mapping[str, Any]) -> None:
         try:
-            await self.host.control.put_settings(host_settings_body(settings))
+            await api(self.host.control.put_settings, **host_settings_body(settings))
         except RunAborted as exc:
             raise RunAborted(f"host settings {', '.join(sorted(settings))} not accepted by the host ({exc})") from None
 
     async def _put_registry(self, registry: Registry) -> None:
         control = self.host.control
         for mid, entry in registry.merchants.items():
-            await control.put_registry("merchants", mid, entry.control_body())
+            await api(control.put_registry, "merchants", mid, **entry.control_body())
         for tid, entry in registry.terminals.items():
-            await control.put_registry("terminals", tid, entry.control_body())
+            await api(control.put_registry, "terminals", tid, **entry.control_body())
         for alias, entry in registry.cards.items():
-            await control.put_registry("cards", self.pans[alias], entry.control_body())
+            await api(control.put_registry, "cards", self.pans[alias], **entry.control_body())
 
     def _record(self, index: int, step: Step, kind: str, label: str | None, name: str) -> StepRecord:
         record = StepRecord(index=index, kind=kind, label=label, name=name, started_ms=self.recorder.now_ms(),
@@ -825,23 +788,24 @@ class _Run:
             await self._restart(record)
         elif isinstance(step, ClockStep):
             record = self._record(index, step, "clock", None, f"clock#{index}")
-            body = {"set": step.set.isoformat()} if step.set is not None else {"advance_seconds": step.advance_seconds}
-            answer = await self.host.control.set_clock(body)
+            control = self.host.control
+            answer = await (api(control.set_clock, step.set) if step.set is not None
+                            else api(control.advance_clock, step.advance_seconds))
             self.clock_base = (datetime.fromisoformat(answer["now"]), time.monotonic())
             record.text = f"host clock {answer['now']} (business date {answer.get('business_date')})"
             r.add("note", text=f"clock: {record.text}")
         elif isinstance(step, HostFaultStep):
             record = self._record(index, step, "host_fault", None, f"host_fault#{index}")
             if step.add is not None:
-                await self.host.control.add_fault(step.add.control_body(pans=self.pans,
-                                                                        response_timeout_seconds=self.timeout))
+                await api(self.host.control.add_fault, **step.add.control_body(pans=self.pans,
+                                                                               response_timeout_seconds=self.timeout))
                 record.text = f"fault {step.add.id or ''} added: {step.add.action.type}".replace("  ", " ")
             elif step.clear == "all":
-                await self.host.control.clear_faults()
+                await api(self.host.control.clear_faults)
                 record.text = "all faults cleared"
             else:
                 assert step.clear is not None
-                await self.host.control.remove_fault(step.clear)
+                await api(self.host.control.remove_fault, step.clear)
                 record.text = f"fault {step.clear} cleared"
             r.add("note", text=f"host: {record.text}")
         elif isinstance(step, HostRegistryStep):
@@ -1107,8 +1071,8 @@ class _Run:
     async def _view(self) -> RunView:
         control = self.host.control
         authorizations, settlements, payouts, journal, clock, host_settings = await asyncio.gather(
-            control.ledger("authorizations"), control.ledger("settlements"), control.ledger("payouts"),
-            control.journal(), control.clock(), control.settings())
+            api(control.ledger, "authorizations"), api(control.ledger, "settlements"), api(control.ledger, "payouts"),
+            api(control.journal), api(control.clock), api(control.settings))
         books = self.journal.load()
         return RunView(
             family=self.family, tid=self.tid, trace=list(self.recorder.items), steps=dict(self.records),
@@ -1123,6 +1087,8 @@ class _Run:
 
     async def _collect(self) -> None:
         view = await self._view()
+        self.result.unfired_faults = [f"{f['id']}: {f['action']['type']}" for f in await api(self.host.control.faults)
+                                      if not f.get("fired") and f["action"]["type"] != "refuse_connect"]
         self._annotate_faults(view.host_journal)
         view.trace = list(self.recorder.items)
         self.result.evidence = view.evidence()
@@ -1598,23 +1564,22 @@ async def run_matrix(options: MatrixOptions, *, progress: Callable[[str], None] 
     for unit in units:
         queue.put_nowait(unit)
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-            pool = HostPool(session, options)
+        pool = HostPool(options)
 
-            async def worker(number: int) -> None:
-                while True:
-                    try:
-                        unit = queue.get_nowait()
-                    except asyncio.QueueEmpty:
-                        return
-                    host = await pool.get(number, unit.dialect)
-                    await run_unit(unit, host, options, work_dir, on_run)
+        async def worker(number: int) -> None:
+            while True:
+                try:
+                    unit = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                host = await pool.get(number, unit.dialect)
+                await run_unit(unit, host, options, work_dir, on_run)
 
-            try:
-                await asyncio.gather(*(worker(n) for n in range(jobs)))
-            finally:
-                await pool.close()
-    except aiohttp.ClientError as exc:
+        try:
+            await asyncio.gather(*(worker(n) for n in range(jobs)))
+        finally:
+            await pool.close()
+    except ControlApiUnreachable as exc:
         raise MatrixError(f"host control API unreachable: {exc}") from None
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)

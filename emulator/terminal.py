@@ -797,7 +797,13 @@ Action = (
 )
 
 
-class Outcome(enum.Enum):
+class Outcome(enum.StrEnum):
+    """How an operation ended.  A string enum: it compares equal to its value and prints as it.
+
+    >>> Outcome.APPROVED == "approved", f"{Outcome.NO_ANSWER}", Outcome("declined") is Outcome.DECLINED
+    (True, 'no_answer', True)
+    """
+
     #: The host approved (or the terminal approved offline).
     APPROVED = "approved"
     #: The host answered with a decline code.

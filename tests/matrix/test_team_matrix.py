@@ -76,3 +76,16 @@ def test_scenario_schema_is_printed_and_written(tmp_path: Path) -> None:
     out = tmp_path / "scenario.schema.json"
     assert _cli("scenario", "schema", "-o", str(out)).returncode == 0
     assert json.loads(out.read_text(encoding="utf-8")) == json.loads(printed.stdout)
+
+
+def test_a_fault_that_never_fired_is_flagged(tmp_path: Path) -> None:
+    team = tmp_path / "team"
+    team.mkdir()
+    with_fault = REGRESSION.replace("steps:\n", "host:\n  faults:\n    - {id: never, when: {kind: balance}, "
+                                                "action: {type: drop_response}}\nsteps:\n", 1)
+    (team / "ACME-7.yaml").write_text(with_fault, encoding="utf-8")
+    done = _cli("matrix", "--scenarios", str(team), "--dialect", "cup", "--report", str(tmp_path / "r"))
+    assert done.returncode == 0, done.stdout + done.stderr  # a note, not a failure
+    data = json.loads((tmp_path / "r" / "matrix.json").read_text(encoding="utf-8"))
+    assert data["rows"][0]["runs"]["cup"]["fixed"]["unfired_faults"] == ["never: drop_response"]
+    assert "Faults that never fired in this run" in (tmp_path / "r" / "index.html").read_text(encoding="utf-8")

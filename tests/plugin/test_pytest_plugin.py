@@ -150,3 +150,43 @@ def test_the_runner_takes_loaded_scenarios_each_cause_once() -> None:
     c40 = load_scenario(SCENARIO_DIR / "C40.yaml")
     with pytest.raises(MatrixError, match="C40 given more than once, expecting each id once"):
         run(MatrixOptions(scenarios=(c40, c40)))
+
+
+ASYNC_AND_VERIFY = '''
+import asyncio
+
+import pytest
+
+
+def test_verification_helpers(pos_host, pos_terminal):
+    pos_terminal.signon()
+    lost = pos_host.add_fault(when={"kind": "sale", "nth": 1}, action="drop_response", id="lost")
+    never = pos_host.add_fault(when={"kind": "refund"}, action="drop_response", id="never")
+    dropped = pos_terminal.sale("5.00")
+    pos_terminal.sale("6.00")
+    assert len(pos_host.verify_received("0200", count=2, tid=pos_terminal.tid)) == 2
+    pos_host.verify_received("0400", count=1, stan=dropped.stan, field_4="000000000500")
+    assert pos_host.verify_fired(lost, times=1) == 1
+    assert pos_host.unfired_faults() == [never]
+    with pytest.raises(AssertionError, match="expected exactly 3 0200 request.* found 2 .MTIs received: 0200, 0400, 0800"):
+        pos_host.verify_received("0200", count=3)
+    with pytest.raises(AssertionError, match="expected fault never to fire at least once time.s., it fired 0"):
+        pos_host.verify_fired(never)
+
+
+def test_helpers_work_from_an_async_test(pos_host, pos_terminal):
+    async def body():
+        await asyncio.sleep(0)
+        assert pos_terminal.signon().outcome == "approved"
+        assert pos_terminal.sale("3.00").outcome == "approved"
+        return pos_host.ledger("authorizations", kind="sale")
+
+    rows = asyncio.run(body())
+    assert [r["amount_minor"] for r in rows] == [300]
+'''
+
+
+def test_verification_helpers_and_async_tests(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_verify=ASYNC_AND_VERIFY)
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
