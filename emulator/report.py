@@ -339,9 +339,9 @@ Link to a scenario with <code>index.html#ID</code> (e.g. <code>#C01</code>): it 
 {% for st in run.steps if st.kind in ("terminal", "crash_at", "restart", "expect") %}<tr><td>{{ st.name }}</td><td>{{ st.outcome or "" }}</td><td>{{ st.rc or "" }}</td><td>{{ st.stan or "" }}</td><td class="muted">{{ st.text }}</td></tr>{% endfor %}
 </tbody></table>
 <table><thead><tr><th>invariant</th><th></th><th>findings</th></tr></thead><tbody>
-{% for inv in run.invariants %}<tr><td>{{ inv.id }} {{ inv.title }}{% if inv.expected %} <span class="muted">(expected to {{ inv.expected }})</span>{% endif %}</td>
-<td><span class="badge {{ 'na' if not inv.applicable else 'pass' if inv.holds else 'fail' }}">{{ 'n/a' if not inv.applicable else 'holds' if inv.holds else 'broken' }}</span></td>
-<td>{% if inv.findings %}<ul class="findings">{% for f in inv.findings %}<li>{{ f }}</li>{% endfor %}</ul>{% endif %}</td></tr>{% endfor %}
+{% for inv in run.invariants %}{% set as_expected = (inv.expected == "break") != inv.holds %}<tr><td>{{ inv.id }} {{ inv.title }}{% if inv.expected %} <span class="muted">(expected to {{ inv.expected }})</span>{% elif inv.unclaimed %} <span class="muted">(not claimed: {{ inv.unclaimed }})</span>{% endif %}</td>
+<td><span class="badge {{ 'na' if not inv.applicable or (not inv.expected and inv.unclaimed) else 'pass' if as_expected else 'fail' }}">{{ 'n/a' if not inv.applicable else ('holds' if inv.holds else 'broken') ~ (', as expected' if inv.expected == "break" and not inv.holds else '') }}</span></td>
+<td>{% if inv.findings %}<ul class="{{ 'muted' if inv.expected == 'break' or inv.unclaimed else 'findings' }}">{% for f in inv.findings %}<li>{{ f }}</li>{% endfor %}</ul>{% endif %}</td></tr>{% endfor %}
 </tbody></table>
 <table class="ladder"><thead><tr><th class="t">ms</th><th>step</th><th class="term">terminal</th><th class="arrow"></th><th class="host">host</th><th>notes</th></tr></thead><tbody>
 {% for m in ladder(run.messages) %}

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import fnmatch
 import json
 import shutil
 import sys
@@ -281,6 +282,7 @@ class RunResult:
     def as_dict(self, expectation: RunExpectation | None = None) -> dict[str, Any]:
         expected_broken = set(expectation.invariants_broken) if expectation else set()
         expected_hold = set(expectation.invariants_hold) if expectation else set()
+        unclaimed = dict(expectation.unclaimed) if expectation else {}
         return {
             "name": self.name, "variant": self.variant, "dialect": self.dialect, "passed": self.passed,
             "failures": self.failures, "seconds": round(self.seconds, 3),
@@ -288,7 +290,8 @@ class RunResult:
             "invariants": [{"id": r.id, "title": INVARIANTS[r.id][0], "holds": r.holds, "applicable": r.applicable,
                             "findings": r.findings,
                             "expected": "break" if r.id in expected_broken else "hold" if r.id in expected_hold
-                            else None} for r in self.invariants],
+                            else None, **({"unclaimed": unclaimed[r.id]} if r.id in unclaimed else {})}
+                           for r in self.invariants],
             "checks": [c.as_dict() for c in self.checks],
             "messages": [t.as_dict() for t in self.trace],
             "host": self.host, "terminal": self.terminal, "unfired_faults": self.unfired_faults,
@@ -1144,6 +1147,8 @@ class _Run:
             run.passed = not run.failures
             return
         run.checks.extend(expectation_checks(expectation, run.invariants, self.view, self.family))
+        if self.variant == "fixed":
+            run.checks.extend(claim_checks(expectation, run.invariants))
         run.checks.extend(self.expect_checks)
         run.failures.extend(f"{c.what}: {c.detail}" if c.detail else c.what for c in run.checks if not c.passed)
         run.passed = not run.failures
@@ -1158,8 +1163,13 @@ def expectation_checks(expectation: RunExpectation, invariants: Sequence[Invaria
     for g in expectation.invariants_broken:
         result = by_id[g]
         ok = not result.holds and result.applicable
-        out.append(CheckResult(what=f"{g} ({INVARIANTS[g][0]}) breaks", passed=ok,
-                               detail="; ".join(result.findings[:3]) if ok else "it holds"))
+        what, detail = f"{g} ({INVARIANTS[g][0]}) breaks", "; ".join(result.findings[:3]) if ok else "it holds"
+        pattern = expectation.findings_expected.get(g)
+        if pattern is not None:
+            what += f" with a finding like {pattern!r}"
+            if ok and not any(pattern in f or fnmatch.fnmatchcase(f, pattern) for f in result.findings):
+                ok, detail = False, "it breaks otherwise: " + detail
+        out.append(CheckResult(what=what, passed=ok, detail=detail))
     for g in expectation.invariants_hold:
         result = by_id[g]
         ok = result.holds and result.applicable
@@ -1168,6 +1178,16 @@ def expectation_checks(expectation: RunExpectation, invariants: Sequence[Invaria
                                else "" if result.applicable else "not applicable"))
     out.extend(evaluate_check(expectation.check, view, family))
     return out
+
+
+def claim_checks(expectation: RunExpectation, invariants: Sequence[InvariantResult]) -> list[CheckResult]:
+    """A fixed (or regression) run claims every invariant that applies to it, or its file says why not:
+    an unclaimed invariant is a check nobody asked for, and a regression it would have caught goes by."""
+    named = {*expectation.invariants_hold, *expectation.invariants_broken, *expectation.unclaimed}
+    return [CheckResult(what=f"{r.id} ({INVARIANTS[r.id][0]}) claimed", passed=False,
+                        detail=f"it applies to this run and {'holds' if r.holds else 'breaks'}, but the file neither "
+                               "claims it (invariants_hold) nor says why not (unclaimed)")
+            for r in invariants if r.applicable and r.id not in named]
 
 
 def normalise_settlement(row: Mapping[str, Any]) -> dict[str, Any]:

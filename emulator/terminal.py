@@ -1939,8 +1939,12 @@ class Terminal:
             text = "settlement balanced, batch closed"
         elif self._notes.get("closed_without_upload"):
             text = "settlement unbalanced: batch closed without upload"
-        else:
-            text = f"settlement unbalanced: {state.uploaded} records uploaded, batch closed"
+        elif self._notes.get("unbalanced_after_upload"):
+            text = (f"settlement unbalanced: {state.uploaded} records uploaded, the host still disagrees, "
+                    "batch closed anyway")
+        else:  # one line that says what happened in order: the host disagreed, got the records, agreed
+            text = (f"settlement unbalanced at first{f' (rc {first.rc})' if first is not None else ''}: "
+                    f"{state.uploaded} records uploaded, the host agreed, batch closed")
         if not printed:
             text += "; printer failed: PLEASE REPRINT"
         details: dict[str, Any] = {"batch": state.batch, "settlement_result": state.result, "uploaded": state.uploaded,

@@ -294,6 +294,7 @@ MAPPING_KEYS: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "pattern": ("mti", "fields", "stan_of", "during", "family", "count"),
     "code_seen": ("code", "family"),
     "row_check": ("table", "where", "count", "sum"),
+    "invariant_finding": ("id", "finding"),
 })
 
 _LABEL = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
@@ -754,6 +755,11 @@ class RunExpectation:
     invariants_hold: tuple[str, ...]
     check: Check
     line: int
+    #: For an invariant of ``invariants_broken`` written ``{id: G4, finding: "..."}``: the finding
+    #: (text, or a shell-style pattern) that must be among its findings: the break the file means.
+    findings_expected: Mapping[str, str] = field(default_factory=_frozen)
+    #: Invariants a fixed run does not claim although they apply, each with the file's reason.
+    unclaimed: Mapping[str, str] = field(default_factory=_frozen)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -1863,12 +1869,13 @@ class _Parser(_Reader):
                             fixed=self.run_expectation(e["fixed"], "expect.fixed", fixed_scope, broken=False))
 
     def run_expectation(self, y: _Y, path: str, scope: _StepScope, *, broken: bool) -> RunExpectation:
-        allowed = {"invariants_hold", *CHECK_KEYS} | ({"symptom", "invariants_broken"} if broken else set())
+        allowed = {"invariants_hold", *CHECK_KEYS} | ({"symptom", "invariants_broken"} if broken else {"unclaimed"})
         e = self.mapping(y, path, allowed=allowed, required=("symptom",) if broken else ("invariants_hold",),
                          what="the flawed run" if broken else "the fixed run")
         symptom = self.text(e["symptom"], _join(path, "symptom")) if "symptom" in e else None
-        broken_ids = self.invariants(e["invariants_broken"], _join(path, "invariants_broken"), scope) \
-            if "invariants_broken" in e else ()
+        findings: dict[str, str] = {}
+        broken_ids = self.invariants(e["invariants_broken"], _join(path, "invariants_broken"), scope,
+                                     findings=findings) if "invariants_broken" in e else ()
         hold_ids = self.invariants(e["invariants_hold"], _join(path, "invariants_hold"), scope) \
             if "invariants_hold" in e else ()
         if not broken and not hold_ids:
@@ -1882,11 +1889,32 @@ class _Parser(_Reader):
             self.fail(y, _join(path, "invariants_broken"),
                       "missing, the flawed run must show its symptom: an invariant that breaks or a check "
                       f"({', '.join(sorted(CHECK_KEYS))})")
+        unclaimed: dict[str, str] = {}
+        if "unclaimed" in e:
+            up = _join(path, "unclaimed")
+            for g, reason in self.free_mapping(e["unclaimed"], up, "a mapping of invariant id to the reason").items():
+                key_y = _Y(g, self.key_line(e["unclaimed"], g), g)
+                self.choice(key_y, _join(up, g), INVARIANT_IDS)
+                if g in hold_ids:
+                    self.fail(key_y, _join(up, g), f"expected an invariant not claimed in invariants_hold, found {g}")
+                unclaimed[g] = self.text(reason, _join(up, g), what="the reason the run does not claim it")
         return RunExpectation(symptom=symptom, invariants_broken=broken_ids, invariants_hold=hold_ids, check=check,
-                              line=y.line)
+                              line=y.line, findings_expected=_frozen(findings), unclaimed=_frozen(unclaimed))
 
-    def invariants(self, y: _Y, path: str, scope: _StepScope) -> tuple[str, ...]:
-        ids = self.unique(y, path, self.str_or_list(y, path, lambda it, p: self.choice(it, p, INVARIANT_IDS)))
+    def invariants(self, y: _Y, path: str, scope: _StepScope, *,
+                   findings: dict[str, str] | None = None) -> tuple[str, ...]:
+        """Invariant ids; where ``findings`` is given (a flawed run's ``invariants_broken``), an item may
+        be ``{id: G4, finding: "batch number not advanced*"}``: the break the file means."""
+        def one(it: _Y, p: str) -> str:
+            if findings is None or it.key_lines is None:
+                return self.choice(it, p, INVARIANT_IDS)
+            e = self.mapping(it, p, allowed=MAPPING_KEYS["invariant_finding"], required=("id", "finding"),
+                             what="an invariant and the finding expected")
+            g = self.choice(e["id"], _join(p, "id"), INVARIANT_IDS)
+            findings[g] = self.text(e["finding"], _join(p, "finding"), what="a finding's text or pattern")
+            return g
+
+        ids = self.unique(y, path, self.str_or_list(y, path, one))
         if "G7" in ids and not scope.has_crash:
             i = ids.index("G7")
             item = y.value[i] if isinstance(y.value, list) else y

@@ -188,10 +188,17 @@ def _check_properties() -> dict[str, Any]:
 
 
 def _run_expectation(*, broken: bool) -> dict[str, Any]:
-    invariants = {"type": "array", "items": _enum(s.INVARIANT_IDS), "uniqueItems": True}
-    properties = {"invariants_hold": invariants, **_check_properties()}
+    invariant = _enum(s.INVARIANT_IDS)
+    invariants = {"type": "array", "items": invariant, "uniqueItems": True}
+    properties: dict[str, Any] = {"invariants_hold": invariants, **_check_properties()}
     if broken:
-        properties = {"symptom": _TEXT, "invariants_broken": invariants, **properties}
+        with_finding = _object({"id": invariant, "finding": _TEXT}, keys=s.MAPPING_KEYS["invariant_finding"],
+                               required=("id", "finding"))
+        properties = {"symptom": _TEXT, "invariants_broken": {"type": "array", "items": {
+            "anyOf": [invariant, with_finding]}}, **properties}
+    else:
+        properties["unclaimed"] = {"type": "object", "propertyNames": invariant, "additionalProperties": _TEXT,
+                                   "description": "invariants that apply but the run does not claim, and why"}
     return _object(properties, required=("symptom",) if broken else ("invariants_hold",))
 
 

@@ -89,3 +89,17 @@ def test_a_fault_that_never_fired_is_flagged(tmp_path: Path) -> None:
     data = json.loads((tmp_path / "r" / "matrix.json").read_text(encoding="utf-8"))
     assert data["rows"][0]["runs"]["cup"]["fixed"]["unfired_faults"] == ["never: drop_response"]
     assert "Faults that never fired in this run" in (tmp_path / "r" / "index.html").read_text(encoding="utf-8")
+
+
+def test_a_run_claims_every_invariant_that_applies_or_says_why_not(tmp_path: Path) -> None:
+    team = tmp_path / "team"
+    team.mkdir()
+    (team / "ACME-7.yaml").write_text(REGRESSION.replace("G5, G6, G8]", "G5, G8]"), encoding="utf-8")
+    (team / "pair.yaml").write_text(TEAM_PAIR.replace(
+        "invariants_broken: [G1]", 'invariants_broken: [{id: G1, finding: "*counted twice*"}]'), encoding="utf-8")
+    done = _cli("matrix", "--scenarios", str(team), "--dialect", "intl-bcd")
+    assert done.returncode == 1
+    assert ("intl-bcd fixed: G6 (Funding) claimed: it applies to this run and holds, but the file neither claims it "
+            "(invariants_hold) nor says why not (unclaimed)") in done.stdout, done.stdout
+    assert "broken: G1 (No orphan approvals) breaks with a finding like '*counted twice*': it breaks otherwise" \
+        in done.stdout, done.stdout

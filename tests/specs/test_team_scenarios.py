@@ -20,7 +20,7 @@ steps:
   - refund: {amount: "15.00", original: paid, intent: purchase}
   - settle: {label: close}
 expect:
-  invariants_hold: [G1, G2, G3, G4, G5, G8]
+  invariants_hold: [G1, G2, G3, G4, G5, G6, G8]
   outcomes:
     - {step: close, outcome: balanced}
   host_net:
@@ -49,7 +49,10 @@ expect:
     symptom: The host keeps an approval the terminal never saw.
     invariants_broken: [G1]
   fixed:
-    invariants_hold: [G1, G2, G3]
+    invariants_hold: [G1, G2, G3, G5, G8]
+    unclaimed:
+      G4: the batch is settled by the terminal's own day end, not this scenario
+      G6: funding is another team's scenario
 """
 
 
@@ -57,7 +60,7 @@ def test_a_regression_file_has_one_run_and_no_report_fields() -> None:
     s = parse_scenario(REGRESSION, name="anything.yaml")
     assert (s.id, s.status, s.is_cause, s.runs) == ("ACME-7", "regression", False, True)
     assert s.expect is not None and s.expect.broken is None
-    assert s.expect.fixed.invariants_hold == ("G1", "G2", "G3", "G4", "G5", "G8")
+    assert s.expect.fixed.invariants_hold == ("G1", "G2", "G3", "G4", "G5", "G6", "G8")
     assert s.reported_as is None and s.reports == () and s.runbook is None
     assert s.steps_for("fixed") == s.steps
 
@@ -106,3 +109,29 @@ def test_a_directory_is_loaded_together_each_id_once(tmp_path: Path) -> None:
     with pytest.raises(ScenarioError) as exc:
         load_files(sorted(tmp_path.glob("*.yaml")))
     assert str(exc.value) == "c.yaml line 1: key 'id': expected each scenario id once, found ACME-7 also in a.yaml"
+
+
+def test_a_flawed_run_may_name_the_finding_it_means() -> None:
+    text = TEAM_PAIR.replace("invariants_broken: [G1]",
+                             'invariants_broken: [{id: G1, finding: "*approved*no journal record*"}]')
+    s = parse_scenario(text, name="t.yaml")
+    assert s.expect is not None and s.expect.broken is not None
+    assert s.expect.broken.invariants_broken == ("G1",)
+    assert dict(s.expect.broken.findings_expected) == {"G1": "*approved*no journal record*"}
+    with pytest.raises(ScenarioError) as exc:
+        parse_scenario(TEAM_PAIR.replace("invariants_broken: [G1]", "invariants_broken: [{id: G1}]"), name="t.yaml")
+    assert "key 'expect.broken.invariants_broken[0].finding': missing" in str(exc.value)
+
+
+def test_unclaimed_gives_a_reason_and_cannot_also_be_claimed() -> None:
+    s = parse_scenario(TEAM_PAIR, name="t.yaml")
+    assert s.expect is not None and set(s.expect.fixed.unclaimed) == {"G4", "G6"}
+    both = TEAM_PAIR.replace("invariants_hold: [G1, G2, G3, G5, G8]", "invariants_hold: [G1, G2, G3, G4, G5, G8]")
+    with pytest.raises(ScenarioError) as exc:
+        parse_scenario(both, name="t.yaml")
+    assert "key 'expect.fixed.unclaimed.G4': expected an invariant not claimed in invariants_hold, found G4" \
+        in str(exc.value)
+    flawed = TEAM_PAIR.replace("    invariants_broken: [G1]", "    invariants_broken: [G1]\n    unclaimed: {G2: x}")
+    with pytest.raises(ScenarioError) as exc:
+        parse_scenario(flawed, name="t.yaml")
+    assert "key 'expect.broken.unclaimed': unknown key" in str(exc.value)
