@@ -106,6 +106,9 @@ class TerminalSettings:
     # ---- limits --------------------------------------------------------------------------------
     #: Settlement waits this many times the response timeout (PAX EDC: +50 %).
     settlement_timeout_factor: float = 1.5
+    #: Interim answers (39=09, "request in progress") that restart the response timer while the host
+    #: works on a request; further ones are ignored and the timer runs out (then: reversal).
+    max_interim_answers: int = 3
     #: Reversal attempts per delivery run; also the refusals after which a reversal is stuck.
     reversal_max_attempts: int = 3
     #: Answers to a reversal that mean "try again later" (not counted as refusals).

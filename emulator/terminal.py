@@ -1001,6 +1001,8 @@ class Terminal:
         self._notes: dict[str, Any] = {}
         #: This operation's last answer to each reversal (STAN -> answer), for its result.
         self._reversal_answers: dict[str, _Answered] = {}
+        #: Interim (09) answers to the request outstanding; bounded by ``max_interim_answers``.
+        self._interims = 0
         self._keys = self._load_keys()
         # Counters in use: a STAN or invoice number is taken here and reaches the books (and the
         # journal) with the SaveCounters that goes out before the message using it; a number
@@ -1041,7 +1043,20 @@ class Terminal:
             return self._resume(isinstance(event, Printed))
         if self.state is State.BACKING_OFF:
             return self._resume(None)
+        if isinstance(event, ResponseMatched) and event.message.get("39") == codes.REQUEST_IN_PROGRESS:
+            return self._interim()
         return self._resume(self._answer_for(event))
+
+    def _interim(self) -> list[Action]:
+        """An interim answer (39=09, "request in progress"): not the host's verdict, so nothing is
+        decided on it (the pending reversal stays).  Up to ``max_interim_answers`` of them restart
+        the response timer; past that the timer runs out as if they had not come."""
+        exchange = self._exchange
+        assert exchange is not None
+        self._interims += 1
+        if self._interims > self.settings.max_interim_answers:
+            return []
+        return [StartTimer(seconds=exchange.timeout_seconds)]
 
     def start_next_operation(self) -> None:
         """Return to IDLE after DONE, ready for the next operation."""
@@ -1128,6 +1143,7 @@ class Terminal:
         for action in exchange.after_send:
             self._emit(action)
         self._emit(StartTimer(seconds=exchange.timeout_seconds))
+        self._interims = 0
         return self._take()
 
     def _emit(self, action: Action) -> None:
