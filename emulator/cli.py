@@ -53,7 +53,7 @@ from emulator.channel import Endpoint, RequestNotBuilt, run_invocation, run_oper
 from emulator.hostproc import HostStartError, start_host
 from emulator.journal import Journal
 from emulator.messages import DEFAULT_MID, DEFAULT_NII, DEFAULT_TID, Profile
-from emulator.settings import CRASH_POINTS, SettingsError, TerminalSettings, describe, load_settings
+from emulator.settings import SettingsError, TerminalSettings, describe, load_settings
 from emulator.terminal import (
     Adjust,
     Balance,
@@ -83,6 +83,7 @@ from specs.crypto import check_pin
 from specs.dialects import DIALECTS, get_dialect
 from specs.logs import configure_logging
 from specs.masking import mask_pan
+from specs.vocabulary import CRASH_POINTS
 
 EXIT_CONNECT_FAILED = 3
 EXIT_NO_ANSWER = 4

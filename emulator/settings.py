@@ -28,21 +28,8 @@ from typing import Any
 import yaml
 
 from specs.crypto import DEFAULT_TEST_TMK, KEY_BLOCK_LAYOUT, MAC_ALGORITHMS
+from specs.vocabulary import CRASH_POINTS, OPERATOR_ROLES
 
-#: Crash points of domain.md §3.1 the shell can die at (``--crash-at``).
-CRASH_POINTS: Mapping[str, str] = {
-    "a": "before the financial request is sent (pending reversal already stored when the fix is on)",
-    "b": "after the financial request is sent, before the pending reversal is stored (PAX window)",
-    "c": "after the approval is received, before the journal commit",
-    "d": "after the journal commit, before the receipt is printed",
-    "e": "between the unbalanced 0510 and the batch upload",
-    "f": "in the middle of the batch upload (after the first acknowledged 0320)",
-    "g": "after the host closed the batch (last 0330/0510), before the local batch close",
-}
-
-
-#: Operator roles of the ``operators`` table (CUP 主管 = supervisor).
-OPERATOR_ROLES = ("cashier", "supervisor")
 #: The operator of a terminal without an operator table (CUP 63.1 an3).
 DEFAULT_OPERATOR = "001"
 

@@ -90,14 +90,10 @@ from specs.framing import Framing
 from specs.masking import mask_pan
 from specs.totals import Totals
 from specs.transactions import KINDS as TRANSACTION_KINDS
+from specs.vocabulary import SUBFIELDS
 
 NOON = datetime(2026, 1, 1, 12, 0)
 
-#: CUP sub-field slices a ``When.fields`` key may name ("60.1": transaction type code ...).
-SUBFIELDS: Mapping[str, tuple[str, int, int]] = {
-    "60.1": ("60", 0, 2), "60.2": ("60", 2, 8), "60.3": ("60", 8, 11),
-    "61.1": ("61", 0, 6), "61.2": ("61", 6, 12), "61.3": ("61", 12, 16),
-}
 #: Request MTIs a ``When.mti`` may name: every request MTI some dialect accepts.
 REQUEST_MTIS: tuple[str, ...] = tuple(sorted({mti for dialect in DIALECTS.values() for mti in dialect.known_mtis
                                               if is_request(mti)}))

@@ -56,6 +56,7 @@ import yaml
 
 from specs.cards import seeded_card
 from specs.transactions import KINDS as TRANSACTION_KINDS
+from specs.vocabulary import CRASH_POINTS, OPERATOR_ROLES, SUBFIELDS
 
 # ============================================================================ vocabularies
 
@@ -70,17 +71,6 @@ STATUSES = ("runnable", "outside", "merged", "regression")
 TEAM_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,39}$")
 DIALECT_FAMILIES: Mapping[str, str] = MappingProxyType({"intl-ascii": "intl", "intl-bcd": "intl", "cup": "cup"})
 INVARIANT_IDS = ("G1", "G2", "G3", "G4", "G5", "G6", "G7", "G8")
-
-#: Crash points of domain.md §3.1 (``crash_at`` steps; the terminal's ``--crash-at``).
-CRASH_POINTS: Mapping[str, str] = MappingProxyType({
-    "a": "before the financial request is sent",
-    "b": "after send, before the pending reversal is persisted (PAX window)",
-    "c": "after the response is received, before the journal commit",
-    "d": "after the journal commit, before the receipt is printed",
-    "e": "between the 0510 and the batch upload",
-    "f": "in the middle of the batch upload",
-    "g": "after the upload end (0330 / 0510), before the local batch close",
-})
 
 #: What a terminal step ended with, as the operator sees it.
 OUTCOMES: Mapping[str, str] = MappingProxyType({
@@ -129,7 +119,6 @@ TERMINAL_FAULTS: Mapping[str, str] = MappingProxyType({
     "printer_failure": "printer_fails",
     "card_removed": "card_removed_after_approval",
 })
-OPERATOR_ROLES = ("cashier", "supervisor")
 
 # Value kinds used by the settings tables below (see _Reader.value_of).
 _BOOL, _CODES, _MONEY, _MONEY0, _POS_NUMBER, _INT0, _INT1 = "bool", "codes", "money", "money0", "posnum", "int0", "int1"
@@ -208,11 +197,6 @@ CARD_SCHEMES = ("visa", "mastercard", "unionpay")
 #: matches the original request only; its reversal is ``reversal``, its batch-upload record ``upload``.
 FAULT_KINDS: tuple[str, ...] = (*TRANSACTION_KINDS, "sign_on", "sign_off", "echo", "settlement", "upload",
                                 "reversal")
-#: CUP sub-fields a ``fields`` key may name (same slices as the host's fault selector).
-SUBFIELDS: Mapping[str, tuple[str, int, int]] = MappingProxyType({
-    "60.1": ("60", 0, 2), "60.2": ("60", 2, 8), "60.3": ("60", 8, 11),
-    "61.1": ("61", 0, 6), "61.2": ("61", 6, 12), "61.3": ("61", 12, 16),
-})
 
 # Fault action type -> {param: value kind}, and the params that must be given (domain.md §9).
 ACTION_PARAMS: dict[str, tuple[dict[str, str], frozenset[str]]] = {
@@ -220,7 +204,8 @@ ACTION_PARAMS: dict[str, tuple[dict[str, str], frozenset[str]]] = {
     "close_before_processing": ({}, frozenset()),
     "close_after_processing": ({}, frozenset()),
     "delay_response": ({"seconds": "number0", "timeout_multiple": _POS_NUMBER}, frozenset()),
-    "interim_09": ({"count": _INT1, "interval_timeout_multiple": "number0"}, frozenset()),
+    "interim_09": ({"count": _INT1, "interval_seconds": "number0", "interval_timeout_multiple": "number0"},
+                   frozenset()),
     "partial_write": ({"bytes": _INT0}, frozenset()),
     "garbled_frame": ({}, frozenset()),
     "bad_length_prefix": ({"declared": _INT0}, frozenset()),
@@ -243,6 +228,13 @@ ACTION_PARAMS: dict[str, tuple[dict[str, str], frozenset[str]]] = {
     "payout_failure": ({"reason": "text"}, frozenset({"reason"})),
 }
 FAULT_ACTIONS: tuple[str, ...] = tuple(ACTION_PARAMS)
+#: Fault parameters a file writes in its own terms -> the name the control API (``host_stub.faults``)
+#: takes: delays as multiples of the terminal's response timeout, money as decimal strings.  Every
+#: other parameter has the same name in both (a test holds the two tables to this).
+FILE_PARAM_API_NAMES: Mapping[str, str] = MappingProxyType({
+    "timeout_multiple": "seconds", "interval_timeout_multiple": "interval_seconds",
+    "debit_amount": "debit_minor", "credit_amount": "credit_minor",
+})
 
 #: Ledger tables an expectation may count rows in, and the columns ``where`` may name.  The host's
 #: tables are read through the control API (``/ledger/...``); the terminal's are its journal (J),
@@ -482,14 +474,12 @@ class FaultAction:
         """The ``action`` of a ``POST /faults`` body, delays in seconds for this run's timeout."""
         out: dict[str, Any] = {"type": self.type}
         for name, value in self.params.items():
-            if name == "timeout_multiple":
-                out["seconds"] = round(value * response_timeout_seconds, 6)
-            elif name == "interval_timeout_multiple":
-                out["interval_seconds"] = round(value * response_timeout_seconds, 6)
-            elif name in ("debit_amount_minor", "credit_amount_minor"):
-                out[name.replace("_amount_minor", "_minor")] = value
+            file_name = name.removesuffix("_minor")
+            api_name = FILE_PARAM_API_NAMES.get(file_name, name)
+            if file_name.endswith("timeout_multiple"):
+                out[api_name] = round(value * response_timeout_seconds, 6)
             else:
-                out[name] = list(value) if isinstance(value, tuple) else value
+                out[api_name] = list(value) if isinstance(value, tuple) else value
         return out
 
 
@@ -1669,6 +1659,9 @@ class _Parser(_Reader):
             params[f"{k}_minor" if spec[k] == "signed_money" else k] = value
         if kind == "delay_response" and len(params) != 1:
             self.fail(y, _join(path, "seconds"), "expected exactly one of seconds or timeout_multiple")
+        if kind == "interim_09" and "interval_seconds" in params and "interval_timeout_multiple" in params:
+            self.fail(e["interval_seconds"], _join(path, "interval_seconds"),
+                      "expected one of interval_seconds or interval_timeout_multiple, found both")
         if kind == "totals_delta" and not params:
             self.fail(y, _join(path, "debit_count"), "missing, a totals_delta needs at least one count or amount")
         if kind == "maintenance_window" and params.get("mode") == "rc" and "rc" not in params:

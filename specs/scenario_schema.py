@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from specs import scenario as s
+from specs import vocabulary
 
 SCHEMA_ID = "https://pos-harness.invalid/scenario.schema.json"
 
@@ -108,7 +109,7 @@ def _value_kind(kind: str) -> dict[str, Any]:
         "fee_schedule": {"type": "array", "items": {"$ref": "#/$defs/fee_rule"}},
         "required_fields": {"type": "object", "additionalProperties": _one_or_many(_FIELD),
                             "description": "MTI -> field numbers a request must carry"},
-        "operators": {"type": "object", "additionalProperties": _enum(s.OPERATOR_ROLES),
+        "operators": {"type": "object", "additionalProperties": _enum(vocabulary.OPERATOR_ROLES),
                       "description": "3-digit operator id -> role"},
     }
     if kind not in simple:
@@ -139,7 +140,7 @@ def _steps() -> dict[str, Any]:
     keyed.update({
         "clock": _object({"set": {"type": "string"}, "advance_seconds": {"type": "integer", "minimum": 1}},
                          keys=keys["clock"]),
-        "crash_at": _object({"point": _enum(s.CRASH_POINTS), "then": {"$ref": "#/$defs/terminal_step"}},
+        "crash_at": _object({"point": _enum(vocabulary.CRASH_POINTS), "then": {"$ref": "#/$defs/terminal_step"}},
                             keys=keys["crash_at"], required=("point", "then")),
         "restart": {"anyOf": [{"type": "null"}, _object({"label": _LABEL}, keys=keys["restart"])]},
         "host_fault": _object({"add": {"$ref": "#/$defs/fault"}, "clear": {"type": "string"}}, keys=keys["host_fault"]),

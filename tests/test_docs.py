@@ -14,9 +14,8 @@ from pathlib import Path
 import pytest
 
 from emulator.invariants import INVARIANTS
-from emulator.settings import CRASH_POINTS as CLI_CRASH_POINTS
 from host_stub.faults import ACTIONS
-from specs.scenario import CRASH_POINTS as SCENARIO_CRASH_POINTS
+from specs.vocabulary import CRASH_POINTS
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -100,7 +99,7 @@ def test_no_section_for_a_cause_without_a_file() -> None:
     assert sorted(documented) == _cause_ids(), "the cause sections of docs/domain.md and the scenario files differ"
 
 
-@pytest.mark.parametrize("point", sorted(set(CLI_CRASH_POINTS) | set(SCENARIO_CRASH_POINTS)))
+@pytest.mark.parametrize("point", sorted(CRASH_POINTS))
 def test_every_crash_point_is_described(point: str) -> None:
     assert f"({point})" in _section(_text(DOMAIN), "## Crash points"), (
         f"crash point ({point}) is not described under '## Crash points' in docs/domain.md")

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from specs import scenario as s
+from specs import vocabulary
 from specs.scenario_schema import json_schema, schema_text
 
 from .test_scenarios import BASE
@@ -99,7 +100,20 @@ def test_one_vocabulary_each() -> None:
     assert set(defs["terminal_settings"]["properties"]) == set(s.TERMINAL_SETTINGS)
     assert set(defs["host_settings"]["properties"]) == set(s.HOST_SETTINGS)
     crash = next(o for o in defs["step"]["oneOf"] if o.get("properties", {}).get("crash_at"))
-    assert crash["properties"]["crash_at"]["properties"]["point"]["enum"] == list(s.CRASH_POINTS)
+    assert crash["properties"]["crash_at"]["properties"]["point"]["enum"] == list(vocabulary.CRASH_POINTS)
     for kind, (params, _) in s.ACTION_PARAMS.items():
         action = next(o for o in defs["action"]["oneOf"] if o["properties"]["type"]["const"] == kind)
         assert set(action["properties"]) == {"type", *params}, kind
+
+
+def test_file_and_control_api_fault_vocabularies_agree() -> None:
+    """Each fault action has the same parameters in a scenario file and on the control API, but for the
+    file's own terms (delays as timeout multiples, money as decimal strings) in FILE_PARAM_API_NAMES."""
+    import dataclasses
+
+    from host_stub.faults import ACTIONS
+
+    assert sorted(s.FAULT_ACTIONS) == sorted(ACTIONS)
+    for kind, (params, _) in s.ACTION_PARAMS.items():
+        api = {f.name for f in dataclasses.fields(ACTIONS[kind])}
+        assert {s.FILE_PARAM_API_NAMES.get(p, p) for p in params} == api, kind
