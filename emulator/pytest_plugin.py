@@ -709,7 +709,10 @@ class ScenarioItem(pytest.Item):
         return self.path
 
     def runtest(self) -> None:
-        runs = self.config.stash[_STATE].runs
+        state = self.config.stash[_STATE]
+        # Under pytest-xdist each worker runs the items it is sent, each in its own dialect, when it
+        # gets them; otherwise every selected item was run before the first test, in parallel.
+        runs = _run_scenarios(state, [self], None) if _xdist_worker(self.config) else state.runs
         assert runs is not None, "the scenario runs are made before the first test"
         s = self.scenario
         where = f"{s.id} [{self.dialect or s.status}] {s.title}"
@@ -801,12 +804,17 @@ def _run_scenarios(state: _State, items: list[ScenarioItem], progress: Callable[
     return runs
 
 
+def _xdist_worker(config: pytest.Config) -> bool:
+    """Is this a pytest-xdist worker (which runs only the items the controller sends it)?"""
+    return hasattr(config, "workerinput")
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtestloop(session: pytest.Session) -> Generator[None, object, object]:
     """Make the scenario runs of the selected items once, before the first test runs."""
     state = session.config.stash[_STATE]
     items = [i for i in session.items if isinstance(i, ScenarioItem)]
-    if items and not session.config.option.collectonly and state.runs is None:
+    if items and not session.config.option.collectonly and state.runs is None and not _xdist_worker(session.config):
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         verbose = session.config.get_verbosity() >= 2
         write = (lambda line: reporter.write_line(line)) if reporter is not None and verbose else None

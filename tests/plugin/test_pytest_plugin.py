@@ -190,3 +190,17 @@ def test_verification_helpers_and_async_tests(pytester: pytest.Pytester) -> None
     pytester.makepyfile(test_verify=ASYNC_AND_VERIFY)
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(passed=2)
+
+
+def test_under_xdist_each_item_runs_once_on_its_worker(pytester: pytest.Pytester, cause_file: str) -> None:
+    from tests.specs.test_team_scenarios import REGRESSION
+
+    team = pytester.mkdir("team")
+    team.joinpath("C40.yaml").write_text(cause_file, encoding="utf-8")
+    team.joinpath("ACME-7.yaml").write_text(REGRESSION, encoding="utf-8")
+    pytester.makepyfile(test_fixture="def test_host(pos_host):\n    assert pos_host.faults() == []\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2", "--pos-scenarios", "team",
+                                           "--junitxml=report.xml", timeout=240)
+    result.assert_outcomes(passed=5)  # C40 and ACME-7 in intl-bcd and cup, and the fixture test
+    cases = [c.get("name") for c in ET.parse(pytester.path / "report.xml").getroot().iter("testcase")]
+    assert sorted(cases) == ["ACME-7[cup]", "ACME-7[intl-bcd]", "C40[cup]", "C40[intl-bcd]", "test_host"]
