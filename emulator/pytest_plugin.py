@@ -206,9 +206,23 @@ class PosHost(ControlClient):
         dialect: the dialect the host speaks.
     """
 
-    def __init__(self, *, host: str, port: int, control_url: str, dialect: str) -> None:
+    def __init__(self, *, host: str, port: int, control_url: str, dialect: str,
+                 response_timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> None:
         super().__init__(control_url, timeout_seconds=CONTROL_TIMEOUT_SECONDS)
         self.host, self.port, self.dialect = host, port, dialect
+        #: The terminals' response timeout (``--pos-timeout``): ``timeout_multiple`` in a fault scales with it.
+        self.response_timeout_seconds = response_timeout_seconds
+
+    def add_fault(self, when: Mapping[str, Any] | None = None, action: Mapping[str, Any] | str = "drop_response",
+                  *, times: int | None = None, id: str | None = None) -> str:
+        """Add a fault and return its id.  The action may be written as in a scenario file
+        (``{"type": "delay_response", "timeout_multiple": 2}``, ``{"type": "totals_delta", "debit_amount":
+        "1.00"}``) or in the control API's own terms (``seconds``, ``debit_minor``)."""
+        from specs.scenario import api_action
+
+        if not isinstance(action, str):
+            action = api_action(action, response_timeout_seconds=self.response_timeout_seconds)
+        return super().add_fault(when, action, times=times, id=id)
 
     def __repr__(self) -> str:
         return f"PosHost(host={self.host!r}, port={self.port}, control_url={self.control_url!r}, dialect={self.dialect!r})"
@@ -278,13 +292,15 @@ class _HostPool:
             from emulator.hostproc import host_address
 
             address, port = host_address(s.external_host, "--pos-host")
-            return PosHost(host=address, port=port, control_url=s.control_url, dialect=dialect)
+            return PosHost(host=address, port=port, control_url=s.control_url, dialect=dialect,
+                           response_timeout_seconds=s.timeout_seconds)
         if dialect not in self._children:
             from emulator.hostproc import start_host
 
             process = start_host("serve", "--dialect", dialect, "--port", "0", "--control-port", "0")
-            self._children[dialect] = (process, PosHost(host="127.0.0.1", port=process.port, dialect=dialect,
-                                                        control_url=f"http://127.0.0.1:{process.ready['control_port']}"))
+            self._children[dialect] = (process, PosHost(
+                host="127.0.0.1", port=process.port, dialect=dialect, response_timeout_seconds=s.timeout_seconds,
+                control_url=f"http://127.0.0.1:{process.ready['control_port']}"))
         return self._children[dialect][1]
 
     def close(self) -> None:

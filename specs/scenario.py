@@ -483,6 +483,30 @@ class FaultAction:
         return out
 
 
+def api_action(action: Mapping[str, Any], *, response_timeout_seconds: float) -> dict[str, Any]:
+    """A fault action written in a scenario file's terms (``timeout_multiple``, ``debit_amount: "1.00"``)
+    as the control API takes it (``seconds``, ``debit_minor``); the API's own names pass through.
+
+    >>> api_action({"type": "delay_response", "timeout_multiple": 2}, response_timeout_seconds=0.5)
+    {'type': 'delay_response', 'seconds': 1.0}
+    >>> api_action({"type": "totals_delta", "debit_amount": "-1.50"}, response_timeout_seconds=0.5)
+    {'type': 'totals_delta', 'debit_minor': -150}
+    """
+    out: dict[str, Any] = {}
+    for name, value in action.items():
+        api_name = FILE_PARAM_API_NAMES.get(name)
+        if api_name is None:
+            out[name] = value
+        elif name.endswith("timeout_multiple"):
+            out[api_name] = round(float(value) * response_timeout_seconds, 6)
+        else:
+            text = str(value)
+            if not _SIGNED_MONEY_TEXT.match(text):
+                raise ValueError(f"fault parameter {name!r} holds {value!r}, expecting a decimal string like '12.34'")
+            out[api_name] = int(Decimal(text) * 100)
+    return out
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Fault:
     """One host fault rule: an optional ``id`` (to clear it later), a selector, an action, a cap."""

@@ -174,6 +174,16 @@ def test_verification_helpers(pos_host, pos_terminal):
         pos_host.verify_fired(never)
 
 
+def test_faults_in_the_scenario_files_vocabulary(pos_host, pos_terminal):
+    slow = pos_host.add_fault(when={"kind": "sale", "nth": 1}, action={"type": "delay_response", "timeout_multiple": 3})
+    delta = pos_host.add_fault(when={"kind": "settlement"}, action={"type": "totals_delta", "debit_amount": "1.00"})
+    actions = {f["id"]: f["action"] for f in pos_host.faults()}
+    assert actions[slow] == {"type": "delay_response", "seconds": 1.5}  # 3 x the 0.5 s --pos-timeout
+    assert actions[delta]["debit_minor"] == 100
+    with pytest.raises(ValueError, match="'debit_amount' holds '1,00', expecting a decimal string"):
+        pos_host.add_fault(action={"type": "totals_delta", "debit_amount": "1,00"})
+
+
 def test_helpers_work_from_an_async_test(pos_host, pos_terminal):
     async def body():
         await asyncio.sleep(0)
@@ -189,7 +199,7 @@ def test_helpers_work_from_an_async_test(pos_host, pos_terminal):
 def test_verification_helpers_and_async_tests(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_verify=ASYNC_AND_VERIFY)
     result = pytester.runpytest("-p", "no:cacheprovider")
-    result.assert_outcomes(passed=2)
+    result.assert_outcomes(passed=3)
 
 
 def test_under_xdist_each_item_runs_once_on_its_worker(pytester: pytest.Pytester, cause_file: str) -> None:
