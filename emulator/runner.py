@@ -43,7 +43,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -777,81 +777,102 @@ class _Run:
         return record
 
     async def _step(self, index: int, step: Step) -> None:
-        r = self.recorder
-        if isinstance(step, TerminalStep):
-            record = self._record(index, step, "terminal", step.label, step.label or f"{step.command}#{index}")
-            await self._terminal_step(step, record)
-        elif isinstance(step, CrashAt):
-            then = step.then
-            record = self._record(index, step, "crash_at", then.label, then.label or f"{then.command}#{index}")
-            record.text = f"crash point {step.point} armed"
-            await self._crash_step(step, record)
-        elif isinstance(step, Restart):
-            record = self._record(index, step, "restart", step.label, step.label or f"restart#{index}")
-            await self._restart(record)
-        elif isinstance(step, ClockStep):
-            record = self._record(index, step, "clock", None, f"clock#{index}")
-            control = self.host.control
-            answer = await (api(control.set_clock, step.set) if step.set is not None
-                            else api(control.advance_clock, step.advance_seconds))
-            self.clock_base = (datetime.fromisoformat(answer["now"]), time.monotonic())
-            record.text = f"host clock {answer['now']} (business date {answer.get('business_date')})"
-            r.add("note", text=f"clock: {record.text}")
-        elif isinstance(step, HostFaultStep):
-            record = self._record(index, step, "host_fault", None, f"host_fault#{index}")
-            if step.add is not None:
-                await api(self.host.control.add_fault, **step.add.control_body(pans=self.pans,
-                                                                               response_timeout_seconds=self.timeout))
-                record.text = f"fault {step.add.id or ''} added: {step.add.action.type}".replace("  ", " ")
-            elif step.clear == "all":
-                await api(self.host.control.clear_faults)
-                record.text = "all faults cleared"
-            else:
-                assert step.clear is not None
-                await api(self.host.control.remove_fault, step.clear)
-                record.text = f"fault {step.clear} cleared"
-            r.add("note", text=f"host: {record.text}")
-        elif isinstance(step, HostRegistryStep):
-            record = self._record(index, step, "host_registry", None, f"host_registry#{index}")
-            await self._put_registry(step.registry)
-            record.text = "registry changed: " + ", ".join(
-                [*(f"merchant {k} {dict(v.control_body())}" for k, v in step.registry.merchants.items()),
-                 *(f"terminal {k} {dict(v.control_body())}" for k, v in step.registry.terminals.items()),
-                 *(f"card {k}" for k in step.registry.cards)])
-            r.add("note", text=f"host: {record.text}")
-        elif isinstance(step, HostSettingsStep):
-            record = self._record(index, step, "host_settings", None, f"host_settings#{index}")
-            await self._put_settings(step.settings)
-            record.text = "settings changed: " + ", ".join(step.settings)
-            r.add("note", text=f"host: {record.text}")
-        elif isinstance(step, TerminalSettingsStep):
-            record = self._record(index, step, "terminal_settings", None, f"terminal_settings#{index}")
-            for name, value in step.settings.items():
-                if name == "tid":
-                    self.tid = str(value)
-                elif name == "mid":
-                    self.mid = str(value)
-                else:
-                    self.config[_terminal_setting_name(name)] = _plain(value)
-            self.settings()
-            record.text = "terminal settings: " + ", ".join(f"{k}={_plain(v)}" for k, v in step.settings.items())
-            r.add("note", text=record.text)
-        elif isinstance(step, OperatorNote):
-            record = self._record(index, step, "operator", None, f"operator#{index}")
-            record.text = step.note
-            r.add("note", text=f"operator: {step.note}")
-        elif isinstance(step, ExpectStep):
-            record = self._record(index, step, "expect", None, f"expect#{index}")
-            if step.runs in ("both", self.variant) and not self.uninterrupted:
-                view = await self._view()
-                results = evaluate_check(step.check, view, self.family)
-                for c in results:
-                    c.what = f"at step {index}: {c.what}"
-                self.expect_checks.extend(results)
-                failed = [c for c in results if not c.passed]
-                record.outcome = "passed" if not failed else "failed"
-                record.text = "; ".join(f"{c.what}: {c.detail}" for c in failed) or "checks passed"
+        handler = _STEP_HANDLERS[type(step)]
+        record = await handler(self, index, step)
         record.ended_ms = self.recorder.now_ms()
+
+    async def _on_terminal(self, index: int, step: TerminalStep) -> StepRecord:
+        record = self._record(index, step, "terminal", step.label, step.label or f"{step.command}#{index}")
+        await self._terminal_step(step, record)
+        return record
+
+    async def _on_crash_at(self, index: int, step: CrashAt) -> StepRecord:
+        then = step.then
+        record = self._record(index, step, "crash_at", then.label, then.label or f"{then.command}#{index}")
+        record.text = f"crash point {step.point} armed"
+        await self._crash_step(step, record)
+        return record
+
+    async def _on_restart(self, index: int, step: Restart) -> StepRecord:
+        record = self._record(index, step, "restart", step.label, step.label or f"restart#{index}")
+        await self._restart(record)
+        return record
+
+    async def _on_clock(self, index: int, step: ClockStep) -> StepRecord:
+        record = self._record(index, step, "clock", None, f"clock#{index}")
+        control = self.host.control
+        answer = await (api(control.set_clock, step.set) if step.set is not None
+                        else api(control.advance_clock, step.advance_seconds))
+        self.clock_base = (datetime.fromisoformat(answer["now"]), time.monotonic())
+        record.text = f"host clock {answer['now']} (business date {answer.get('business_date')})"
+        self.recorder.add("note", text=f"clock: {record.text}")
+        return record
+
+    async def _on_host_fault(self, index: int, step: HostFaultStep) -> StepRecord:
+        record = self._record(index, step, "host_fault", None, f"host_fault#{index}")
+        control = self.host.control
+        if step.add is not None:
+            await api(control.add_fault, **step.add.control_body(pans=self.pans, response_timeout_seconds=self.timeout))
+            record.text = f"fault {step.add.id or ''} added: {step.add.action.type}".replace("  ", " ")
+        elif step.clear == "all":
+            await api(control.clear_faults)
+            record.text = "all faults cleared"
+        else:
+            assert step.clear is not None
+            await api(control.remove_fault, step.clear)
+            record.text = f"fault {step.clear} cleared"
+        self.recorder.add("note", text=f"host: {record.text}")
+        return record
+
+    async def _on_host_registry(self, index: int, step: HostRegistryStep) -> StepRecord:
+        record = self._record(index, step, "host_registry", None, f"host_registry#{index}")
+        await self._put_registry(step.registry)
+        record.text = "registry changed: " + ", ".join(
+            [*(f"merchant {k} {dict(v.control_body())}" for k, v in step.registry.merchants.items()),
+             *(f"terminal {k} {dict(v.control_body())}" for k, v in step.registry.terminals.items()),
+             *(f"card {k}" for k in step.registry.cards)])
+        self.recorder.add("note", text=f"host: {record.text}")
+        return record
+
+    async def _on_host_settings(self, index: int, step: HostSettingsStep) -> StepRecord:
+        record = self._record(index, step, "host_settings", None, f"host_settings#{index}")
+        await self._put_settings(step.settings)
+        record.text = "settings changed: " + ", ".join(step.settings)
+        self.recorder.add("note", text=f"host: {record.text}")
+        return record
+
+    async def _on_terminal_settings(self, index: int, step: TerminalSettingsStep) -> StepRecord:
+        record = self._record(index, step, "terminal_settings", None, f"terminal_settings#{index}")
+        for name, value in step.settings.items():
+            if name == "tid":
+                self.tid = str(value)
+            elif name == "mid":
+                self.mid = str(value)
+            else:
+                self.config[_terminal_setting_name(name)] = _plain(value)
+        self.settings()
+        record.text = "terminal settings: " + ", ".join(f"{k}={_plain(v)}" for k, v in step.settings.items())
+        self.recorder.add("note", text=record.text)
+        return record
+
+    async def _on_operator(self, index: int, step: OperatorNote) -> StepRecord:
+        record = self._record(index, step, "operator", None, f"operator#{index}")
+        record.text = step.note
+        self.recorder.add("note", text=f"operator: {step.note}")
+        return record
+
+    async def _on_expect(self, index: int, step: ExpectStep) -> StepRecord:
+        record = self._record(index, step, "expect", None, f"expect#{index}")
+        if step.runs in ("both", self.variant) and not self.uninterrupted:
+            view = await self._view()
+            results = evaluate_check(step.check, view, self.family)
+            for c in results:
+                c.what = f"at step {index}: {c.what}"
+            self.expect_checks.extend(results)
+            failed = [c for c in results if not c.passed]
+            record.outcome = "passed" if not failed else "failed"
+            record.text = "; ".join(f"{c.what}: {c.detail}" for c in failed) or "checks passed"
+        return record
 
     # ---------------------------------------------------------------- terminal commands in-process
 
@@ -1152,6 +1173,16 @@ class _Run:
         run.checks.extend(self.expect_checks)
         run.failures.extend(f"{c.what}: {c.detail}" if c.detail else c.what for c in run.checks if not c.passed)
         run.passed = not run.failures
+
+
+
+#: Step type -> the :class:`_Run` method that performs it (each returns the step's record).
+_STEP_HANDLERS: Mapping[type, Callable[[_Run, int, Any], Awaitable[StepRecord]]] = MappingProxyType({
+    TerminalStep: _Run._on_terminal, CrashAt: _Run._on_crash_at, Restart: _Run._on_restart, ClockStep: _Run._on_clock,
+    HostFaultStep: _Run._on_host_fault, HostRegistryStep: _Run._on_host_registry,
+    HostSettingsStep: _Run._on_host_settings, TerminalSettingsStep: _Run._on_terminal_settings,
+    OperatorNote: _Run._on_operator, ExpectStep: _Run._on_expect,
+})
 
 
 def expectation_checks(expectation: RunExpectation, invariants: Sequence[InvariantResult], view: RunView,

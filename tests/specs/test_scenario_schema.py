@@ -117,3 +117,11 @@ def test_file_and_control_api_fault_vocabularies_agree() -> None:
     for kind, (params, _) in s.ACTION_PARAMS.items():
         api = {f.name for f in dataclasses.fields(ACTIONS[kind])}
         assert {s.FILE_PARAM_API_NAMES.get(p, p) for p in params} == api, kind
+
+
+def test_the_runner_performs_every_step_type() -> None:
+    import typing
+
+    from emulator.runner import _STEP_HANDLERS
+
+    assert set(_STEP_HANDLERS) == set(typing.get_args(s.Step))
