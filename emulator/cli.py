@@ -53,6 +53,7 @@ from emulator.channel import Endpoint, RequestNotBuilt, run_invocation, run_oper
 from emulator.hostproc import HostStartError, start_host
 from emulator.journal import Journal
 from emulator.messages import DEFAULT_MID, DEFAULT_NII, DEFAULT_TID, Profile
+from emulator.pcap import PcapError, PcapWriter
 from emulator.settings import CRASH_POINTS, SettingsError, TerminalSettings, describe, load_settings
 from emulator.terminal import (
     Adjust,
@@ -93,7 +94,7 @@ _EXIT_CODES = {Outcome.CONNECT_FAILED: EXIT_CONNECT_FAILED, Outcome.NO_ANSWER: E
 
 #: Options every command takes, also after the command name: name -> click option factory.
 _COMMON = ("host", "port", "dialect", "journal", "tid", "mid", "timeout", "config", "overrides", "crash_at",
-           "operator", "now", "json_output")
+           "operator", "now", "json_output", "pcap")
 
 
 def _common_options(func: Callable[..., Any], *, top: bool) -> Callable[..., Any]:
@@ -126,6 +127,9 @@ def _common_options(func: Callable[..., Any], *, top: bool) -> Callable[..., Any
                      help="Business time to use (e.g. 2024-06-03T09:00:00) instead of the clock synced at sign-on."),
         click.option("--json", "json_output", is_flag=True, default=None if not top else False,
                      help="Print one JSON object per command on stdout."),
+        click.option("--pcap", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+                     help="Write the frames exchanged into this pcap file (appended to when it holds one), "
+                          "card data masked."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -161,6 +165,7 @@ class Options:
         self.profile = Profile(tid=o["tid"], mid=o["mid"], family=self.dialect.family, nii=o["nii"])
         self.timeout: float = o["timeout"]
         self.json: bool = bool(o["json_output"])
+        self.pcap: str | None = o.get("pcap")
         operator = o.get("operator")
         if operator is not None and not (len(operator) == 3 and operator.isdigit()):
             raise click.BadParameter(f"operator {operator!r} is {len(operator)} characters, expecting 3 digits like 001",
@@ -274,8 +279,22 @@ async def _drive(options: Options, journal: Journal, make: Callable[[datetime], 
     operation = _operation(options, make, books)
     result = await run_invocation(operation, terminal=terminal, journal=journal, endpoint=endpoint,
                                   framing=options.framing, dialect=options.dialect,
-                                  idle_now=lambda: _now(terminal.books, options))
+                                  idle_now=lambda: _now(terminal.books, options), tap=pcap_tap(options))
     return _with_trace(result, journal, trace_from)
+
+
+def pcap_tap(options: Options) -> PcapWriter | None:
+    """The ``--pcap`` writer of this invocation, or None without ``--pcap``.
+
+    Raises:
+        click.UsageError: the file cannot be written or holds something else than a pcap (exit 2).
+    """
+    if options.pcap is None:
+        return None
+    try:
+        return PcapWriter(options.pcap, dialect=options.dialect, framing=options.framing)
+    except PcapError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 def _with_trace(result: Result, journal: Journal, since: int) -> Result:
