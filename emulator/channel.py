@@ -36,6 +36,7 @@ import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from emulator.journal import Journal
+from emulator.messages import Profile
 from emulator.settings import TerminalSettings
 from emulator.terminal import (
     COMMAND_NAMES,
@@ -227,6 +228,14 @@ def crash_now(point: str) -> None:
     os._exit(CRASH_EXIT_CODE)
 
 
+def frame_parts(profile: Profile, settings: TerminalSettings, framing: Framing) -> tuple[Tpdu | None, CupHeader | None]:
+    """The TPDU (to the profile's NII) and CUP header (with the software version) this terminal's
+    requests carry, when ``framing`` has them."""
+    tpdu = Tpdu(destination=profile.nii.zfill(4), source="0000") if framing.tpdu else None
+    header = CupHeader(software_version=settings.software_version) if framing.cup_header else None
+    return tpdu, header
+
+
 async def run_operation(operation: Operation, *, terminal: Terminal, journal: Journal, endpoint: Endpoint,
                         framing: Framing, dialect: Dialect, tap: FrameTap | None = None) -> Result:
     """Drive one operator operation to its result.
@@ -242,8 +251,7 @@ async def run_operation(operation: Operation, *, terminal: Terminal, journal: Jo
         The core's result (also available as ``terminal.result``).
     """
     settings = terminal.settings
-    tpdu = Tpdu(destination=terminal.profile.nii.zfill(4), source="0000") if framing.tpdu else None
-    header = CupHeader(software_version=settings.software_version) if framing.cup_header else None
+    tpdu, header = frame_parts(terminal.profile, settings, framing)
     command = COMMAND_NAMES[type(operation)]
     link: Link | None = None
     deadline: float | None = None

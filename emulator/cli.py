@@ -45,7 +45,7 @@ from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -84,6 +84,8 @@ from specs.crypto import check_pin
 from specs.dialects import DIALECTS, get_dialect
 from specs.logs import configure_logging
 from specs.masking import mask_pan
+
+T = TypeVar("T")
 
 EXIT_CONNECT_FAILED = 3
 EXIT_NO_ANSWER = 4
@@ -327,7 +329,7 @@ def _run_offline(options: Options, make: Callable[[datetime], Operation]) -> Res
     return _in_journal(options, lambda journal: _offline(options, journal, make))
 
 
-def _in_journal(options: Options, drive: Callable[[Journal], Coroutine[Any, Any, Result]]) -> Result:
+def _in_journal(options: Options, drive: Callable[[Journal], Coroutine[Any, Any, T]]) -> T:
     """Open the journal, run ``drive`` on it, close it; what goes wrong becomes a CLI error."""
     journal = _open_journal(options)
     try:
@@ -720,6 +722,67 @@ def demo(options: Options, amounts: str) -> None:
                 raise click.ClickException(f"demo settlement was {result.outcome.value}, expecting balanced")
             click.echo("demo complete: signed on, "
                        f"{len(minors)} sales approved, settlement balanced, batch closed")
+
+
+def _given(name: str) -> bool:
+    """The user gave option ``name`` (before or after the command name), not its default."""
+    ctx = click.get_current_context()
+    sources = [c.get_parameter_source(name) for c in (ctx, ctx.parent) if c is not None]
+    return any(s not in (None, click.core.ParameterSource.DEFAULT) for s in sources)
+
+
+@command("probe")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None,
+              help="Write probe.json, junit.xml and index.html (message ladder per check) into this directory.")
+@click.option("--only", default=None, metavar="NAMES",
+              help="Run only these checks (comma-separated; sign-on always runs, the others need its keys).")
+@click.option("--expect", "expect_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="YAML file of expectations that override the defaults, per check.")
+@click.option("--pan", default=None, help="Test card number the host accepts (default: a seeded Luhn-valid test card).")
+@click.option("--expiry", default=None, help="Test card expiry YYMM.")
+def probe_command(options: Options, report_dir: str | None, only: str | None, expect_file: str | None,
+                  pan: str | None, expiry: str | None) -> None:
+    """Probe a host from the terminal side only: duplicates, reversals, MAC handling, stale STANs,
+    advices, unbalanced settlement, response times.  Prints one row per check; exit 1 when any check
+    fails or cannot run.  What a check creates is reversed or settled."""
+    import yaml
+
+    from emulator.probe import CHECK_NAMES, ExpectationError, format_table, load_expectations, result_data
+    from emulator.prober import ProbeConfig, run_probe
+    from emulator.report import write_probe_reports
+
+    if options.port is None:
+        raise click.UsageError("--port is required: the probe talks to the host at --host:--port")
+    names = tuple(n.strip() for n in (only or "").split(",") if n.strip())
+    unknown = [n for n in names if n not in CHECK_NAMES]
+    if unknown:
+        raise click.BadParameter(f"{', '.join(unknown)} is not a check, expecting some of {', '.join(CHECK_NAMES)}",
+                                 param_hint="--only")
+    try:
+        given = yaml.safe_load(Path(expect_file).read_text(encoding="utf-8")) if expect_file else None
+        expectations = load_expectations(given, source=expect_file or "defaults")
+    except (OSError, yaml.YAMLError) as exc:
+        raise click.BadParameter(f"{expect_file}: cannot be read ({exc})", param_hint="--expect") from None
+    except ExpectationError as exc:
+        raise click.BadParameter(str(exc), param_hint="--expect") from None
+    config = ProbeConfig(endpoint=Endpoint(host=options.host, port=options.port,
+                                           connect_timeout_seconds=min(10.0, max(options.timeout, 0.5))),
+                         dialect=options.dialect, framing=options.framing, profile=options.profile,
+                         settings=options.settings, timeout=options.timeout, card=_card(options, pan, expiry),
+                         expectations=expectations, only=names)
+    tap = pcap_tap(options)
+    if not _given("journal"):
+        options.journal_path = ":memory:"  # the probe's own counters and keys: gone when it ends
+    records = _in_journal(options, lambda journal: run_probe(config, journal, tap=tap))
+    data = result_data(records, expectations, {
+        "host": options.host, "port": options.port, "dialect": options.dialect.name, "tid": options.profile.tid,
+        "timeout": options.timeout, "only": list(names), "expect": expect_file})
+    click.echo(format_table(data))
+    if report_dir is not None:
+        paths = write_probe_reports(data, report_dir)
+        click.echo(f"\nreports: {', '.join(str(p) for p in paths.values())}")
+    if not data["ok"]:
+        sys.exit(1)
 
 
 @main.command("matrix")
