@@ -800,9 +800,12 @@ def probe_command(options: Options, report_dir: str | None, only: str | None, ex
               help="Scenarios run in parallel (one stub host child per job and dialect).")
 @click.option("--timeout", "response_timeout", type=click.FloatRange(min=0.05), default=0.5, show_default=True,
               help="The terminal's response timeout in every run (fault delays scale with it).")
+@click.option("--pcap", "pcap_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Write one pcap per run (cause, dialect, flawed/fixed) into this directory, card data masked.")
 @click.pass_context
 def matrix(ctx: click.Context, only: str | None, dialect_filter: str | None, report_dir: str | None,
-           host_address: str | None, control_url: str | None, jobs: int, response_timeout: float) -> None:
+           host_address: str | None, control_url: str | None, jobs: int, response_timeout: float,
+           pcap_dir: str | None) -> None:
     """Run the cause-and-fix matrix: every cause with the fix off (the symptom must appear) and on
     (its invariants must hold); print one row per cause and the wall time.  Exit 1 if any row does
     not behave as its scenario file expects."""
@@ -823,7 +826,8 @@ def matrix(ctx: click.Context, only: str | None, dialect_filter: str | None, rep
         raise click.UsageError("--host and --control go together")
     options = MatrixOptions(only=tuple(c.strip().upper() for c in (only or "").split(",") if c.strip()),
                             dialects=dialects, jobs=jobs, host=host_address, control_url=control_url,
-                            response_timeout_seconds=response_timeout)
+                            response_timeout_seconds=response_timeout,
+                            pcap_dir=Path(pcap_dir) if pcap_dir else None)
     try:
         result = run_matrix(options, progress=lambda line: click.echo(line, err=True))
     except MatrixError as exc:
