@@ -785,6 +785,52 @@ def probe_command(options: Options, report_dir: str | None, only: str | None, ex
         sys.exit(1)
 
 
+@command("replay")
+@click.argument("capture", type=click.Path(dir_okay=False))
+@click.option("--ignore", default=None, metavar="FIELDS",
+              help="Answer fields not compared (comma-separated; default 11,12,13,37,38,64: STAN, time, date, RRN, "
+                   "approval code, MAC).")
+@click.option("--pan", default=None, help="The real card of the recorded session (the capture holds it masked; "
+                                          "default: the emulator's seeded test card).")
+@click.option("--expiry", default=None, help="Its expiry YYMM.")
+def replay_command(options: Options, capture: str, ignore: str | None, pan: str | None, expiry: str | None) -> None:
+    """Send the terminal side of a recorded session (a --pcap file) to the host again, with new
+    STANs, dates and MACs after a fresh sign-on, and show each answer field that differs from the
+    recorded one.  Exit 1 when any answer differs."""
+    from emulator.pcap import read_pcap
+    from emulator.prober import ProbeConfig, Session
+    from emulator.replay import DEFAULT_IGNORE, as_rows, format_differences, pairs, run_replay
+
+    if options.port is None:
+        raise click.UsageError("--port is required: the replay talks to the host at --host:--port")
+    skipped = tuple(f.strip() for f in ignore.split(",") if f.strip()) if ignore is not None else DEFAULT_IGNORE
+    bad = [f for f in skipped if not (f.isdigit() and 1 <= int(f) <= 128)]
+    if bad:
+        raise click.BadParameter(f"{', '.join(bad)} is not a field number, expecting e.g. 11,12,13", param_hint="--ignore")
+    try:
+        recorded = pairs(read_pcap(capture, options.dialect, options.framing))
+    except PcapError as exc:
+        raise click.UsageError(f"{exc} (replay reads the capture with --dialect {options.dialect.name} and its "
+                               "framing switches)") from None
+    if not recorded:
+        raise click.ClickException(f"{capture}: no terminal request decodes in dialect {options.dialect.name}")
+    config = ProbeConfig(endpoint=Endpoint(host=options.host, port=options.port,
+                                           connect_timeout_seconds=min(10.0, max(options.timeout, 0.5))),
+                         dialect=options.dialect, framing=options.framing, profile=options.profile,
+                         settings=options.settings, timeout=options.timeout, card=_card(options, pan, expiry))
+    tap = pcap_tap(options)
+    if not _given("journal"):
+        options.journal_path = ":memory:"
+    differences = _in_journal(options, lambda journal: run_replay(recorded, Session(config, journal, tap),
+                                                                  ignore=skipped))
+    if options.json:
+        click.echo(json.dumps({"replayed": len(recorded), "differences": as_rows(differences)}))
+    else:
+        click.echo(format_differences(differences, len(recorded), ignore=skipped))
+    if differences:
+        sys.exit(1)
+
+
 @main.command("matrix")
 @click.option("--only", default=None, metavar="C01,C22", help="Run only these causes (comma-separated ids).")
 @click.option("--dialect", "dialect_filter", default=None, metavar="D[,D]",

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -85,7 +85,7 @@ class ProbeConfig:
     settings: TerminalSettings
     timeout: float
     card: Card
-    expectations: dict[str, dict[str, Any]]
+    expectations: dict[str, dict[str, Any]] = field(default_factory=dict)
     only: tuple[str, ...] = ()
 
 
