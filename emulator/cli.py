@@ -777,10 +777,10 @@ def probe_command(options: Options, report_dir: str | None, only: str | None, ex
     data = result_data(records, expectations, {
         "host": options.host, "port": options.port, "dialect": options.dialect.name, "tid": options.profile.tid,
         "timeout": options.timeout, "only": list(names), "expect": expect_file})
-    click.echo(format_table(data))
+    click.echo(json.dumps(data, ensure_ascii=False, default=str) if options.json else format_table(data))
     if report_dir is not None:
         paths = write_probe_reports(data, report_dir)
-        click.echo(f"\nreports: {', '.join(str(p) for p in paths.values())}")
+        click.echo(f"\nreports: {', '.join(str(p) for p in paths.values())}", err=options.json)
     if not data["ok"]:
         sys.exit(1)
 

@@ -264,6 +264,10 @@ def _settled_to(record: CheckRecord, findings: list[str], *, what: str) -> bool 
     return s.first == "balanced"
 
 
+#: Checks built on an approved sale: without one there is nothing to judge.
+_NEEDS_SALE = frozenset({"duplicate", "reversal", "late_reversal", "settlement"})
+
+
 def _needs_sale(record: CheckRecord) -> str | None:
     sale = record.step("sale")
     if sale is None or not _rc_ok(sale, [APPROVED]):
@@ -278,7 +282,12 @@ def judge(record: CheckRecord, expect: Mapping[str, Any]) -> Verdict:
         return Verdict(name=record.name, title=spec.title, status="error", summary=record.error,
                        findings=(record.error,))
     findings: list[str] = []
-    summary = _JUDGES[record.name](record, expect, findings)
+    problem = _needs_sale(record) if record.name in _NEEDS_SALE else None
+    if problem:
+        findings.append(problem)
+        summary = problem
+    else:
+        summary = _JUDGES[record.name](record, expect, findings)
     status = "fail" if findings else "pass"
     if record.name != "latency" and any(e.outcome == "connect_failed" for e in record.exchanges):
         status = "error"
@@ -302,10 +311,6 @@ def _judge_echo(r: CheckRecord, e: Mapping[str, Any], findings: list[str]) -> st
 
 
 def _judge_duplicate(r: CheckRecord, e: Mapping[str, Any], findings: list[str]) -> str:
-    problem = _needs_sale(r)
-    if problem:
-        findings.append(problem)
-        return problem
     first, again = r.step("sale"), r.step("duplicate")
     assert first is not None and first.response is not None
     same = (again is not None and again.answered and again.response is not None and again.rc == first.rc
@@ -327,10 +332,6 @@ def _judge_duplicate(r: CheckRecord, e: Mapping[str, Any], findings: list[str]) 
 
 
 def _judge_reversal(r: CheckRecord, e: Mapping[str, Any], findings: list[str]) -> str:
-    problem = _needs_sale(r)
-    if problem:
-        findings.append(problem)
-        return problem
     reversal, repeat = r.step("reversal"), r.step("repeat")
     if not _rc_ok(reversal, e["rc"]):
         findings.append(f"the reversal was answered {_said(reversal)}, expecting rc {'/'.join(e['rc'])}")
@@ -391,10 +392,6 @@ def _judge_advice(r: CheckRecord, e: Mapping[str, Any], findings: list[str]) -> 
 
 
 def _judge_settlement(r: CheckRecord, e: Mapping[str, Any], findings: list[str]) -> str:
-    problem = _needs_sale(r)
-    if problem:
-        findings.append(problem)
-        return problem
     s = r.settlement
     if s is None:
         findings.append("no settlement was made")

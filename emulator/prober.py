@@ -115,8 +115,6 @@ class Session:
         self.tpdu, self.header = frame_parts(config.profile, config.settings, config.framing)
         self.started = time.monotonic()
         self.wall_started = time.time()
-        self.terminal = Terminal(config.profile, journal.load(), settings=config.settings,
-                                 response_timeout_seconds=config.timeout)
         #: Every approved sale of the run: (STAN, RRN), for the stale-STAN check.
         self.approved: list[tuple[str, str]] = []
 
@@ -437,13 +435,19 @@ async def _mac(s: Session, r: CheckRecord) -> None:
 
 
 async def _stale_stan(s: Session, r: CheckRecord) -> None:
-    if not s.approved:
-        r.error = "no earlier sale of this run was approved: there is no STAN to reuse"
-        return
+    sales: list[_Sale] = []
+    if not s.approved:  # run alone: make the earlier sale first (it is reversed with the rest)
+        earlier = await s.sale(r, AMOUNTS["stale_stan"] + 100, step="earlier sale")
+        sales.append(earlier)
+        if not earlier.approved:
+            await s.finish(r, sales)
+            r.error = f"the earlier sale was not approved ({earlier.exchange.outcome}, rc {earlier.exchange.rc or '--'}): " \
+                      "there is no STAN to reuse"
+            return
     stan, rrn = s.approved[0]
     r.facts.update(stan=stan, earlier_rrn=rrn)
-    sale = await s.sale(r, AMOUNTS["stale_stan"], stan=stan)
-    await s.finish(r, [sale])
+    sales.append(await s.sale(r, AMOUNTS["stale_stan"], stan=stan))
+    await s.finish(r, sales)
 
 
 async def _advice(s: Session, r: CheckRecord) -> None:

@@ -23,7 +23,6 @@ from emulator.probe import CHECK_NAMES, load_expectations, result_data
 from emulator.prober import ProbeConfig, run_probe
 from emulator.settings import TerminalSettings
 from host_stub.ledger import Ledger
-from host_stub.server import HostServer
 from specs.cards import seeded_card
 from specs.dialects import get_dialect
 from specs.framing import DEFAULT_FRAMING
@@ -34,16 +33,16 @@ ROOT = Path(__file__).resolve().parents[2]
 FAST_EXPECT = {"late_reversal": {"delay_seconds": 0.05}}
 
 
-async def probe(server: HostServer, dialect: str, *, expect: dict[str, Any] | None = None,
+async def probe(port: int, dialect: str, *, expect: dict[str, Any] | None = None,
                 only: tuple[str, ...] = ()) -> dict[str, Any]:
     expectations = load_expectations({**FAST_EXPECT, **(expect or {})}, source="test")
-    config = ProbeConfig(endpoint=Endpoint(host="127.0.0.1", port=server.port or 0, connect_timeout_seconds=1.0),
+    config = ProbeConfig(endpoint=Endpoint(host="127.0.0.1", port=port, connect_timeout_seconds=1.0),
                          dialect=get_dialect(dialect), framing=DEFAULT_FRAMING[dialect],
                          profile=Profile(family=get_dialect(dialect).family, tid=TID), settings=TerminalSettings(),
                          timeout=0.5, card=seeded_card(seed=7, scheme="unionpay" if dialect == "cup" else "visa"),
                          expectations=expectations, only=only)
     records = await run_probe(config, Journal(":memory:"))
-    return result_data(records, expectations, {"host": "127.0.0.1", "port": server.port})
+    return result_data(records, expectations, {"host": "127.0.0.1", "port": port})
 
 
 def verdicts(data: dict[str, Any]) -> dict[str, str]:
@@ -63,7 +62,7 @@ def test_a_host_requiring_macs_passes_every_check_and_keeps_nothing(dialect: str
     async def go() -> dict[str, Any]:
         async with running_host(dialect, ledger) as server:
             server.host.settings = replace(server.host.settings, require_mac=True)
-            return await probe(server, dialect)
+            return await probe(server.port or 0, dialect)
 
     data = run_bounded(go(), 40.0)
     assert verdicts(data) == dict.fromkeys(CHECK_NAMES, "pass"), [c["findings"] for c in data["checks"]]
@@ -81,7 +80,7 @@ def test_a_host_taking_unsigned_requests_fails_missing_mac_and_the_approval_is_r
 
     async def go() -> dict[str, Any]:
         async with running_host("intl-ascii", ledger) as server:  # require_mac is off by default
-            return await probe(server, "intl-ascii", only=("missing_mac", "bad_mac"))
+            return await probe(server.port or 0, "intl-ascii", only=("missing_mac", "bad_mac"))
 
     data = run_bounded(go(), 20.0)
     assert verdicts(data) == {"bad_mac": "pass", "missing_mac": "fail"}  # sign-on ran, but was not selected
@@ -99,7 +98,7 @@ def test_the_unknown_reversal_verdict_follows_the_hosts_answer_and_the_expectati
     async def go() -> dict[str, Any]:
         async with running_host("intl-bcd") as server:
             server.host.settings = replace(server.host.settings, reversal_unknown_rc=host_rc)
-            return await probe(server, "intl-bcd", only=("unknown_reversal",),
+            return await probe(server.port or 0, "intl-bcd", only=("unknown_reversal",),
                                expect={"unknown_reversal": {"rc": expected}} if expected else None)
 
     data = run_bounded(go(), 20.0)
@@ -115,7 +114,7 @@ def test_a_host_that_posts_the_duplicate_is_caught_by_the_settlement_and_says_wh
         async with running_host("intl-bcd", ledger) as server:
             # The host answers the second 0200 (the duplicate) 00 and books it: a second debit.
             fault(server, {"mti": "0200", "nth": 2}, {"type": "respond_rc", "rc": "00"})
-            return await probe(server, "intl-bcd", only=("duplicate",))
+            return await probe(server.port or 0, "intl-bcd", only=("duplicate",))
 
     data = run_bounded(go(), 20.0)
     duplicate = next(c for c in data["checks"] if c["name"] == "duplicate")
@@ -157,3 +156,31 @@ def test_the_command_prints_the_table_writes_the_reports_and_exits_1_on_a_failed
     assert 'failures="1"' in (report / "junit.xml").read_text()
     assert capture.stat().st_size > 24
     assert list(tmp_path.glob("*.sqlite")) == []  # no --journal: the probe's journal lived in memory
+
+
+def test_a_stale_stan_run_alone_makes_its_own_earlier_sale_and_undoes_both() -> None:
+    ledger = Ledger(":memory:")
+
+    async def go() -> dict[str, Any]:
+        async with running_host("cup", ledger) as server:
+            return await probe(server.port or 0, "cup", only=("stale_stan",))
+
+    data = run_bounded(go(), 20.0)
+    [check] = data["checks"]
+    assert check["status"] == "pass", check["findings"]
+    assert [x["step"] for x in check["exchanges"]][:2] == ["earlier sale", "sale"]
+    assert check["exchanges"][0]["request"]["11"] == check["exchanges"][1]["request"]["11"]
+    assert len([c for c in check["cleanup"] if "reversed" in c]) == 2 and not data["left_behind"]
+    nothing_left(ledger)
+
+
+def test_no_host_at_the_address_makes_every_check_an_error_and_sends_nothing_else() -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on any more
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+
+    data = run_bounded(probe(port, "intl-bcd", only=("signon", "duplicate")), 20.0)
+    assert verdicts(data) == {"signon": "error", "duplicate": "error"} and not data["ok"]
+    assert "no connection to the host" in data["checks"][1]["findings"][0]
