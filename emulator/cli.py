@@ -45,7 +45,7 @@ from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -84,6 +84,9 @@ from specs.crypto import check_pin
 from specs.dialects import DIALECTS, get_dialect
 from specs.logs import configure_logging
 from specs.masking import mask_pan
+
+if TYPE_CHECKING:
+    from emulator.prober import ProbeConfig
 
 T = TypeVar("T")
 
@@ -731,6 +734,21 @@ def _given(name: str) -> bool:
     return any(s not in (None, click.core.ParameterSource.DEFAULT) for s in sources)
 
 
+def _raw_config(options: Options, pan: str | None, expiry: str | None, **extra: Any) -> ProbeConfig:
+    """The probe's and the replay's configuration from the options; their journal lives in memory
+    unless ``--journal`` was given (their own counters and keys, gone when the command ends)."""
+    from emulator.prober import ProbeConfig
+
+    if options.port is None:
+        raise click.UsageError("--port is required: this command talks to the host at --host:--port")
+    if not _given("journal"):
+        options.journal_path = ":memory:"
+    return ProbeConfig(endpoint=Endpoint(host=options.host, port=options.port,
+                                         connect_timeout_seconds=min(10.0, max(options.timeout, 0.5))),
+                       dialect=options.dialect, framing=options.framing, profile=options.profile,
+                       settings=options.settings, timeout=options.timeout, card=_card(options, pan, expiry), **extra)
+
+
 @command("probe")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None,
               help="Write probe.json, junit.xml and index.html (message ladder per check) into this directory.")
@@ -748,11 +766,9 @@ def probe_command(options: Options, report_dir: str | None, only: str | None, ex
     import yaml
 
     from emulator.probe import CHECK_NAMES, ExpectationError, format_table, load_expectations, result_data
-    from emulator.prober import ProbeConfig, run_probe
+    from emulator.prober import run_probe
     from emulator.report import write_probe_reports
 
-    if options.port is None:
-        raise click.UsageError("--port is required: the probe talks to the host at --host:--port")
     names = tuple(n.strip() for n in (only or "").split(",") if n.strip())
     unknown = [n for n in names if n not in CHECK_NAMES]
     if unknown:
@@ -765,14 +781,8 @@ def probe_command(options: Options, report_dir: str | None, only: str | None, ex
         raise click.BadParameter(f"{expect_file}: cannot be read ({exc})", param_hint="--expect") from None
     except ExpectationError as exc:
         raise click.BadParameter(str(exc), param_hint="--expect") from None
-    config = ProbeConfig(endpoint=Endpoint(host=options.host, port=options.port,
-                                           connect_timeout_seconds=min(10.0, max(options.timeout, 0.5))),
-                         dialect=options.dialect, framing=options.framing, profile=options.profile,
-                         settings=options.settings, timeout=options.timeout, card=_card(options, pan, expiry),
-                         expectations=expectations, only=names)
+    config = _raw_config(options, pan, expiry, expectations=expectations, only=names)
     tap = pcap_tap(options)
-    if not _given("journal"):
-        options.journal_path = ":memory:"  # the probe's own counters and keys: gone when it ends
     records = _in_journal(options, lambda journal: run_probe(config, journal, tap=tap))
     data = result_data(records, expectations, {
         "host": options.host, "port": options.port, "dialect": options.dialect.name, "tid": options.profile.tid,
@@ -798,11 +808,9 @@ def replay_command(options: Options, capture: str, ignore: str | None, pan: str 
     STANs, dates and MACs after a fresh sign-on, and show each answer field that differs from the
     recorded one.  Exit 1 when any answer differs."""
     from emulator.pcap import read_pcap
-    from emulator.prober import ProbeConfig, Session
+    from emulator.prober import Session
     from emulator.replay import DEFAULT_IGNORE, as_rows, format_differences, pairs, run_replay
 
-    if options.port is None:
-        raise click.UsageError("--port is required: the replay talks to the host at --host:--port")
     skipped = tuple(f.strip() for f in ignore.split(",") if f.strip()) if ignore is not None else DEFAULT_IGNORE
     bad = [f for f in skipped if not (f.isdigit() and 1 <= int(f) <= 128)]
     if bad:
@@ -814,13 +822,8 @@ def replay_command(options: Options, capture: str, ignore: str | None, pan: str 
                                "framing switches)") from None
     if not recorded:
         raise click.ClickException(f"{capture}: no terminal request decodes in dialect {options.dialect.name}")
-    config = ProbeConfig(endpoint=Endpoint(host=options.host, port=options.port,
-                                           connect_timeout_seconds=min(10.0, max(options.timeout, 0.5))),
-                         dialect=options.dialect, framing=options.framing, profile=options.profile,
-                         settings=options.settings, timeout=options.timeout, card=_card(options, pan, expiry))
+    config = _raw_config(options, pan, expiry)
     tap = pcap_tap(options)
-    if not _given("journal"):
-        options.journal_path = ":memory:"
     differences = _in_journal(options, lambda journal: run_replay(recorded, Session(config, journal, tap),
                                                                   ignore=skipped))
     if options.json:
