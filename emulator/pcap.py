@@ -5,9 +5,9 @@ terminal's :class:`~emulator.channel.Link` wrote and read (a :class:`~emulator.c
 not sniffed: each frame becomes one TCP segment of a synthetic Ethernet/IPv4/TCP packet between
 127.0.0.1:<the terminal's local port> and 127.0.0.1:<the host's port>, with a three-way handshake at
 connect, sequence and acknowledgement numbers that follow the bytes (so Wireshark reassembles the
-stream) and FIN/ACK at close.  Packets are built and the file is written by ``dpkt`` (classic pcap,
-Ethernet link type); a file that already holds a capture is appended to, so the invocations of one
-session (or a matrix run and its crash-point children) can share one file.
+stream) and FIN/ACK at close.  Packets are built and the file is written by ``dpkt`` (classic
+pcap, little-endian, Ethernet link type); a file that already holds a capture is appended to, so
+the invocations of one session (or a matrix run and its crash-point children) share one file.
 
 Card data is masked inside each frame before it is written, as in the wire trace, but so that the
 frame still decodes: the message is decoded, masked with zeros
@@ -41,6 +41,7 @@ LOOPBACK = socket.inet_aton("127.0.0.1")
 #: Initial sequence numbers of the synthetic connections (terminal, host).
 TERMINAL_ISN, HOST_ISN = 1000, 50000
 _ZERO_MAC = b"\x00" * 6
+SNAPLEN = 65535
 
 
 class PcapError(ValueError):
@@ -93,10 +94,10 @@ class PcapWriter:
             if self.path.exists() and self.path.stat().st_size > 0:
                 self._record_header = self._existing_header()
             else:
-                with self.path.open("wb") as out:
-                    dpkt.pcap.Writer(out)  # writes the file header (native byte order)
-                self._record_header = dpkt.pcap.LEPktHdr if struct.pack("=I", 1) == struct.pack("<I", 1) \
-                    else dpkt.pcap.PktHdr
+                with self.path.open("wb") as out:  # little-endian whatever the machine: the same bytes everywhere
+                    out.write(bytes(dpkt.pcap.LEFileHdr(snaplen=SNAPLEN, linktype=dpkt.pcap.DLT_EN10MB,
+                                                        magic=dpkt.pcap.TCPDUMP_MAGIC)))
+                self._record_header = dpkt.pcap.LEPktHdr
         except OSError as exc:
             raise PcapError(f"--pcap {self.path}: cannot be written ({exc.strerror or exc})") from None
 

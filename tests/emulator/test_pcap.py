@@ -75,3 +75,18 @@ def test_a_file_that_is_not_a_pcap_is_refused_with_its_name(tmp_path: Path) -> N
     other.write_text("not a capture\n" * 3)
     with pytest.raises(PcapError, match=r"notes\.pcap: holds something else than a pcap"):
         PcapWriter(other, dialect=get_dialect("intl-bcd"), framing=DEFAULT_FRAMING["intl-bcd"])
+
+
+def test_the_file_header_and_a_syn_are_pinned_byte_for_byte(tmp_path: Path) -> None:
+    """Classic pcap (LE magic, v2.4, snaplen 65535, Ethernet), then Ethernet + IPv4 127.0.0.1 -> 127.0.0.1
+    + TCP 40000 -> 8583 SYN seq 1000, header checksums included."""
+    path = tmp_path / "one.pcap"
+    PcapWriter(path, dialect=get_dialect("intl-ascii"), framing=DEFAULT_FRAMING["intl-ascii"],
+               clock=lambda: 1.5).connected(40000, 8583)
+    data = path.read_bytes()
+    assert data[:24] == bytes.fromhex("d4c3b2a1020004000000000000000000ffff000001000000")
+    assert data[24:40] == bytes.fromhex("0100000020a107003600000036000000")  # 1.5 s, 54 bytes
+    assert data[40:94] == bytes.fromhex(
+        "000000000000000000000000" "0800"                                      # Ethernet, IPv4
+        "4500002800000000" "40067cce" "7f000001" "7f000001"                    # IPv4, TTL 64, TCP
+        "9c40" "2187" "000003e8" "00000000" "5002" "ffff" "f030" "0000")       # TCP SYN
