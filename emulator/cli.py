@@ -783,7 +783,8 @@ def probe_command(options: Options, report_dir: str | None, only: str | None, ex
         raise click.BadParameter(str(exc), param_hint="--expect") from None
     config = _raw_config(options, pan, expiry, expectations=expectations, only=names)
     tap = pcap_tap(options)
-    records = _in_journal(options, lambda journal: run_probe(config, journal, tap=tap))
+    records = _in_journal(options, lambda journal: run_probe(
+        config, journal, tap=tap, progress=lambda line: click.echo(f"probe: {line}", err=True)))
     data = result_data(records, expectations, {
         "host": options.host, "port": options.port, "dialect": options.dialect.name, "tid": options.profile.tid,
         "timeout": options.timeout, "only": list(names), "expect": expect_file})

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -472,7 +473,7 @@ _RUNNERS = {"signon": _signon, "echo": _echo, "duplicate": _duplicate, "reversal
 
 
 async def run_probe(config: ProbeConfig, journal: Journal, *, tap: FrameTap | None = None,
-                    progress: Any = None) -> list[CheckRecord]:
+                    progress: Callable[[str], None] | None = None) -> list[CheckRecord]:
     """Run the selected checks in order (sign-on always runs first: the other checks need its keys).
 
     Returns:
@@ -493,9 +494,9 @@ async def run_probe(config: ProbeConfig, journal: Journal, *, tap: FrameTap | No
         if failed_connect:
             record.error = f"no connection to the host ({signon.exchanges[0].detail})"
         else:
-            if progress is not None:
-                progress(f"probe: {name}")
             await _RUNNERS[name](session, record)
+            if progress is not None:
+                progress(f"{name}: {len(record.exchanges)} exchange(s)" + (f", {record.error}" if record.error else ""))
         records.append(record)
     if "latency" in selected:
         everything = records if "signon" in selected else [signon, *records]
