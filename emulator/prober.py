@@ -191,15 +191,15 @@ class Session:
         key = self.mac_key
         algorithm = config.settings.mac_algorithm or default_mac_algorithm(config.profile.family)
         if key is None:
-            mac = "none"
-        prepared = prepare(Send(message=message, mac_key=key if mac != "none" else None, mac_algorithm=algorithm),
-                           config.dialect, config.framing, self.tpdu, self.header)
-        if mac == "bad":
-            signed = sign(message, config.dialect, key, algorithm)  # type: ignore[arg-type]  # key checked above
-            signed["64"] = ("0" if signed["64"][0] != "0" else "1") + signed["64"][1:]
-            prepared = Prepared(message=signed, data=pack(Frame(message=encode(signed, config.dialect), tpdu=self.tpdu,
-                                                                header=self.header), config.framing),
-                                mac=prepared.mac)
+            mac = "none"  # not signed on with keys: sent unsigned, as the terminal would
+        if mac == "bad" and key is not None:
+            signed = sign(message, config.dialect, key, algorithm)
+            signed["64"] = ("0" if signed["64"][0] != "0" else "1") + signed["64"][1:]  # one hex digit off
+            frame = Frame(message=encode(signed, config.dialect), tpdu=self.tpdu, header=self.header)
+            prepared = Prepared(message=signed, data=pack(frame, config.framing), mac=(key, algorithm))
+        else:
+            prepared = prepare(Send(message=message, mac_key=key if mac == "good" else None, mac_algorithm=algorithm),
+                               config.dialect, config.framing, self.tpdu, self.header)
         shown = self._masked(prepared.message)
         x = Exchange(step=step, request=shown, mac=mac, at_ms=self.now_ms())
         record.exchanges.append(x)
