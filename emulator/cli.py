@@ -810,7 +810,7 @@ def replay_command(options: Options, capture: str, ignore: str | None, pan: str 
     recorded one.  Exit 1 when any answer differs."""
     from emulator.pcap import read_pcap
     from emulator.prober import Session
-    from emulator.replay import DEFAULT_IGNORE, as_rows, format_differences, pairs, run_replay
+    from emulator.replay import DEFAULT_IGNORE, HostUnreachable, as_rows, format_differences, pairs, run_replay
 
     skipped = tuple(f.strip() for f in ignore.split(",") if f.strip()) if ignore is not None else DEFAULT_IGNORE
     bad = [f for f in skipped if not (f.isdigit() and 1 <= int(f) <= 128)]
@@ -819,14 +819,17 @@ def replay_command(options: Options, capture: str, ignore: str | None, pan: str 
     try:
         recorded = pairs(read_pcap(capture, options.dialect, options.framing))
     except PcapError as exc:
-        raise click.UsageError(f"{exc} (replay reads the capture with --dialect {options.dialect.name} and its "
-                               "framing switches)") from None
+        raise click.UsageError(str(exc)) from None
     if not recorded:
         raise click.ClickException(f"{capture}: no terminal request decodes in dialect {options.dialect.name}")
     config = _raw_config(options, pan, expiry)
     tap = pcap_tap(options)
-    differences = _in_journal(options, lambda journal: run_replay(recorded, Session(config, journal, tap),
-                                                                  ignore=skipped))
+    try:
+        differences = _in_journal(options, lambda journal: run_replay(recorded, Session(config, journal, tap),
+                                                                      ignore=skipped))
+    except HostUnreachable as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_CONNECT_FAILED)
     if options.json:
         click.echo(json.dumps({"replayed": len(recorded), "differences": as_rows(differences)}))
     else:

@@ -241,7 +241,8 @@ def read_pcap(path: str | Path, dialect: Dialect, framing: Framing) -> list[Capt
         except FramingError as exc:
             raise PcapError(f"{path}: the stream of terminal port {stream.terminal_port} is not framed as "
                             f"{framing.length_prefix}{' + TPDU' if framing.tpdu else ''}"
-                            f"{' + CUP header' if framing.cup_header else ''}: {exc}") from None
+                            f"{' + CUP header' if framing.cup_header else ''} ({exc}); give the --dialect and "
+                            "framing switches the session was recorded with") from None
         for frame in frames:
             try:
                 message: Message | None = decode_unvalidated(frame.message, dialect)

@@ -212,10 +212,18 @@ def as_rows(differences: Sequence[Difference]) -> list[dict[str, Any]]:
              "field": d.field, "recorded": d.recorded, "replayed": d.replayed} for d in differences]
 
 
+class HostUnreachable(ConnectionError):
+    """The replay could not connect to the host: nothing to compare."""
+
+
 async def run_replay(recorded: Sequence[Pair], session: Session, *,
                      ignore: Iterable[str] = DEFAULT_IGNORE) -> list[Difference]:
     """Send every recorded request again (a sign-on first when the capture does not start with one)
-    and diff each answer against the recorded one."""
+    and diff each answer against the recorded one.
+
+    Raises:
+        HostUnreachable: the host refused the first connection (nothing was compared).
+    """
     skipped = tuple(ignore)
     family, card = session.config.profile.family, session.config.card
     rewriter, record = Rewriter(), CheckRecord(name="replay")
@@ -223,6 +231,9 @@ async def run_replay(recorded: Sequence[Pair], session: Session, *,
     if not recorded or not is_sign_on(recorded[0].request, family):
         await session.core(record, SignOn(now=session.now()))  # fresh working keys before anything is signed
     for pair in recorded:
+        refused = next((x for x in record.exchanges if x.outcome == "connect_failed"), None)
+        if refused is not None:
+            raise HostUnreachable(f"no connection to the host: {refused.detail}")
         before = len(record.exchanges)
         if is_sign_on(pair.request, family):
             await session.core(record, SignOn(now=session.now()))

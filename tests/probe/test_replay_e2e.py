@@ -45,6 +45,12 @@ def test_a_replay_against_the_same_stub_host_differs_nowhere_and_a_changed_setti
             changed.host.settings = replace(changed.host.settings, required_fields=(("0500", ("62",)),))
             differs = await replay(changed.port or 0, capture, dialect)
             narrower = await replay(changed.port or 0, capture, dialect, "--ignore", "11,12,13,37,38,39,64")
+            gone_port = changed.port or 0
+        process = await asyncio.create_subprocess_exec(  # the host is gone: nothing to compare, exit 3
+            sys.executable, "-m", "emulator.cli", "--port", str(gone_port), "--dialect", dialect, "--timeout", "0.5",
+            "replay", str(capture), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        _, err = await process.communicate()
+        assert process.returncode == 3 and "no connection to the host" in err.decode()
         return same, differs, narrower
 
     (code, same), (code2, differs), (_, narrower) = run_bounded(go(), 60.0)
