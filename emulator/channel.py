@@ -30,11 +30,13 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Protocol
 
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from emulator.journal import Journal
+from emulator.messages import Profile
 from emulator.settings import TerminalSettings
 from emulator.terminal import (
     COMMAND_NAMES,
@@ -87,6 +89,17 @@ class Endpoint:
     connect_attempts: int = 2
 
 
+class FrameTap(Protocol):
+    """Sees every frame a :class:`Link` writes or reads, as the framed bytes on the wire (the pcap
+    writer, :mod:`emulator.pcap`).  A connection is named by its local port."""
+
+    def connected(self, local_port: int, remote_port: int) -> None: ...
+
+    def frame(self, local_port: int, *, sent: bool, data: bytes) -> None: ...
+
+    def disconnected(self, local_port: int) -> None: ...
+
+
 class RequestNotBuilt(ValueError):
     """The core asked for a request the dialect cannot encode (a value no check caught before).
 
@@ -118,17 +131,23 @@ class Link:
     """One TCP connection speaking framed ISO 8583."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, framing: Framing,
-                 dialect: Dialect, tpdu: Tpdu | None, header: CupHeader | None = None) -> None:
+                 dialect: Dialect, tpdu: Tpdu | None, header: CupHeader | None = None,
+                 tap: FrameTap | None = None) -> None:
         self.reader, self.writer = reader, writer
         self.framing, self.dialect, self.tpdu = framing, dialect, tpdu
         self.header = header if header is not None or not framing.cup_header else CupHeader()
         self.frames = FrameReader(framing)
         self._pending: list[Frame] = []
         self._mac: tuple[bytes, str] | None = None
+        self.tap = tap
+        sockname, peername = writer.get_extra_info("sockname"), writer.get_extra_info("peername")
+        self.local_port = int(sockname[1]) if sockname else 0
+        if tap is not None:
+            tap.connected(self.local_port, int(peername[1]) if peername else 0)
 
     @classmethod
     async def open(cls, endpoint: Endpoint, framing: Framing, dialect: Dialect, tpdu: Tpdu | None,
-                   header: CupHeader | None = None) -> Link:
+                   header: CupHeader | None = None, tap: FrameTap | None = None) -> Link:
         """Connect, retrying refused or timed-out attempts with backoff (tenacity)."""
         async for attempt in AsyncRetrying(stop=stop_after_attempt(endpoint.connect_attempts),
                                            wait=wait_exponential(multiplier=0.05, max=1.0),
@@ -136,12 +155,14 @@ class Link:
             with attempt:
                 async with asyncio.timeout(endpoint.connect_timeout_seconds):
                     reader, writer = await asyncio.open_connection(endpoint.host, endpoint.port)
-        return cls(reader, writer, framing, dialect, tpdu, header)
+        return cls(reader, writer, framing, dialect, tpdu, header, tap)
 
     async def send(self, request: Prepared) -> None:
         """Write one prepared request; its MAC key then verifies the answer's MAC."""
         self._mac = request.mac
         self.writer.write(request.data)
+        if self.tap is not None:
+            self.tap.frame(self.local_port, sent=True, data=request.data)
         await self.writer.drain()
 
     async def next_input(self, deadline: float | None) -> Input:
@@ -153,7 +174,11 @@ class Link:
                     if not data:
                         self.frames.close()
                         return ConnectionLost(reason="closed by host")
-                    self._pending.extend(self.frames.feed(data))
+                    frames = self.frames.feed(data)
+                    if self.tap is not None:
+                        for each in frames:
+                            self.tap.frame(self.local_port, sent=False, data=pack(each, self.framing))
+                    self._pending.extend(frames)
         except TimeoutError:
             return TimerExpired()
         except FramingError as exc:
@@ -170,6 +195,9 @@ class Link:
                                processing_requirement=frame.header.processing_requirement if frame.header else None)
 
     async def close(self) -> None:
+        if self.tap is not None:
+            self.tap.disconnected(self.local_port)
+            self.tap = None
         self.writer.close()
         try:
             await self.writer.wait_closed()
@@ -200,8 +228,16 @@ def crash_now(point: str) -> None:
     os._exit(CRASH_EXIT_CODE)
 
 
+def frame_parts(profile: Profile, settings: TerminalSettings, framing: Framing) -> tuple[Tpdu | None, CupHeader | None]:
+    """The TPDU (to the profile's NII) and CUP header (with the software version) this terminal's
+    requests carry, when ``framing`` has them."""
+    tpdu = Tpdu(destination=profile.nii.zfill(4), source="0000") if framing.tpdu else None
+    header = CupHeader(software_version=settings.software_version) if framing.cup_header else None
+    return tpdu, header
+
+
 async def run_operation(operation: Operation, *, terminal: Terminal, journal: Journal, endpoint: Endpoint,
-                        framing: Framing, dialect: Dialect) -> Result:
+                        framing: Framing, dialect: Dialect, tap: FrameTap | None = None) -> Result:
     """Drive one operator operation to its result.
 
     Args:
@@ -209,13 +245,13 @@ async def run_operation(operation: Operation, *, terminal: Terminal, journal: Jo
         terminal: the core, in state IDLE.
         journal: where durable actions are applied, before any later action runs.
         endpoint, framing, dialect: how to talk to the host.
+        tap: sees every frame written and read (``--pcap``).
 
     Returns:
         The core's result (also available as ``terminal.result``).
     """
     settings = terminal.settings
-    tpdu = Tpdu(destination=terminal.profile.nii.zfill(4), source="0000") if framing.tpdu else None
-    header = CupHeader(software_version=settings.software_version) if framing.cup_header else None
+    tpdu, header = frame_parts(terminal.profile, settings, framing)
     command = COMMAND_NAMES[type(operation)]
     link: Link | None = None
     deadline: float | None = None
@@ -239,7 +275,7 @@ async def run_operation(operation: Operation, *, terminal: Terminal, journal: Jo
                 match action:
                     case Connect():
                         try:
-                            link = await Link.open(endpoint, framing, dialect, tpdu, header)
+                            link = await Link.open(endpoint, framing, dialect, tpdu, header, tap)
                             follow_up = Connected()
                         except (OSError, TimeoutError) as exc:
                             follow_up = ConnectFailed(reason=f"{endpoint.host}:{endpoint.port}: "
@@ -308,7 +344,8 @@ async def run_operation(operation: Operation, *, terminal: Terminal, journal: Jo
 
 
 async def run_invocation(operation: Operation, *, terminal: Terminal, journal: Journal, endpoint: Endpoint,
-                         framing: Framing, dialect: Dialect, idle_now: Callable[[], datetime]) -> Result:
+                         framing: Framing, dialect: Dialect, idle_now: Callable[[], datetime],
+                         tap: FrameTap | None = None) -> Result:
     """One operation as one ``pos-terminal`` invocation runs it: the operation, then, when it left
     a pending reversal behind that it did not just try, that reversal at once ("at idle", with
     ``reverse_at_idle``), its fate folded into the result (``reversal_sent``, ``reversal_cleared``,
@@ -316,16 +353,17 @@ async def run_invocation(operation: Operation, *, terminal: Terminal, journal: J
 
     Args:
         idle_now: the terminal's clock for the reversal at idle, read after the operation.
+        tap: sees every frame written and read (``--pcap``).
     """
     result = await run_operation(operation, terminal=terminal, journal=journal, endpoint=endpoint,
-                                 framing=framing, dialect=dialect)
+                                 framing=framing, dialect=dialect, tap=tap)
     if not (terminal.settings.reverse_at_idle and terminal.books.reversals
             and not isinstance(operation, (Reverse, Idle)) and result.outcome is not Outcome.CONNECT_FAILED
             and not result.details.get("reversal_sent")):
         return result
     terminal.start_next_operation()
     idle = await run_operation(Idle(now=idle_now()), terminal=terminal, journal=journal, endpoint=endpoint,
-                               framing=framing, dialect=dialect)
+                               framing=framing, dialect=dialect, tap=tap)
     details = dict(result.details)
     details["reversal_sent"] = bool(idle.details.get("reversal_sent"))
     for key in ("reversal_cleared", "reversal_rc", "reversal_parked"):

@@ -45,7 +45,7 @@ from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -53,6 +53,7 @@ from emulator.channel import Endpoint, RequestNotBuilt, run_invocation, run_oper
 from emulator.hostproc import HostStartError, start_host
 from emulator.journal import Journal
 from emulator.messages import DEFAULT_MID, DEFAULT_NII, DEFAULT_TID, Profile
+from emulator.pcap import PcapError, PcapWriter
 from emulator.settings import SettingsError, TerminalSettings, describe, load_settings
 from emulator.terminal import (
     Adjust,
@@ -85,6 +86,11 @@ from specs.logs import configure_logging
 from specs.masking import mask_pan
 from specs.vocabulary import CRASH_POINTS
 
+if TYPE_CHECKING:
+    from emulator.prober import ProbeConfig
+
+T = TypeVar("T")
+
 EXIT_CONNECT_FAILED = 3
 EXIT_NO_ANSWER = 4
 EXIT_REFUSED = 5
@@ -94,7 +100,7 @@ _EXIT_CODES = {Outcome.CONNECT_FAILED: EXIT_CONNECT_FAILED, Outcome.NO_ANSWER: E
 
 #: Options every command takes, also after the command name: name -> click option factory.
 _COMMON = ("host", "port", "dialect", "journal", "tid", "mid", "timeout", "config", "overrides", "crash_at",
-           "operator", "now", "json_output")
+           "operator", "now", "json_output", "pcap")
 
 
 def _common_options(func: Callable[..., Any], *, top: bool) -> Callable[..., Any]:
@@ -128,6 +134,9 @@ def _common_options(func: Callable[..., Any], *, top: bool) -> Callable[..., Any
                      help="Business time to use (e.g. 2024-06-03T09:00:00) instead of the clock synced at sign-on."),
         click.option("--json", "json_output", is_flag=True, default=None if not top else False,
                      help="Print one JSON object per command on stdout."),
+        click.option("--pcap", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+                     help="Write the frames exchanged into this pcap file (appended to when it holds one), "
+                          "card data masked."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -163,6 +172,7 @@ class Options:
         self.profile = Profile(tid=o["tid"], mid=o["mid"], family=self.dialect.family, nii=o["nii"])
         self.timeout: float = o["timeout"]
         self.json: bool = bool(o["json_output"])
+        self.pcap: str | None = o.get("pcap")
         operator = o.get("operator")
         if operator is not None and not (len(operator) == 3 and operator.isdigit()):
             raise click.BadParameter(f"operator {operator!r} is {len(operator)} characters, expecting 3 digits like 001",
@@ -276,8 +286,22 @@ async def _drive(options: Options, journal: Journal, make: Callable[[datetime], 
     operation = _operation(options, make, books)
     result = await run_invocation(operation, terminal=terminal, journal=journal, endpoint=endpoint,
                                   framing=options.framing, dialect=options.dialect,
-                                  idle_now=lambda: _now(terminal.books, options))
+                                  idle_now=lambda: _now(terminal.books, options), tap=pcap_tap(options))
     return _with_trace(result, journal, trace_from)
+
+
+def pcap_tap(options: Options) -> PcapWriter | None:
+    """The ``--pcap`` writer of this invocation, or None without ``--pcap``.
+
+    Raises:
+        click.UsageError: the file cannot be written or holds something else than a pcap (exit 2).
+    """
+    if options.pcap is None:
+        return None
+    try:
+        return PcapWriter(options.pcap, dialect=options.dialect, framing=options.framing)
+    except PcapError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 def _with_trace(result: Result, journal: Journal, since: int) -> Result:
@@ -310,7 +334,7 @@ def _run_offline(options: Options, make: Callable[[datetime], Operation]) -> Res
     return _in_journal(options, lambda journal: _offline(options, journal, make))
 
 
-def _in_journal(options: Options, drive: Callable[[Journal], Coroutine[Any, Any, Result]]) -> Result:
+def _in_journal(options: Options, drive: Callable[[Journal], Coroutine[Any, Any, T]]) -> T:
     """Open the journal, run ``drive`` on it, close it; what goes wrong becomes a CLI error."""
     journal = _open_journal(options)
     try:
@@ -705,6 +729,117 @@ def demo(options: Options, amounts: str) -> None:
                        f"{len(minors)} sales approved, settlement balanced, batch closed")
 
 
+def _given(name: str) -> bool:
+    """The user gave option ``name`` (before or after the command name), not its default."""
+    ctx = click.get_current_context()
+    sources = [c.get_parameter_source(name) for c in (ctx, ctx.parent) if c is not None]
+    return any(s not in (None, click.core.ParameterSource.DEFAULT) for s in sources)
+
+
+def _raw_config(options: Options, pan: str | None, expiry: str | None, **extra: Any) -> ProbeConfig:
+    """The probe's and the replay's configuration from the options; their journal lives in memory
+    unless ``--journal`` was given (their own counters and keys, gone when the command ends)."""
+    from emulator.prober import ProbeConfig
+
+    if options.port is None:
+        raise click.UsageError("--port is required: this command talks to the host at --host:--port")
+    if not _given("journal"):
+        options.journal_path = ":memory:"
+    return ProbeConfig(endpoint=Endpoint(host=options.host, port=options.port,
+                                         connect_timeout_seconds=min(10.0, max(options.timeout, 0.5))),
+                       dialect=options.dialect, framing=options.framing, profile=options.profile,
+                       settings=options.settings, timeout=options.timeout, card=_card(options, pan, expiry), **extra)
+
+
+@command("probe")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None,
+              help="Write probe.json, junit.xml and index.html (message ladder per check) into this directory.")
+@click.option("--only", default=None, metavar="NAMES",
+              help="Run only these checks (comma-separated; sign-on always runs, the others need its keys).")
+@click.option("--expect", "expect_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="YAML file of expectations that override the defaults, per check.")
+@click.option("--pan", default=None, help="Test card number the host accepts (default: a seeded Luhn-valid test card).")
+@click.option("--expiry", default=None, help="Test card expiry YYMM.")
+def probe_command(options: Options, report_dir: str | None, only: str | None, expect_file: str | None,
+                  pan: str | None, expiry: str | None) -> None:
+    """Probe a host from the terminal side only: duplicates, reversals, MAC handling, stale STANs,
+    advices, unbalanced settlement, response times.  Prints one row per check; exit 1 when any check
+    fails or cannot run.  What a check creates is reversed or settled."""
+    import yaml
+
+    from emulator.probe import CHECK_NAMES, ExpectationError, format_table, load_expectations, result_data
+    from emulator.prober import run_probe
+    from emulator.report import write_probe_reports
+
+    names = tuple(n.strip() for n in (only or "").split(",") if n.strip())
+    unknown = [n for n in names if n not in CHECK_NAMES]
+    if unknown:
+        raise click.BadParameter(f"{', '.join(unknown)} is not a check, expecting some of {', '.join(CHECK_NAMES)}",
+                                 param_hint="--only")
+    try:
+        given = yaml.safe_load(Path(expect_file).read_text(encoding="utf-8")) if expect_file else None
+        expectations = load_expectations(given, source=expect_file or "defaults")
+    except (OSError, yaml.YAMLError) as exc:
+        raise click.BadParameter(f"{expect_file}: cannot be read ({exc})", param_hint="--expect") from None
+    except ExpectationError as exc:
+        raise click.BadParameter(str(exc), param_hint="--expect") from None
+    config = _raw_config(options, pan, expiry, expectations=expectations, only=names)
+    tap = pcap_tap(options)
+    records = _in_journal(options, lambda journal: run_probe(
+        config, journal, tap=tap, progress=lambda line: click.echo(f"probe: {line}", err=True)))
+    data = result_data(records, expectations, {
+        "host": options.host, "port": options.port, "dialect": options.dialect.name, "tid": options.profile.tid,
+        "timeout": options.timeout, "only": list(names), "expect": expect_file})
+    click.echo(json.dumps(data, ensure_ascii=False, default=str) if options.json else format_table(data))
+    if report_dir is not None:
+        paths = write_probe_reports(data, report_dir)
+        click.echo(f"\nreports: {', '.join(str(p) for p in paths.values())}", err=options.json)
+    if not data["ok"]:
+        sys.exit(1)
+
+
+@command("replay")
+@click.argument("capture", type=click.Path(dir_okay=False))
+@click.option("--ignore", default=None, metavar="FIELDS",
+              help="Answer fields not compared (comma-separated; default 11,12,13,37,38,64: STAN, time, date, RRN, "
+                   "approval code, MAC).")
+@click.option("--pan", default=None, help="The real card of the recorded session (the capture holds it masked; "
+                                          "default: the emulator's seeded test card).")
+@click.option("--expiry", default=None, help="Its expiry YYMM.")
+def replay_command(options: Options, capture: str, ignore: str | None, pan: str | None, expiry: str | None) -> None:
+    """Send the terminal side of a recorded session (a --pcap file) to the host again, with new
+    STANs, dates and MACs after a fresh sign-on, and show each answer field that differs from the
+    recorded one.  Exit 1 when any answer differs."""
+    from emulator.pcap import read_pcap
+    from emulator.prober import Session
+    from emulator.replay import DEFAULT_IGNORE, HostUnreachable, as_rows, format_differences, pairs, run_replay
+
+    skipped = tuple(f.strip() for f in ignore.split(",") if f.strip()) if ignore is not None else DEFAULT_IGNORE
+    bad = [f for f in skipped if not (f.isdigit() and 1 <= int(f) <= 128)]
+    if bad:
+        raise click.BadParameter(f"{', '.join(bad)} is not a field number, expecting e.g. 11,12,13", param_hint="--ignore")
+    try:
+        recorded = pairs(read_pcap(capture, options.dialect, options.framing))
+    except PcapError as exc:
+        raise click.UsageError(str(exc)) from None
+    if not recorded:
+        raise click.ClickException(f"{capture}: no terminal request decodes in dialect {options.dialect.name}")
+    config = _raw_config(options, pan, expiry)
+    tap = pcap_tap(options)
+    try:
+        differences = _in_journal(options, lambda journal: run_replay(recorded, Session(config, journal, tap),
+                                                                      ignore=skipped))
+    except HostUnreachable as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(EXIT_CONNECT_FAILED)
+    if options.json:
+        click.echo(json.dumps({"replayed": len(recorded), "differences": as_rows(differences)}))
+    else:
+        click.echo(format_differences(differences, len(recorded), ignore=skipped))
+    if differences:
+        sys.exit(1)
+
+
 @main.command("matrix")
 @click.option("--only", default=None, metavar="C01,C22", help="Run only these scenarios (comma-separated ids).")
 @click.option("--scenarios", "scenario_dirs", multiple=True, metavar="DIR",
@@ -724,10 +859,12 @@ def demo(options: Options, amounts: str) -> None:
               help="Scenarios run in parallel (one stub host child per job and dialect).")
 @click.option("--timeout", "response_timeout", type=click.FloatRange(min=0.05), default=0.5, show_default=True,
               help="The terminal's response timeout in every run (fault delays scale with it).")
+@click.option("--pcap", "pcap_dir", type=click.Path(file_okay=False), default=None, metavar="DIR",
+              help="Write one pcap per run (cause, dialect, flawed/fixed) into this directory, card data masked.")
 @click.pass_context
 def matrix(ctx: click.Context, only: str | None, scenario_dirs: tuple[str, ...], dialect_filter: str | None,
            report_dir: str | None, host_address: str | None, control_url: str | None, jobs: int,
-           response_timeout: float) -> None:
+           response_timeout: float, pcap_dir: str | None) -> None:
     """Run the cause-and-fix matrix: every cause with the fix off (the symptom must appear) and on
     (its invariants must hold); print one row per cause and the wall time.  With --scenarios, run a
     team's own files instead (a regression file runs once and must meet its expectations).  Exit 1
@@ -757,7 +894,8 @@ def matrix(ctx: click.Context, only: str | None, scenario_dirs: tuple[str, ...],
             scenarios = tuple(load_files(files))
         options = MatrixOptions(only=tuple(c.strip() for c in (only or "").split(",") if c.strip()),
                                 dialects=dialects, jobs=jobs, host=host_address, control_url=control_url,
-                                response_timeout_seconds=response_timeout, scenarios=scenarios)
+                                response_timeout_seconds=response_timeout, scenarios=scenarios,
+                                pcap_dir=Path(pcap_dir) if pcap_dir else None)
         result = run_matrix(options, progress=lambda line: click.echo(line, err=True))
     except MatrixError as exc:
         raise click.UsageError(str(exc)) from None

@@ -1,4 +1,6 @@
-"""Reports of the cause-and-fix matrix: the console table, ``matrix.json``, ``junit.xml``, ``index.html``.
+"""Reports of the cause-and-fix matrix (the console table, ``matrix.json``, ``junit.xml``,
+``index.html``) and the probe's page (:func:`write_probe_reports`); both pages share one style and
+one message-ladder macro (``ladder.html``).
 
 Every writer takes the plain data of :meth:`emulator.runner.MatrixResult.as_dict` (so a report can
 be rebuilt from a saved ``matrix.json``).  Messages in that data are already masked by the runner
@@ -31,7 +33,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, select_autoescape
+from jinja2 import DictLoader, Environment, select_autoescape
+from markupsafe import Markup
 
 from specs.masking import mask_text
 
@@ -233,13 +236,8 @@ def _ladder(messages: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-_TEMPLATE = r"""<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>pos-harness — cause-and-fix matrix</title>
-<style>
-:root { --ok: #1a7f37; --bad: #cf222e; --muted: #57606a; --line: #d0d7de; --bg: #f6f8fa; }
+#: The page style both reports share.
+_STYLE = r""":root { --ok: #1a7f37; --bad: #cf222e; --muted: #57606a; --line: #d0d7de; --bg: #f6f8fa; }
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto; max-width: 1300px;
        padding: 1rem 1.5rem 4rem; color: #1f2328; }
 h1 { font-size: 1.5rem; margin-bottom: .2rem; } h2 { font-size: 1.2rem; margin-top: 2.5rem; }
@@ -250,7 +248,7 @@ th { background: var(--bg); position: sticky; top: 0; }
 .matrix td:nth-child(1) { white-space: nowrap; font-weight: 600; }
 .badge { display: inline-block; padding: 0 .5em; border-radius: 1em; font-size: .85em; font-weight: 600; }
 .resolved, .passed, .yes, .pass { color: #fff; background: var(--ok); } .failed, .no, .fail { color: #fff; background: var(--bad); }
-.outside, .na { color: #fff; background: #8c959f; } .partial { color: #fff; background: #bf8700; }
+.outside, .na { color: #fff; background: #8c959f; } .partial, .error { color: #fff; background: #bf8700; }
 .zh { color: var(--muted); font-size: .9em; }
 details.scenario { border: 1px solid var(--line); border-radius: 6px; margin: .8rem 0; padding: .4rem .8rem; }
 details.scenario > summary { cursor: pointer; font-weight: 600; }
@@ -266,6 +264,40 @@ details.run { margin: .6rem 0 .6rem 1rem; } details.run > summary { cursor: poin
 .fault { color: #fff; background: #8250df; border-radius: 3px; padding: 0 .3em; margin-left: .3em; }
 .flag { color: var(--bad); } code { background: var(--bg); padding: 0 .2em; }
 .findings { margin: 0; padding-left: 1.2rem; color: var(--bad); }
+"""
+
+#: The message ladder (terminal ↔ host) of one run or check: ``ladder_table(messages)`` where
+#: ``messages`` are trace items as the matrix runner records them (``kind`` sent / received /
+#: timeout / link_lost / unreadable / connect_failed / crash / restart / child / status / note,
+#: ``at_ms``, ``step``, ``text``, ``message`` (masked), ``matched``, ``mac_verified``, ``mac``, ``faults``).
+_LADDER = r"""{% macro ladder_table(messages) %}
+<table class="ladder"><thead><tr><th class="t">ms</th><th>step</th><th class="term">terminal</th><th class="arrow"></th><th class="host">host</th><th>notes</th></tr></thead><tbody>
+{% for m in ladder(messages) %}
+{% if m.kind == "sent" %}
+<tr><td class="t">{{ "%.0f"|format(m.at_ms or 0) }}</td><td>{{ m.step or "" }}</td>
+<td class="term"><span class="mti">{{ m.mti }}</span> STAN {{ m.stan }}{% for k, v in m.fields %} · {{ k }}={{ v }}{% endfor %}{% if m.mac %} · MAC{% endif %}</td>
+<td class="arrow">→</td><td class="host">{% for f in m.faults %}<span class="fault">{{ f }}</span>{% endfor %}</td><td class="muted">{{ m.text }}</td></tr>
+{% elif m.kind == "received" %}
+<tr><td class="t">{{ "%.0f"|format(m.at_ms or 0) }}</td><td>{{ m.step or "" }}</td><td class="term">{% if m.matched == false %}<span class="flag">not matched (stray)</span>{% endif %}{% if m.mac_verified == false %} <span class="flag">MAC failed</span>{% endif %}</td>
+<td class="arrow">←</td><td class="host"><span class="mti">{{ m.mti }}</span> STAN {{ m.stan }}{% if m.rc %} · <span class="{{ 'rc00' if m.rc == '00' else 'rcx' }}">rc {{ m.rc }}</span>{% endif %}{% for k, v in m.fields %} · {{ k }}={{ v }}{% endfor %}</td>
+<td class="muted">{% if m.mac_verified %}MAC ok{% endif %}</td></tr>
+{% elif m.kind in ("timeout", "link_lost", "unreadable", "connect_failed", "crash", "restart", "child") %}
+<tr class="event"><td class="t">{{ "%.0f"|format(m.at_ms or 0) }}</td><td>{{ m.step or "" }}</td><td class="ev" colspan="4">{{ m.kind|replace("_", " ") }}: {{ m.text }}</td></tr>
+{% else %}
+<tr class="{{ m.kind }}"><td class="t">{{ "%.0f"|format(m.at_ms or 0) }}</td><td>{{ m.step or "" }}</td><td colspan="4">{{ m.text }}</td></tr>
+{% endif %}
+{% endfor %}
+</tbody></table>
+{% endmacro %}
+"""
+
+_TEMPLATE = r"""{% from "ladder.html" import ladder_table %}<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>pos-harness — cause-and-fix matrix</title>
+<style>
+{% include "style.css" %}
 </style>
 </head>
 <body>
@@ -343,23 +375,7 @@ Link to a scenario with <code>index.html#ID</code> (e.g. <code>#C01</code>): it 
 <td><span class="badge {{ 'na' if not inv.applicable or (not inv.expected and inv.unclaimed) else 'pass' if as_expected else 'fail' }}">{{ 'n/a' if not inv.applicable else ('holds' if inv.holds else 'broken') ~ (', as expected' if inv.expected == "break" and not inv.holds else '') }}</span></td>
 <td>{% if inv.findings %}<ul class="{{ 'muted' if inv.expected == 'break' or inv.unclaimed else 'findings' }}">{% for f in inv.findings %}<li>{{ f }}</li>{% endfor %}</ul>{% endif %}</td></tr>{% endfor %}
 </tbody></table>
-<table class="ladder"><thead><tr><th class="t">ms</th><th>step</th><th class="term">terminal</th><th class="arrow"></th><th class="host">host</th><th>notes</th></tr></thead><tbody>
-{% for m in ladder(run.messages) %}
-{% if m.kind == "sent" %}
-<tr><td class="t">{{ "%.0f"|format(m.at_ms or 0) }}</td><td>{{ m.step or "" }}</td>
-<td class="term"><span class="mti">{{ m.mti }}</span> STAN {{ m.stan }}{% for k, v in m.fields %} · {{ k }}={{ v }}{% endfor %}{% if m.mac %} · MAC{% endif %}</td>
-<td class="arrow">→</td><td class="host">{% for f in m.faults %}<span class="fault">{{ f }}</span>{% endfor %}</td><td class="muted">{{ m.text }}</td></tr>
-{% elif m.kind == "received" %}
-<tr><td class="t">{{ "%.0f"|format(m.at_ms or 0) }}</td><td>{{ m.step or "" }}</td><td class="term">{% if m.matched == false %}<span class="flag">not matched (stray)</span>{% endif %}{% if m.mac_verified == false %} <span class="flag">MAC failed</span>{% endif %}</td>
-<td class="arrow">←</td><td class="host"><span class="mti">{{ m.mti }}</span> STAN {{ m.stan }}{% if m.rc %} · <span class="{{ 'rc00' if m.rc == '00' else 'rcx' }}">rc {{ m.rc }}</span>{% endif %}{% for k, v in m.fields %} · {{ k }}={{ v }}{% endfor %}</td>
-<td class="muted">{% if m.mac_verified %}MAC ok{% endif %}</td></tr>
-{% elif m.kind in ("timeout", "link_lost", "unreadable", "connect_failed", "crash", "restart", "child") %}
-<tr class="event"><td class="t">{{ "%.0f"|format(m.at_ms or 0) }}</td><td>{{ m.step or "" }}</td><td class="ev" colspan="4">{{ m.kind|replace("_", " ") }}: {{ m.text }}</td></tr>
-{% else %}
-<tr class="{{ m.kind }}"><td class="t">{{ "%.0f"|format(m.at_ms or 0) }}</td><td>{{ m.step or "" }}</td><td colspan="4">{{ m.text }}</td></tr>
-{% endif %}
-{% endfor %}
-</tbody></table>
+{{ ladder_table(run.messages) }}
 </details>
 {% endfor %}
 {% endfor %}
@@ -383,13 +399,17 @@ openHash();
 
 def _finalize(value: Any) -> Any:
     """Every printed string goes through PAN masking once more (defence in depth)."""
+    if isinstance(value, Markup):
+        return value  # a macro's output (the ladder): every string in it went through here already
     if isinstance(value, str):
         return mask_text(value)
     return value
 
 
-_ENV = Environment(autoescape=select_autoescape(default=True, default_for_string=True), finalize=_finalize,
+_ENV = Environment(loader=DictLoader({"style.css": _STYLE, "ladder.html": _LADDER}),
+                   autoescape=select_autoescape(default=True, default_for_string=True), finalize=_finalize,
                    trim_blocks=True, lstrip_blocks=True)
+_ENV.globals["ladder"] = _ladder
 
 
 def html_report(data: Mapping[str, Any]) -> str:
@@ -399,7 +419,75 @@ def html_report(data: Mapping[str, Any]) -> str:
     summary = {s: sum(1 for r in rows if r.get("status") == s) for s in ("resolved", "passed", "failed", "outside")}
     template = _ENV.from_string(_TEMPLATE)
     return template.render(data={"options": {}, **data}, rows=rows, summary=summary, run_order=RUN_ORDER,
-                           run_titles=RUN_TITLES, ladder=_ladder)
+                           run_titles=RUN_TITLES)
+
+
+_PROBE_TEMPLATE = r"""{% from "ladder.html" import ladder_table %}<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>pos-harness — host probe</title>
+<style>
+{% include "style.css" %}
+</style>
+</head>
+<body>
+<h1>Host probe</h1>
+<p class="muted">{{ data.options.host }}:{{ data.options.port }} · dialect {{ data.options.dialect }} ·
+TID {{ data.options.tid }} · response timeout {{ data.options.timeout }} s ·
+{{ data.summary.pass }} passed, {{ data.summary.fail }} failed, {{ data.summary.error }} could not run.
+Every check sends real messages from the terminal side only; what it created is reversed or settled.</p>
+{% if data.left_behind %}<p><b>Left on the host:</b></p><ul class="findings">{% for item in data.left_behind %}<li>{{ item }}</li>{% endfor %}</ul>
+{% else %}<p>Nothing was left on the host: every approval was reversed or settled.</p>{% endif %}
+<table class="matrix">
+<thead><tr><th>check</th><th>what it asks</th><th>verdict</th><th>what the host did</th><th>cleanup</th></tr></thead>
+<tbody>
+{% for c in data.checks %}
+<tr><td><a href="#{{ c.name }}">{{ c.name }}</a></td><td>{{ c.title }}</td>
+<td><span class="badge {{ c.status }}">{{ c.status }}</span></td><td>{{ c.summary }}</td>
+<td>{% if c.left_behind %}<span class="flag">left behind: {{ c.left_behind|join("; ") }}</span>{% else %}{{ c.cleanup|join("; ") or "nothing to undo" }}{% endif %}</td></tr>
+{% endfor %}
+</tbody>
+</table>
+{% for c in data.checks %}
+<details class="scenario" id="{{ c.name }}" {% if c.status != "pass" %}open{% endif %}>
+<summary>{{ c.name }} — {{ c.title }} <span class="badge {{ c.status }}">{{ c.status }}</span></summary>
+<p><b>Host:</b> {{ c.summary }} <span class="muted">(expected: {{ c.expectation }})</span></p>
+{% if c.findings %}<ul class="findings">{% for f in c.findings %}<li>{{ f }}</li>{% endfor %}</ul>{% endif %}
+{% if c.settlement %}<p><b>Settlement:</b> batch {{ c.settlement.batch }} {{ c.settlement.first }}{% if c.settlement.host_totals %} (host {{ c.settlement.host_totals }}){% endif %}, {{ c.settlement.uploaded }} uploaded, {{ "closed" if c.settlement.closed else "not closed" }}</p>{% endif %}
+{% if c.name == "latency" %}<table><thead><tr><th>MTI</th><th>n</th><th>p50</th><th>p99</th><th>max</th><th>time-outs</th></tr></thead><tbody>
+{% for row in c.facts.per_mti %}<tr><td>{{ row.mti }}</td><td>{{ row.count }}</td><td>{{ ms(row.p50) }}</td><td>{{ ms(row.p99) }}</td><td>{{ ms(row.max) }}</td><td>{{ row.timeouts }}</td></tr>{% endfor %}
+</tbody></table>{% else %}
+{{ ladder_table(probe_ladder(c)) }}
+{% endif %}
+</details>
+{% endfor %}
+</body>
+</html>
+"""
+
+
+def probe_html(data: Mapping[str, Any]) -> str:
+    """The probe's page: the table, and per check its findings, settlement and message ladder."""
+    from emulator.probe import ladder_messages
+
+    def ms(seconds: float | None) -> str:
+        return "-" if seconds is None else f"{seconds * 1000:.1f} ms"
+
+    return _ENV.from_string(_PROBE_TEMPLATE).render(data=data, probe_ladder=ladder_messages, ms=ms)
+
+
+def write_probe_reports(data: Mapping[str, Any], directory: str | Path) -> dict[str, Path]:
+    """Write ``probe.json``, ``junit.xml`` and ``index.html`` into ``directory`` (created if needed)."""
+    from emulator.probe import junit_xml as probe_junit
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "probe.json", "junit": out / "junit.xml", "html": out / "index.html"}
+    paths["json"].write_text(json.dumps(data, ensure_ascii=False, indent=1, default=str), encoding="utf-8")
+    paths["junit"].write_text(probe_junit(data), encoding="utf-8")
+    paths["html"].write_text(probe_html(data), encoding="utf-8")
+    return paths
 
 
 def write_reports(data: Mapping[str, Any], directory: str | Path) -> dict[str, Path]:

@@ -59,6 +59,7 @@ from emulator.hostproc import HostProcess, host_address, start_host
 from emulator.invariants import INVARIANTS, Evidence, InvariantResult, TraceEvent, check_all, host_net_minor
 from emulator.journal import Journal
 from emulator.messages import DEFAULT_MID, DEFAULT_TID, Profile
+from emulator.pcap import PcapWriter
 from emulator.settings import SETTING_NAMES, TerminalSettings
 from emulator.terminal import (
     Adjust,
@@ -162,6 +163,8 @@ class MatrixOptions:
         scenarios: the scenarios to run, already loaded (e.g. a team's own copies of a few cause
             files, by the pytest plugin); None loads every file of ``scenario_dir`` (which must
             cover C01–C42).  Ids must be unique; ``only`` and ``dialects`` still apply.
+        pcap_dir: write one pcap per run into this directory (``C01-intl-bcd-fixed.pcap``); the
+            crash-point children append to their run's file.
     """
 
     only: tuple[str, ...] = ()
@@ -172,6 +175,7 @@ class MatrixOptions:
     response_timeout_seconds: float = DEFAULT_RESPONSE_TIMEOUT_SECONDS
     scenario_dir: Path = SCENARIO_DIR
     scenarios: tuple[Scenario, ...] | None = None
+    pcap_dir: Path | None = None
 
 
 @dataclass
@@ -651,6 +655,12 @@ class _Run:
         if has_crash(self.steps):
             self.journal_path = str(work_dir / f"{scenario.id}-{dialect}-{name}.sqlite")
         self.journal = Journal(self.journal_path)
+        self.pcap: PcapWriter | None = None
+        if options.pcap_dir is not None:
+            options.pcap_dir.mkdir(parents=True, exist_ok=True)
+            path = options.pcap_dir / f"{scenario.id}-{dialect}-{name}.pcap"
+            path.unlink(missing_ok=True)  # one file per run, not appended to an earlier matrix's
+            self.pcap = PcapWriter(path, dialect=self.dialect, framing=DEFAULT_FRAMING[dialect])
         self.records: dict[str, StepRecord] = {}
         self.trace_seq = 0
         self.expect_checks: list[CheckResult] = []
@@ -926,7 +936,7 @@ class _Run:
         try:
             # As ``pos-terminal`` runs one command: a reversal this one left behind goes at once.
             return await run_invocation(operation, terminal=terminal, journal=self.journal, endpoint=endpoint,
-                                        framing=framing, dialect=self.dialect, idle_now=self.now)
+                                        framing=framing, dialect=self.dialect, idle_now=self.now, tap=self.pcap)
         finally:
             self._pull_trace()
 
@@ -1045,6 +1055,7 @@ class _Run:
                    "--journal", self.journal_path, "--tid", self.tid, "--mid", self.mid,
                    "--timeout", str(self.timeout), "--config", str(config_path), "--crash-at", step.point,
                    "--now", self.now().isoformat(timespec="seconds"), "--json",
+                   *(("--pcap", str(self.pcap.path)) if self.pcap is not None else ()),
                    *(("--operator", then.operator) if then.operator else ()), *self.cli_arguments(then, books_before)]
         self.recorder.add("child", text=f"pos-terminal --crash-at {step.point} "
                                         f"{' '.join(self.cli_arguments_shown(then))}")

@@ -1071,13 +1071,9 @@ class Terminal:
         request = self._exchange.request if self._exchange and self.state is State.AWAITING_RESPONSE else None
         if request is None:
             return ResponseStray(message=message, why="no request outstanding")
-        expected = response_mti(request["t"])
-        if message.get("t") != expected:
-            return ResponseStray(message=message, why=f"MTI {message.get('t')}, expecting {expected}")
-        if message.get("11") != request["11"]:
-            return ResponseStray(message=message, why=f"STAN {message.get('11')!r}, expecting {request['11']}")
-        if message.get("41") != request["41"]:
-            return ResponseStray(message=message, why=f"TID {message.get('41')!r}, expecting {request['41']}")
+        why = mismatch(request, message)
+        if why is not None:
+            return ResponseStray(message=message, why=why)
         return ResponseMatched(message=message, mac_valid=event.mac_valid,
                                processing_requirement=event.processing_requirement)
 
@@ -1174,6 +1170,12 @@ class Terminal:
     def has_keys(self) -> bool:
         """Working keys from the last sign-on are loaded (and check against the TMK)."""
         return self._keys is not None
+
+    @property
+    def working_keys(self) -> WorkingKeys | None:
+        """The working keys of the last sign-on, as loaded from the books (None: none, or they no
+        longer check against the TMK)."""
+        return self._keys
 
     @property
     def _mak(self) -> bytes | None:
@@ -1995,6 +1997,22 @@ class Terminal:
 
 
 # --------------------------------------------------------------------------- pure helpers
+
+
+def mismatch(request: Message, message: Message) -> str | None:
+    """Why ``message`` is not the answer to ``request`` (MTI + 10, the same STAN and TID), or None.
+
+    >>> mismatch({"t": "0200", "11": "000002", "41": "10000001"}, {"t": "0210", "11": "000003", "41": "10000001"})
+    "STAN '000003', expecting 000002"
+    """
+    expected = response_mti(request["t"])
+    if message.get("t") != expected:
+        return f"MTI {message.get('t')}, expecting {expected}"
+    if message.get("11") != request["11"]:
+        return f"STAN {message.get('11')!r}, expecting {request['11']}"
+    if message.get("41") != request["41"]:
+        return f"TID {message.get('41')!r}, expecting {request['41']}"
+    return None
 
 
 def _parse_keys(settings: TerminalSettings, block_hex: str, mode: str) -> WorkingKeys:

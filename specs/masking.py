@@ -158,13 +158,45 @@ def mask_message(message: Mapping[str, str]) -> dict[str, str]:
     return masked
 
 
-def _mask_upload_records(data: str) -> str:
+def mask_message_encodable(message: Mapping[str, str]) -> dict[str, str]:
+    """A copy of a decoded message with the same card data masked as :func:`mask_message` masks, but
+    with zeros, so that the copy still encodes in every dialect (BCD has no ``*``): the PAN keeps its
+    first 6 and last 4 digits, track data keeps its separators, PIN block, ICC data and sign-on keys
+    become zeros of the same length.  For files that tools decode again (``--pcap``).
+
+    >>> mask_message_encodable({"t": "0200", "2": "4761739001010010", "35": "4761739001010010=2512101",
+    ...                         "52": "0123456789ABCDEF", "62": "000001"})
+    {'t': '0200', '2': '4761730000000010', '35': '0000000000000000=0000000', '52': '0000000000000000', '62': '000001'}
+    """
+    mti = message.get("t")
+    masked = dict(message)
+    for number in SENSITIVE_FIELDS.intersection(message):
+        value = message[number]
+        if not isinstance(value, str) or (number == "62" and not (mti or "").startswith("08")):
+            continue
+        if number == "2":
+            masked[number] = _zero_pan(value)
+        elif number in ("35", "36", "45"):
+            masked[number] = re.sub(r"[0-9A-Za-z]", "0", value)
+        else:
+            masked[number] = "0" * len(value)
+    if mti == "0320" and str(message.get("60", ""))[8:11] == "201" and isinstance(message.get("48"), str):
+        masked["48"] = _mask_upload_records(message["48"], _zero_pan)
+    return masked
+
+
+def _zero_pan(pan: str) -> str:
+    return pan[:6] + "0" * (len(pan) - 10) + pan[-4:] if len(pan) > 10 else "0" * len(pan)
+
+
+def _mask_upload_records(data: str, mask: Callable[[str], str] = mask_pan) -> str:
     out, i = [data[:2]], 2
     while i + 40 <= len(data):
         record = data[i:i + 40]
         pan = record[8:28]
         digits = pan.lstrip("0")
-        shown = pan[:len(pan) - len(digits)] + mask_pan(digits) if len(digits) >= 13 else "*" * len(pan)
+        hide = "*" if mask is mask_pan else "0"
+        shown = pan[:len(pan) - len(digits)] + mask(digits) if len(digits) >= 13 else hide * len(pan)
         out.append(record[:8] + shown + record[28:])
         i += 40
     out.append(data[i:])
