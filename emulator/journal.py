@@ -5,7 +5,8 @@ totals, and the wire trace.
 
 The journal table keeps one row per approved financial request (voids, refunds and the records of
 closed batches included: ``settled`` = 1), each naming its operator; ``receipt_pending`` in
-:meth:`Journal.records` is a record whose receipt never printed (C29).
+:meth:`Journal.records` is a record whose receipt never printed and was not waived (C29); while an
+open-batch record is pending, the terminal refuses new transactions (``reprint`` first).
 
 The ``trace`` table is the terminal's wire trace, oldest first (:meth:`Journal.add_trace`,
 :meth:`Journal.trace`): what it sent, what it received and whether it took it as its answer
@@ -27,12 +28,17 @@ masks it.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, fields
+from pathlib import Path
 from typing import Any
+
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from emulator.terminal import (
     Action,
@@ -91,7 +97,8 @@ CREATE TABLE IF NOT EXISTS journal (
     uploaded INTEGER NOT NULL DEFAULT 0,
     printed INTEGER NOT NULL DEFAULT 0,
     settled INTEGER NOT NULL DEFAULT 0,
-    operator TEXT NOT NULL DEFAULT ''
+    operator TEXT NOT NULL DEFAULT '',
+    receipt_waived INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS reversals (
     seq INTEGER PRIMARY KEY,
@@ -145,8 +152,15 @@ CREATE TABLE IF NOT EXISTS exceptions (
 );
 """
 
+def damaged_message(path: str, detail: str) -> str:
+    """What to tell about a journal SQLite cannot read: it is damaged, and no command repairs it."""
+    return (f"--journal {path} is damaged ({detail}): no command can recover it by itself. Keep the file for "
+            "inspection, reconcile its open batch with the host's ledger, and start a new journal file (another "
+            "--journal path) with signon")
+
+
 _RECORD_COLUMNS = [f.name for f in fields(JournalRecord)]
-_BOOL_COLUMNS = ("offline", "uploaded", "printed")
+_BOOL_COLUMNS = ("offline", "uploaded", "printed", "receipt_waived")
 
 
 def _record_row(record: JournalRecord) -> dict[str, Any]:
@@ -179,6 +193,64 @@ def _add_missing_columns(db: sqlite3.Connection) -> None:
         if name and name not in have and ("DEFAULT" in line or "NOT NULL" not in line):
             db.execute(f"ALTER TABLE journal ADD COLUMN {line.strip().rstrip(',')}")
 
+class JournalInUse(RuntimeError):
+    """Another process holds the journal's lock for its whole invocation."""
+
+    def __init__(self, path: str, pid: str, waited: float) -> None:
+        self.path, self.pid = path, pid
+        super().__init__(f"journal {path} is in use by pid {pid or 'unknown'} (waited {waited:g} s for it); "
+                         "one terminal runs one command at a time")
+
+
+class JournalProblem(RuntimeError):
+    """The journal file is missing, damaged or belongs to another terminal identity (a usage error)."""
+
+
+@contextmanager
+def exclusive(path: str, *, wait_seconds: float = 0.0) -> Iterator[None]:
+    """Hold the journal's lock (``flock`` on ``PATH.lock`` beside it, holding our pid) for the block.
+
+    One terminal runs one command at a time: a second invocation on the same journal waits up to
+    ``wait_seconds`` and then raises :class:`JournalInUse` naming the pid that holds it.  The lock
+    dies with its process (also on a crash or ``kill -9``), so a stale lock file never blocks.
+    """
+    if path == ":memory:":
+        yield
+        return
+    lock_path = f"{path}.lock"
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            for attempt in Retrying(stop=stop_after_delay(wait_seconds), wait=wait_fixed(0.05),
+                                    retry=retry_if_exception_type(BlockingIOError), reraise=True):
+                with attempt:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = Path(lock_path).read_text(encoding="ascii", errors="replace").strip()
+            raise JournalInUse(path, holder, wait_seconds) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+#: The identity a journal is bound to: what it was created for.
+IDENTITY_KEYS = ("dialect", "tid", "mid", "host")
+
+
+def journal_exists(path: str) -> bool:
+    """A journal file is there (an empty file is not a journal: SQLite would silently start afresh)."""
+    try:
+        return os.path.getsize(path) > 0
+    except OSError:
+        return False
+
+
 class Journal:
     """SQLite journal file (``":memory:"`` for tests)."""
 
@@ -188,6 +260,43 @@ class Journal:
 
     def close(self) -> None:
         self._db.close()
+
+    def check_intact(self) -> None:
+        """Raise :class:`JournalProblem` when SQLite finds damaged pages (``PRAGMA quick_check``)."""
+        try:
+            problems = [r[0] for r in self._db.execute("PRAGMA quick_check(5)")]
+        except sqlite3.DatabaseError as exc:
+            problems = [str(exc)]
+        if problems != ["ok"]:
+            raise JournalProblem(damaged_message(self.path, "; ".join(problems)))
+
+    def bind_identity(self, identity: Mapping[str, str], *, move: bool = False) -> None:
+        """Bind the journal to the terminal identity it serves (dialect, TID, MID, host address), or
+        check it is still that one: its pending reversals, advices and open batch belong to that host.
+
+        Keys of ``identity`` that are absent (an offline command has no host) are not compared.  A
+        journal written before identities were kept adopts the first one it is used with.
+
+        Raises:
+            JournalProblem: the identity differs and ``move`` is False (nothing was changed).
+        """
+        stored_text = self._db.execute("SELECT value FROM state WHERE name = 'identity'").fetchone()
+        stored: dict[str, str] = json.loads(stored_text["value"]) if stored_text else {}
+        differs = {k: (stored[k], v) for k, v in identity.items() if k in stored and stored[k] != v}
+        if differs and not move:
+            what = ", ".join(f"{k} {old!r} (given {new!r})" for k, (old, new) in differs.items())
+            raise JournalProblem(
+                f"--journal {self.path} belongs to another terminal: it was created for {what}; its pending "
+                "reversals, queued advices and open batch belong there. Use the journal made for this terminal, "
+                "or give --move-journal to rebind this one on purpose")
+        merged = {**stored, **identity}
+        if merged != stored:
+            with self._transaction() as db:
+                self._set_state(db, identity=json.dumps(merged, sort_keys=True))
+
+    def identity(self) -> dict[str, str]:
+        row = self._db.execute("SELECT value FROM state WHERE name = 'identity'").fetchone()
+        return dict(json.loads(row["value"])) if row else {}
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -242,7 +351,7 @@ class Journal:
         sql = "SELECT * FROM journal" + ("" if include_settled else " WHERE settled = 0") + " ORDER BY id"
         rows = [dict(r) for r in self._db.execute(sql)]
         for row in rows:
-            row["receipt_pending"] = not row["printed"]
+            row["receipt_pending"] = not row["printed"] and not row["receipt_waived"]
         return rows
 
     # ------------------------------------------------------------------- the wire trace

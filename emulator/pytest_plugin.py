@@ -437,7 +437,7 @@ class PosTerminal:
                "config": str(self.settings_path), "overrides": (), "crash_at": None,
                "operator": operator or self.operator, "now": self.now.isoformat() if self.now else None,
                "json_output": True, "nii": DEFAULT_NII, "length_prefix": None, "tpdu": None, "cup_header": None,
-               "max_frame_bytes": DEFAULT_MAX_FRAME_BYTES}
+               "max_frame_bytes": DEFAULT_MAX_FRAME_BYTES, "new_journal": True}
         try:
             return Options(**raw)
         except click.ClickException as exc:

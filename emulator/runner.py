@@ -1240,7 +1240,7 @@ class RunView:
                 rows.append({"stan": r.stan, "batch": r.batch, "kind": r.kind,
                              "status": "adjusted" if r.tip_minor and r.status == "approved" else r.status,
                              "invoice": r.invoice, "rrn": r.rrn, "auth_code": r.auth_code,
-                             "operator": getattr(r, "operator", None), "receipt_pending": not r.printed,
+                             "operator": getattr(r, "operator", None), "receipt_pending": r.receipt_pending,
                              "settled": settled, "amount_minor": r.amount_minor,
                              "entry_mode": getattr(r, "entry_mode", None), "tid": self.tid})
         return rows
@@ -1274,7 +1274,7 @@ class RunView:
         return {"pending_reversals": len(b.reversals),
                 "parked_reversals": sum(1 for what, _, _ in b.parked if what == "reversal"),
                 "saf_queue": len(b.advices), "open_records": len(b.records),
-                "receipt_pending": sum(1 for r in (*b.records, *b.history) if not r.printed),
+                "receipt_pending": sum(1 for r in (*b.records, *b.history) if r.receipt_pending),
                 "batches_closed": len(self.closed_batches), "signed_on": b.signed_on,
                 "settlement_state": "idle" if b.settlement is None else "pending",
                 "batch": f"{b.batch:06d}", "stan": f"{b.stan:06d}",
