@@ -80,7 +80,7 @@ from emulator.terminal import (
     Void,
 )
 from specs.cards import Card, seeded_card
-from specs.cliopts import database_open_problem, framing_options, resolve_framing
+from specs.cliopts import CONTROL_TOKEN_ENV, database_open_problem, framing_options, resolve_framing
 from specs.crypto import check_pin
 from specs.dialects import DIALECTS, get_dialect
 from specs.logs import configure_logging
@@ -787,13 +787,16 @@ def demo(options: Options, amounts: str) -> None:
               help="Run against this host instead of stub host children (needs --control and one --dialect).")
 @click.option("--control", "control_url", default=None, metavar="URL",
               help="The control API of the --host, e.g. http://127.0.0.1:8584.")
+@click.option("--control-token", envvar=CONTROL_TOKEN_ENV, show_envvar=True, default=None,
+              help="Bearer token of the --control API.")
 @click.option("--jobs", type=click.IntRange(1, 32), default=2, show_default=True,
               help="Scenarios run in parallel (one stub host child per job and dialect).")
 @click.option("--timeout", "response_timeout", type=click.FloatRange(min=0.05), default=0.5, show_default=True,
               help="The terminal's response timeout in every run (fault delays scale with it).")
 @click.pass_context
 def matrix(ctx: click.Context, only: str | None, dialect_filter: str | None, report_dir: str | None,
-           host_address: str | None, control_url: str | None, jobs: int, response_timeout: float) -> None:
+           host_address: str | None, control_url: str | None, control_token: str | None, jobs: int,
+           response_timeout: float) -> None:
     """Run the cause-and-fix matrix: every cause with the fix off (the symptom must appear) and on
     (its invariants must hold); print one row per cause and the wall time.  Exit 1 if any row does
     not behave as its scenario file expects."""
@@ -814,6 +817,7 @@ def matrix(ctx: click.Context, only: str | None, dialect_filter: str | None, rep
         raise click.UsageError("--host and --control go together")
     options = MatrixOptions(only=tuple(c.strip().upper() for c in (only or "").split(",") if c.strip()),
                             dialects=dialects, jobs=jobs, host=host_address, control_url=control_url,
+                            control_token=control_token,
                             response_timeout_seconds=response_timeout)
     try:
         result = run_matrix(options, progress=lambda line: click.echo(line, err=True))

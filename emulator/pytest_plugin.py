@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import json
+import os
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -44,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from specs.cliopts import CONTROL_TOKEN_ENV
 from specs.dialects import DIALECTS
 
 if TYPE_CHECKING:  # the emulator is imported only when a fixture or a scenario item needs it
@@ -76,6 +78,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "needs --pos-control.")
     group.addoption("--pos-control", metavar="URL", default=None,
                     help="Control API of --pos-host, e.g. http://127.0.0.1:8584.")
+    group.addoption("--pos-control-token", metavar="TOKEN", default=None,
+                    help="Bearer token of the --pos-control API (default: the POS_HOST_CONTROL_TOKEN variable).")
     group.addoption("--pos-timeout", type=float, metavar="SECONDS", default=DEFAULT_TIMEOUT_SECONDS,
                     help=f"Terminal response timeout of pos_terminal and of scenario runs "
                          f"(default {DEFAULT_TIMEOUT_SECONDS}; fault delays in scenario files scale with it).")
@@ -152,6 +156,7 @@ class _State:
     dialect: str | None
     external_host: str | None
     control_url: str | None
+    control_token: str | None
     timeout_seconds: float
     jobs: int
     runs: _Runs | None = None
@@ -163,7 +168,8 @@ class _State:
                                 for d in config.getoption("--pos-scenarios")],
                    patterns=list(config.getini("pos_scenarios")), rootpath=config.rootpath,
                    dialect=config.getoption("--pos-dialect"), external_host=config.getoption("--pos-host"),
-                   control_url=config.getoption("--pos-control"), timeout_seconds=config.getoption("--pos-timeout"),
+                   control_url=config.getoption("--pos-control"),
+                   control_token=config.getoption("--pos-control-token"), timeout_seconds=config.getoption("--pos-timeout"),
                    jobs=config.getoption("--pos-jobs"))
 
     def wants(self, path: Path) -> bool:
@@ -210,12 +216,14 @@ class PosHost:
         host, port: where terminals connect.
         control_url: the control API, e.g. ``http://127.0.0.1:40123``.
         dialect: the dialect the host speaks.
+        control_token: sent as a bearer token on every call (default: ``POS_HOST_CONTROL_TOKEN``).
     """
 
     host: str
     port: int
     control_url: str
     dialect: str
+    control_token: str | None = None
 
     def call(self, method: str, path: str, body: Any = None, query: Mapping[str, Any] | None = None) -> Any:
         """One control API call; the answer's JSON.
@@ -227,8 +235,11 @@ class PosHost:
         if query:
             url += "?" + urllib.parse.urlencode({k: str(v) for k, v in query.items()})
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(url, data=data, method=method,
-                                         headers={"Content-Type": "application/json"} if data else {})
+        headers = {"Content-Type": "application/json"} if data else {}
+        token = self.control_token or os.environ.get(CONTROL_TOKEN_ENV)
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        request = urllib.request.Request(url, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=CONTROL_TIMEOUT_SECONDS) as response:
                 return json.loads(response.read() or b"null")
@@ -291,7 +302,12 @@ class PosHost:
         ``batch``, ``stan``, ``status`` (e.g. ``ledger("authorizations", status="reversed")``)."""
         if table not in LEDGER_TABLES:
             raise ValueError(f"ledger {table!r} is not a host ledger, expecting one of {', '.join(LEDGER_TABLES)}")
-        return list(self.call("GET", f"/ledger/{table}", query=filters)[table])
+        page = self.call("GET", f"/ledger/{table}", query=filters)
+        rows = list(page[table])
+        while page.get("next"):  # the API answers one page per call
+            page = self.call("GET", page["next"])
+            rows += page[table]
+        return rows
 
     def journal(self, **filters: Any) -> list[dict[str, Any]]:
         """The requests the host received, masked, oldest first (filters ``tid``, ``mti``, ``outcome``, ``limit``)."""
@@ -324,7 +340,8 @@ class _HostPool:
             from emulator.hostproc import host_address
 
             address, port = host_address(s.external_host, "--pos-host")
-            return PosHost(host=address, port=port, control_url=s.control_url, dialect=dialect)
+            return PosHost(host=address, port=port, control_url=s.control_url, dialect=dialect,
+                           control_token=s.control_token)
         if dialect not in self._children:
             from emulator.hostproc import start_host
 
@@ -802,7 +819,7 @@ def _run_scenarios(state: _State, items: list[ScenarioItem], progress: Callable[
     for batch in batches:
         options = MatrixOptions(scenarios=tuple(s for _, s in batch.values()), jobs=state.jobs,
                                 response_timeout_seconds=state.timeout_seconds, host=state.external_host,
-                                control_url=state.control_url,
+                                control_url=state.control_url, control_token=state.control_token,
                                 dialects=(state.dialect or DEFAULT_DIALECT,) if state.external_host else ())
         try:
             result = run(options, progress=progress)

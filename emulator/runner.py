@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -84,6 +85,7 @@ from emulator.terminal import (
     Void,
 )
 from specs.cards import Card, seeded_card
+from specs.cliopts import CONTROL_TOKEN_ENV
 from specs.dialects import get_dialect
 from specs.framing import DEFAULT_FRAMING
 from specs.logs import configure_logging
@@ -154,6 +156,7 @@ class MatrixOptions:
         dialects: dialects to run (empty: every dialect a file lists).
         jobs: scenario/dialect units run in parallel (one stub host child per worker and dialect).
         host, control_url: an external host (``host:port``) and its control API; None starts children.
+        control_token: the bearer token of that control API (default: ``POS_HOST_CONTROL_TOKEN``).
         response_timeout_seconds: the terminal's response timeout in every run.
         scenario_dir: where the ``C01.yaml`` … files are.
         scenarios: the scenarios to run, already loaded (e.g. a team's own copies of a few cause
@@ -166,6 +169,7 @@ class MatrixOptions:
     jobs: int = 2
     host: str | None = None
     control_url: str | None = None
+    control_token: str | None = None
     response_timeout_seconds: float = DEFAULT_RESPONSE_TIMEOUT_SECONDS
     scenario_dir: Path = SCENARIO_DIR
     scenarios: tuple[Scenario, ...] | None = None
@@ -463,14 +467,17 @@ def _is_response(mti: str) -> bool:
 
 
 class HostControl:
-    """The stub host's HTTP control API (``host_stub.control``), spoken as a client."""
+    """The stub host's HTTP control API (``host_stub.control``), spoken as a client; with a token
+    (or ``POS_HOST_CONTROL_TOKEN`` set) every call carries it as a bearer token."""
 
-    def __init__(self, session: aiohttp.ClientSession, base_url: str) -> None:
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, token: str | None = None) -> None:
         self.session = session
         self.base_url = base_url.rstrip("/")
+        token = token or os.environ.get(CONTROL_TOKEN_ENV)
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     async def call(self, method: str, path: str, body: Any = None) -> Any:
-        async with self.session.request(method, self.base_url + path, json=body) as response:
+        async with self.session.request(method, self.base_url + path, json=body, headers=self.headers) as response:
             data = await response.json(content_type=None)
             if response.status >= 400:
                 error = data.get("error") if isinstance(data, dict) else data
@@ -505,7 +512,14 @@ class HostControl:
         return dict(await self.call("GET", "/clock"))
 
     async def ledger(self, table: str) -> list[dict[str, Any]]:
-        return list((await self.call("GET", f"/ledger/{table}"))[table])
+        """The whole ledger ``table``, page after page (the API answers at most a page per call)."""
+        rows: list[dict[str, Any]] = []
+        path: str | None = f"/ledger/{table}"
+        while path is not None:
+            page = await self.call("GET", path)
+            rows += page[table]
+            path = page.get("next")
+        return rows
 
     async def journal(self) -> list[dict[str, Any]]:
         return list((await self.call("GET", "/journal"))["journal"])
@@ -537,7 +551,7 @@ class HostPool:
             address, port = host_address(o.host)
             assert o.control_url is not None
             return HostHandle(dialect=dialect, address=address, port=port,
-                              control=HostControl(self.session, o.control_url))
+                              control=HostControl(self.session, o.control_url, o.control_token))
         key = (worker, dialect)
         if key not in self._hosts:
             async with self._lock:  # two children starting at once would only compete for the CPU

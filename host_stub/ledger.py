@@ -609,9 +609,7 @@ class Ledger:
     def settlements(self, **filters: Any) -> list[dict[str, Any]]:
         """Settlement rows, oldest first, with their ``uploads``; ``stan`` selects the batches holding it."""
         rows = self._select("settlements", ledger_filters("settlements", filters.items(), where="filters"))
-        for row in rows:
-            row["uploads"] = [dict(r) for r in self._db.execute(
-                "SELECT * FROM uploads WHERE settlement_id = ? ORDER BY id", (row["id"],))]
+        self._attach_uploads(rows)
         return rows
 
     def payouts(self, **filters: Any) -> list[dict[str, Any]]:
@@ -626,14 +624,31 @@ class Ledger:
         """Filters a listing of ``table`` takes (:data:`LEDGER_FILTERS`)."""
         return frozenset(LEDGER_FILTERS[table])
 
-    def listing(self, table: str, filters: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """One ledger listing with filters already checked by :func:`ledger_filters` (the control API)."""
-        reader = {"authorizations": self.authorizations, "settlements": self.settlements, "payouts": self.payouts}
-        return reader[table](**filters)
+    def listing(self, table: str, filters: Mapping[str, Any], *, limit: int,
+                offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+        """One page of a ledger listing (filters already checked by :func:`ledger_filters`, the
+        control API): at most ``limit`` rows from ``offset``, oldest first, and how many match."""
+        where, args = self._where(table, filters)
+        total = int(self._db.execute(f"SELECT COUNT(*) FROM {table}{where}", args).fetchone()[0])
+        rows = [self._json_in(table, dict(r)) for r in self._db.execute(
+            f"SELECT * FROM {table}{where} ORDER BY id LIMIT ? OFFSET ?", [*args, limit, offset])]
+        if table == "settlements":
+            self._attach_uploads(rows)
+        return rows, total
+
+    def _attach_uploads(self, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            row["uploads"] = [dict(r) for r in self._db.execute(
+                "SELECT * FROM uploads WHERE settlement_id = ? ORDER BY id", (row["id"],))]
 
     def _select(self, table: str, filters: Mapping[str, Any]) -> list[dict[str, Any]]:
         """Rows of ``table`` equal to every filter (names checked by the caller); ``stan`` on a batch table
         selects the batches holding it."""
+        where, args = self._where(table, filters)
+        return [self._json_in(table, dict(r)) for r in self._db.execute(f"SELECT * FROM {table}{where} ORDER BY id",
+                                                                        args)]
+
+    def _where(self, table: str, filters: Mapping[str, Any]) -> tuple[str, list[Any]]:
         clauses: list[str] = []
         args: list[Any] = []
         for key, value in filters.items():
@@ -643,8 +658,7 @@ class Ledger:
             else:
                 clauses.append(f"{key} = ?")
                 args.append(value)
-        sql = f"SELECT * FROM {table}" + (f" WHERE {' AND '.join(clauses)}" if clauses else "") + " ORDER BY id"
-        return [self._json_in(table, dict(r)) for r in self._db.execute(sql, args)]
+        return (f" WHERE {' AND '.join(clauses)}" if clauses else ""), args
 
     # ------------------------------------------------------------------ registry documents
 

@@ -440,12 +440,16 @@ def generate(*, seed: int, merchants: int = 1, terminals_per_merchant: int = 1, 
     return out
 
 
+#: How many entries one ``generate`` may add (merchants x terminals_per_merchant terminals).
+MAX_GENERATE = {"merchants": 1000, "terminals_per_merchant": 10, "cards": 1000}
+
+
 def generate_from_dict(data: Mapping[str, Any], *, where: str) -> list[Merchant | Terminal | Card]:
     check_keys(data, {"seed", "merchants", "terminals_per_merchant", "cards", "balance_minor", "pin"}, where=where)
     kwargs: dict[str, Any] = {"seed": want_int(data, "seed", where=where) if "seed" in data else 0}
     for key in ("merchants", "terminals_per_merchant", "cards"):
         if key in data:
-            kwargs[key] = want_int(data, key, where=where, minimum=0)
+            kwargs[key] = want_int(data, key, where=where, minimum=0, maximum=MAX_GENERATE[key])
     if "balance_minor" in data:
         kwargs["balance_minor"] = _optional_int(data, "balance_minor", where=where)
     if "pin" in data:

@@ -26,8 +26,11 @@ class ControlClient:
         self.session = session
         self.base = f"http://127.0.0.1:{port}"
 
-    async def call(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None) -> tuple[int, Any]:
+    async def call(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
+                   content_type: str | None = None) -> tuple[int, Any]:
         kwargs: dict[str, Any] = {"data": raw} if raw is not None else ({"json": body} if body is not None else {})
+        if content_type is not None:
+            kwargs["headers"] = {"Content-Type": content_type}
         async with self.session.request(method, self.base + path, **kwargs) as response:
             text = await response.text()
             try:
