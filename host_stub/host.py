@@ -25,7 +25,7 @@ kind               rules (domain.md §3, §5; wire contract in ``host_stub/__ini
 =================  ============================================================================
 sale, preauth      card (14 Luhn/unknown, 62/57/59 status, 54 expiry, 55/99 PIN), per-transaction
                    cap 13, daily count 65 / amount 61 per merchant, terminal and card, balance 51;
-                   duplicate (TID+STAN+13+amount on the books) 94; an original whose reversal came
+                   duplicate (TID+STAN+13 on the books, whatever the amount) 94; an original whose reversal came
                    first (tombstone) is never posted (``late_original_rc``, 94)
 void, *_void       original by TID + RRN (37): missing 25; settled, voided or reversed 12;
                    amount differs 13; merchant funds (``available_balance_minor``) 51
@@ -501,8 +501,7 @@ class Host:
         request = ctx.request
         if request["t"] not in ("0100", "0200"):
             return None
-        replay = self.ledger.replay_of(tid=ctx.tid, stan=request["11"], local_date=request.get("13"),
-                                       amount_minor=ctx.amount)
+        replay = self.ledger.replay_of(tid=ctx.tid, stan=request["11"], local_date=request.get("13"))
         if replay == "duplicate":
             ctx.row["reason"] = "duplicate"
             return codes.DUPLICATE_TRANSMISSION

@@ -405,26 +405,19 @@ class Ledger:
         row = self._db.execute("SELECT * FROM authorizations WHERE id = ?", (row_id,)).fetchone()
         return dict(row) if row else None
 
-    def find_duplicate_request(self, *, tid: str, stan: str, local_date: str | None,
-                               amount_minor: int | None) -> dict[str, Any] | None:
-        """A financial request (0100/0200) already on the books with the same TID, STAN, 13 and amount."""
-        row = self._db.execute(
-            "SELECT * FROM authorizations WHERE tid = ? AND stan = ? AND mti IN ('0100', '0200')"
-            " AND local_date IS ? AND amount_minor IS ? AND kind != 'malformed' ORDER BY id DESC LIMIT 1",
-            (tid, stan, local_date, amount_minor)).fetchone()
-        return dict(row) if row else None
-
-    def replay_of(self, *, tid: str, stan: str, local_date: str | None, amount_minor: int | None) -> str | None:
-        """Why a financial request (0100/0200) must not be posted: ``"duplicate"`` (the same TID, STAN,
-        13 and amount already on the books), ``"tombstone"`` (its reversal came first), or None.
+    def replay_of(self, *, tid: str, stan: str, local_date: str | None) -> str | None:
+        """Why a financial request (0100/0200) must not be posted: ``"duplicate"`` (the same TID, STAN
+        and 13 already on the books, whatever its amount: a terminal never reuses a STAN within a
+        day, so a second request under it is a re-send or a forgery), ``"tombstone"`` (its reversal
+        came first), or None.
 
         One query for both, because every financial request asks.
         """
         row = self._db.execute(
             "SELECT 'duplicate' FROM authorizations WHERE tid = ? AND stan = ? AND mti IN ('0100', '0200')"
-            " AND local_date IS ? AND amount_minor IS ? AND kind != 'malformed'"
+            " AND local_date IS ? AND kind != 'malformed'"
             " UNION ALL SELECT 'tombstone' FROM tombstones WHERE tid = ? AND stan = ? AND local_date = ? LIMIT 1",
-            (tid, stan, local_date, amount_minor, tid, stan, local_date or "")).fetchone()
+            (tid, stan, local_date, tid, stan, local_date or "")).fetchone()
         return row[0] if row else None
 
     def find_request(self, *, tid: str, stan: str) -> dict[str, Any] | None:

@@ -61,6 +61,8 @@ class HostUnderTest:
 
     def __init__(self, runtime: HostRuntime, api: ControlClient, dialect_name: str) -> None:
         self.runtime, self.api, self.dialect_name = runtime, api, dialect_name
+        #: Working keys by TID, shared by every connection: a terminal keeps its keys across links.
+        self.maks: dict[str, bytes] = {}
 
     @property
     def port(self) -> int:
@@ -68,7 +70,7 @@ class HostUnderTest:
         return self.runtime.port
 
     async def connect(self) -> WireClient:
-        return await WireClient.connect(self.port, self.dialect_name)
+        return await WireClient.connect(self.port, self.dialect_name, maks=self.maks)
 
 
 @asynccontextmanager
