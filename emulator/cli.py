@@ -81,7 +81,7 @@ from emulator.terminal import (
 )
 from specs.cards import Card, seeded_card
 from specs.cliopts import CONTROL_TOKEN_ENV, database_open_problem, framing_options, resolve_framing
-from specs.crypto import check_pin
+from specs.crypto import DEFAULT_TEST_TMK, check_pin
 from specs.dialects import DIALECTS, get_dialect
 from specs.logs import configure_logging
 from specs.masking import mask_pan
@@ -486,7 +486,20 @@ def _ref(invoice: str | None, rrn: str | None) -> Reference:
 @command()
 def signon(options: Options) -> None:
     """Sign on (0800) and load the working keys: INTL 70=001, CUP 60.3 = key_mode; CUP adopts the host's batch."""
+    _warn_test_tmk(options)
     _report(options, _run(options, lambda now: SignOn(now=now), creates=True))
+
+
+def _uses_test_tmk(options: Options) -> bool:
+    return options.settings.tmk_bytes == DEFAULT_TEST_TMK
+
+
+def _warn_test_tmk(options: Options) -> None:
+    """Say so when the published test TMK protects the working keys the journal keeps."""
+    if _uses_test_tmk(options):
+        click.echo("pos-terminal: warning: the public test TMK is in use (set tmk with --config or --set): the "
+                   "working keys kept in the journal are protected by a published key, fit for tests only",
+                   err=True)
 
 
 @command()
@@ -562,10 +575,15 @@ def void(options: Options, invoice: str | None, rrn: str | None) -> None:
 @command()
 @click.argument("amount")
 @_original_options
-def refund(options: Options, amount: str, invoice: str | None, rrn: str | None) -> None:
+@click.option("--pan", default=None, help="The card again, for an original of a closed batch (its PAN is purged).")
+@click.option("--expiry", default=None, help="Card expiry YYMM (with --pan).")
+def refund(options: Options, amount: str, invoice: str | None, rrn: str | None, pan: str | None,
+           expiry: str | None) -> None:
     """Refund AMOUNT of an earlier sale (INTL 0200 200000, CUP 0220 advice 60.1=25)."""
     minor = parse_amount(amount)
-    _report(options, _run(options, lambda now: Refund(now=now, amount_minor=minor, original=_ref(invoice, rrn))))
+    card = _card(options, pan, expiry) if pan else None
+    _report(options, _run(options, lambda now: Refund(now=now, amount_minor=minor, original=_ref(invoice, rrn),
+                                                      card=card)))
 
 
 @command("offline-sale")
@@ -645,8 +663,8 @@ def status_of(options: Options, books: Books, *, trace_seq: int = 0) -> dict[str
     ``parked_advices`` (rows: stan, why); ``closed_batches`` (batch, debit_count, debit_minor,
     credit_count, credit_minor, result, uploaded) and ``batches_closed``; ``receipt_pending``
     (invoices of journal records whose receipt never printed, closed batches included) and
-    ``unprinted_receipts`` (those of the open batch); ``operators``; ``trace_seq`` (the last
-    trace event: ``trace --since`` it).
+    ``unprinted_receipts`` (those of the open batch); ``operators``; ``test_tmk`` (the working
+    keys are under the public test TMK); ``trace_seq`` (the last trace event: ``trace --since`` it).
     """
     totals = books.open_batch_totals()
     terminal = Terminal(options.profile, books, settings=options.settings)
@@ -678,6 +696,7 @@ def status_of(options: Options, books: Books, *, trace_seq: int = 0) -> dict[str
         "receipt_pending": [r.invoice for r in (*books.history, *books.records) if r.receipt_pending],
         "signon_date": books.signon_date or None, "daily_signon": books.daily_signon,
         "operators": dict(options.settings.operators),
+        "test_tmk": _uses_test_tmk(options),
         "trace_seq": trace_seq,
     }
 

@@ -21,9 +21,12 @@ cut after it cannot undo it.  Each durable action of the terminal core is *one* 
 in-memory mirror, :meth:`emulator.terminal.Books.apply`, performs the same changes, and a test
 checks that ``Journal.load()`` equals the core's books after every flow.
 
-Like a real terminal, the journal keeps the PAN (batch upload needs it) and the working keys only
-as the host sent them, encrypted under the TMK; everything that shows the journal to a person
-masks it.
+Like a real terminal, the journal keeps the full PAN only while its batch is open (batch upload,
+voids and adjusts need it) and for approved pre-authorizations not yet completed; when a batch
+closes, its records keep the masked PAN (6+4) only, so a refund of an older sale needs the card
+again.  No track 2, PIN or PIN block is ever stored (reversals are stored without field 52).  The
+working keys are kept only as the host sent them, encrypted under the TMK; everything that shows
+the journal to a person masks it.
 """
 
 from __future__ import annotations
@@ -67,7 +70,9 @@ from emulator.terminal import (
     UpdateAdvice,
     UpdateJournal,
     UpdateReversal,
+    purged,
 )
+from specs.masking import mask_message
 from specs.storage import open_books
 
 _SCHEMA = """
@@ -151,6 +156,15 @@ CREATE TABLE IF NOT EXISTS exceptions (
     detail TEXT NOT NULL
 );
 """
+
+def _parked_detail(row: sqlite3.Row | None) -> str:
+    """What the exception log keeps of a parked reversal or advice: its row, the message masked (a
+    person follows it up; the card number is not needed for that and is not kept in clear)."""
+    detail = dict(row) if row else {}
+    if detail.get("message"):
+        detail["message"] = json.dumps(mask_message(json.loads(detail["message"])))
+    return json.dumps(detail)
+
 
 def damaged_message(path: str, detail: str) -> str:
     """What to tell about a journal SQLite cannot read: it is damaged, and no command repairs it."""
@@ -455,7 +469,7 @@ class Journal:
                 with self._transaction() as db:
                     row = db.execute("SELECT * FROM reversals WHERE stan = ?", (stan,)).fetchone()
                     db.execute("INSERT INTO exceptions (what, stan, why, detail) VALUES ('reversal', ?, ?, ?)",
-                               (stan, why, json.dumps(dict(row) if row else {})))
+                               (stan, why, _parked_detail(row)))
                     db.execute("DELETE FROM reversals WHERE stan = ?", (stan,))
             case SaveAdvice(advice=a, record=record, edits=edits):
                 with self._transaction() as db:
@@ -480,7 +494,7 @@ class Journal:
                 with self._transaction() as db:
                     row = db.execute("SELECT * FROM saf WHERE stan = ?", (stan,)).fetchone()
                     db.execute("INSERT INTO exceptions (what, stan, why, detail) VALUES ('advice', ?, ?, ?)",
-                               (stan, why, json.dumps(dict(row) if row else {})))
+                               (stan, why, _parked_detail(row)))
                     db.execute("DELETE FROM saf WHERE stan = ?", (stan,))
             case SaveSettlement(state=s):
                 with self._transaction() as db:
@@ -494,6 +508,13 @@ class Journal:
             case CloseBatch(next_batch=next_batch, closed=closed):
                 with self._transaction() as db:
                     db.execute("UPDATE journal SET settled = 1 WHERE settled = 0")
+                    # What a closed batch no longer needs: the full PAN (an open pre-auth keeps it).
+                    columns = ", ".join(_RECORD_COLUMNS)
+                    rows = [(r["id"], _record_of(r)) for r in db.execute(
+                        f"SELECT id, {columns} FROM journal WHERE pan NOT LIKE '%*%'")]
+                    db.executemany("UPDATE journal SET pan = ? WHERE id = ?",
+                                   [(purged(record).pan, row_id) for row_id, record in rows
+                                    if purged(record) is not record])
                     self._set_state(db, settlement="")
                     self._set_counters(db, batch=next_batch)
                     if closed is not None:

@@ -157,6 +157,22 @@ class JournalRecord:
         return Original(rrn=self.rrn, auth_code=self.auth_code, batch=self.batch, stan=self.stan,
                         local_date=self.local_date)
 
+    @property
+    def keeps_pan(self) -> bool:
+        """Still needs the full PAN after its batch closed: an approved pre-authorization not yet
+        completed or voided (its completion may come in a later batch).  Every other record keeps
+        only the masked PAN once its batch is closed (:func:`purged`)."""
+        return self.kind == "preauth" and self.status == APPROVED
+
+    @property
+    def pan_purged(self) -> bool:
+        return "*" in self.pan
+
+
+def purged(record: JournalRecord) -> JournalRecord:
+    """The record as kept once its batch closed: the PAN masked unless :attr:`~JournalRecord.keeps_pan`."""
+    return record if record.keeps_pan or record.pan_purged else replace(record, pan=mask_pan(record.pan))
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class PendingReversal:
@@ -341,7 +357,7 @@ class Books:
             case MarkUploaded(invoices=invoices):
                 self._edit(tuple((i, {"uploaded": True}) for i in invoices))
             case CloseBatch(next_batch=next_batch, closed=closed):
-                self.history.extend(self.records)
+                self.history = [purged(r) for r in (*self.history, *self.records)]
                 self.records = []
                 self.settlement = None
                 self.batch = next_batch
@@ -449,6 +465,8 @@ class Refund:
     now: datetime
     amount_minor: int
     original: Reference = Reference()
+    #: The card, when the original's batch is closed (its PAN is no longer kept in full).
+    card: Card | None = None
     operator: str | None = None
 
 
@@ -1653,6 +1671,10 @@ class Terminal:
         if refusal is not None:
             return self._refused(op, refusal)
         card = getattr(op, "card", None)
+        if card is None and original is not None and original.pan_purged:
+            return self._refused(op, f"the card number of invoice {original.invoice} was purged when batch "
+                                 f"{original.batch} closed (only {original.pan} is kept): present the card again "
+                                 "(--pan, --expiry)")
         pan, expiry = (card.pan, card.expiry) if card else (original.pan, original.expiry)  # type: ignore[union-attr]
         pin = getattr(op, "pin", None)
         if pin is not None:

@@ -110,6 +110,9 @@ async def _serve(runtime: HostRuntime, bind: str, port: int, control_port: int |
         ready["control_bind"] = control_bind
         ready["control_token"] = control_token is not None  # whether one is needed, never the token
     print(json.dumps(ready), flush=True)
+    log.warning("test keys in use: working keys are derived from the TID and sign-on count and sent under each "
+                "terminal's TMK (the public test TMK unless the registry gives one), and the ledger keeps them; "
+                "fit for tests only, never for real cards")
     log.info("listening", port=runtime.port, control_port=runtime.control_port, dialect=runtime.dialect.name,
              faults=len(runtime.faults))
     await stopping.wait()

@@ -30,7 +30,7 @@ import hmac
 import json
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
@@ -577,7 +577,8 @@ class ControlApi:
         if "pan" in body:
             raise ApiError(400, "Key 'pan' is taken from the path, expecting it absent from the body", "pan")
         existing = self.runtime.registry.card(pan)
-        card = existing.updated(body, where="body") if existing else Card.from_dict({**body, "pan": pan}, where="body")
+        card = (replace(existing.updated(body, where="body"), pan=pan) if existing
+                else Card.from_dict({**body, "pan": pan}, where="body"))
         self.runtime.registry.put(card)
         return _json(_card_view(card), status=200 if existing else 201)
 
@@ -681,5 +682,6 @@ def _terminal_view(terminal: Terminal) -> dict[str, Any]:
 
 def _card_view(card: Card) -> dict[str, Any]:
     view = card.as_dict()
-    view["pin"] = None if card.pin is None else "*" * len(card.pin)
+    del view["pin_verifier"]
+    view["pin"] = "****" if card.has_pin else None  # only whether one is set
     return view

@@ -43,8 +43,11 @@ control API, a rejected request) commits the open group first.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import re
+import secrets
 import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict
@@ -176,6 +179,7 @@ CREATE TABLE IF NOT EXISTS payouts (
     released_at TEXT
 );
 CREATE TABLE IF NOT EXISTS sequences (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS merchants (key TEXT PRIMARY KEY, document TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS terminals (key TEXT PRIMARY KEY, document TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS cards (key TEXT PRIMARY KEY, document TEXT NOT NULL);
@@ -324,6 +328,26 @@ class Ledger:
         self._columns: dict[str, frozenset[str]] = {
             table: frozenset(r["name"] for r in self._db.execute(f"PRAGMA table_info({table})"))
             for table in (*_BOOK_TABLES, *_REGISTRY_TABLES)}
+        self._card_key = bytes.fromhex(self._secret("card_key"))
+
+    def _secret(self, name: str) -> str:
+        """A random secret of these books, made on first use and kept (also across a reset)."""
+        with self.transaction() as db:
+            db.execute("INSERT INTO secrets (name, value) VALUES (?, ?) ON CONFLICT(name) DO NOTHING",
+                       (name, secrets.token_hex(32)))
+            return str(db.execute("SELECT value FROM secrets WHERE name = ?", (name,)).fetchone()[0])
+
+    def pan_token(self, pan: str) -> str:
+        """The key a card is known by in these books (``pan_token`` columns, the card registry): an
+        HMAC-SHA256 of the PAN under this ledger's own secret, so it cannot be turned back into the
+        PAN (not even by trying every PAN that matches the 6+4 mask) without the ledger's secret,
+        and two ledgers give the same card different tokens."""
+        return hmac.new(self._card_key, b"pan:" + pan.encode("ascii"), hashlib.sha256).hexdigest()[:32]
+
+    def pin_verifier(self, pan: str, pin: str) -> str:
+        """What these books keep instead of a card's PIN: an HMAC-SHA256 of PAN and PIN under the
+        ledger's secret (a PIN verification value; the PIN itself is never stored)."""
+        return hmac.new(self._card_key, f"pin:{pan}:{pin}".encode("ascii"), hashlib.sha256).hexdigest()[:32]
 
     def close(self) -> None:
         self.commit_pending()

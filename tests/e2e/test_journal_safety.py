@@ -44,7 +44,7 @@ def test_a_second_invocation_on_a_journal_in_use_exits_2_naming_the_pid(tmp_path
         await server.wait_closed()
         return code, err, pid, first_code
 
-    code, err, pid, first_code = run_bounded(run(), 30.0)
+    code, err, pid, first_code = run_bounded(run(), 60.0)
     assert code == 2, err
     assert f"journal {tmp_path / 't.sqlite'} is in use by pid {pid}" in err and "Traceback" not in err
     assert first_code == 4  # the first one's request went unanswered: its own outcome, untouched

@@ -8,7 +8,6 @@ import pytest
 
 from host_stub.control import ROUTES, ControlApi, openapi_document
 from host_stub.ledger import LEDGER_FILTERS
-from host_stub.registry import pan_token
 from specs.cards import seeded_card
 from tests.conftest import run_bounded
 from tests.host.conftest import HostUnderTest, running
@@ -312,7 +311,7 @@ def test_registry_merchants_terminals_cards() -> None:
         assert len(listing) == 1 and card.pan not in str(listing)
         assert len((await api.get("/registry/merchants"))[1]["merchants"]) == 1
         assert len((await api.get("/registry/terminals"))[1]["terminals"]) == 1
-        assert h.runtime.registry.card_by_token(pan_token(card.pan)) is not None
+        assert h.runtime.registry.card_by_token(h.runtime.ledger.pan_token(card.pan)) is not None
 
     run_api(body)
 
