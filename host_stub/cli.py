@@ -73,6 +73,8 @@ def serve(dialect: str, bind: str, port: int, ledger_path: str, control_port: in
         raise click.BadParameter(str(exc), param_hint="--config") from None
     except (sqlite3.Error, OSError) as exc:  # the books are opened here: a bad --ledger is bad usage
         raise click.UsageError(database_open_problem("--ledger", ledger_path, exc, "a pos-host ledger")) from None
+    except ValueError as exc:  # the storage key file beside the ledger is not one
+        raise click.UsageError(f"--ledger {ledger_path}: {exc}") from None
     try:
         asyncio.run(_serve(runtime, bind, port, control_port, control_bind, control_token or None))
     except OSError as exc:

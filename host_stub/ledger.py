@@ -46,14 +46,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import re
 import secrets
 import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any, Literal
 
 from host_stub.validation import ConfigError
+from specs.crypto import decrypt_key, encrypt_key
 from specs.storage import open_books
 from specs.totals import SETTLEMENT_CLASS, Totals, totals_of
 
@@ -310,11 +313,40 @@ def _upgrade(db: sqlite3.Connection) -> None:
     db.execute("UPDATE payouts SET status = 'pending' WHERE status = 'scheduled'")
 
 
+#: Prefix of a key stored encrypted under the installation's storage key.
+SEALED = "sealed:"
+
+
+def _storage_key(key_file: str | None) -> bytes:
+    """The installation's storage key (double-length 3DES): read from ``key_file``, made there
+    (mode 0600) on first use; a random one for books without a file."""
+    if key_file is None:
+        return secrets.token_bytes(16)
+    try:
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        text = Path(key_file).read_text(encoding="ascii").strip()
+        try:
+            key = bytes.fromhex(text)
+        except ValueError:
+            key = b""
+        if len(key) != 16:
+            raise ValueError(f"key file {key_file} holds {len(text)} characters, expecting 32 hex digits "
+                             "(the storage key this ledger's keys are encrypted under)") from None
+        return key
+    key = secrets.token_bytes(16)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(key.hex().upper() + "\n")
+    return key
+
+
 class Ledger:
     """SQLite-backed books.  Not thread-safe: one host event loop owns it."""
 
-    def __init__(self, path: str = ":memory:") -> None:
+    def __init__(self, path: str = ":memory:", *, key_file: str | None = None) -> None:
         self.path = path
+        #: Where the installation's storage key lives (None: in this process only, for ":memory:").
+        self.key_file = key_file or (None if path == ":memory:" else f"{path}.key")
         self._db = open_books(path, _SCHEMA, _upgrade)
         self._depth = 0
         #: Request transactions are savepoints of a group the server commits (see the module doc).
@@ -329,6 +361,21 @@ class Ledger:
             table: frozenset(r["name"] for r in self._db.execute(f"PRAGMA table_info({table})"))
             for table in (*_BOOK_TABLES, *_REGISTRY_TABLES)}
         self._card_key = bytes.fromhex(self._secret("card_key"))
+        self._storage_key = _storage_key(self.key_file)
+
+    def seal_key(self, key_hex: str | None) -> str | None:
+        """A key (TMK, working key) as these books store it: encrypted under the installation's
+        storage key, which lives outside the ledger (:attr:`key_file`), so the ledger file alone
+        holds no clear key."""
+        if key_hex is None or key_hex.startswith(SEALED):
+            return key_hex
+        return SEALED + encrypt_key(self._storage_key, bytes.fromhex(key_hex)).hex().upper()
+
+    def open_key(self, stored: str | None) -> str | None:
+        """The clear key (hex) of :meth:`seal_key`; a value written before keys were sealed is clear."""
+        if stored is None or not stored.startswith(SEALED):
+            return stored
+        return decrypt_key(self._storage_key, bytes.fromhex(stored[len(SEALED):])).hex().upper()
 
     def _secret(self, name: str) -> str:
         """A random secret of these books, made on first use and kept (also across a reset)."""

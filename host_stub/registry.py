@@ -342,7 +342,7 @@ class Registry:
         return self._get("merchants", mid, _merchant_from_doc)  # type: ignore[no-any-return]
 
     def terminal(self, tid: str) -> Terminal | None:
-        return self._get("terminals", tid, _terminal_from_doc)  # type: ignore[no-any-return]
+        return self._get("terminals", tid, self._terminal_from_doc)  # type: ignore[no-any-return]
 
     def card(self, pan: str) -> Card | None:
         return self.card_by_token(self.store.pan_token(pan))
@@ -373,6 +373,8 @@ class Registry:
         doc = entry.as_dict()
         if isinstance(entry, Card):
             doc["token"] = entry.token
+        if isinstance(entry, Terminal):
+            doc.update({name: self.store.seal_key(doc[name]) for name in _KEY_FIELDS})
         self.store.registry_put(kind, key, doc)
         self._cache[(kind, key)] = entry
 
@@ -380,7 +382,11 @@ class Registry:
         return [_merchant_from_doc(d) for d in self.store.registry_all("merchants")]
 
     def terminals(self) -> list[Terminal]:
-        return [_terminal_from_doc(d) for d in self.store.registry_all("terminals")]
+        return [self._terminal_from_doc(d) for d in self.store.registry_all("terminals")]
+
+    def _terminal_from_doc(self, doc: Mapping[str, Any]) -> Terminal:
+        """A stored terminal, its keys decrypted (they are stored sealed: :meth:`Ledger.seal_key`)."""
+        return _terminal_from_doc({**doc, **{name: self.store.open_key(doc.get(name)) for name in _KEY_FIELDS}})
 
     def cards(self) -> list[Card]:
         return [_card_from_doc(d) for d in self.store.registry_all("cards")]
@@ -425,6 +431,10 @@ def _merchant_from_doc(doc: Mapping[str, Any]) -> Merchant:
     fees = tuple(FeeRule(effective_from=date.fromisoformat(r["effective_from"]), rate_bps=r["rate_bps"],
                          fixed_minor=r["fixed_minor"]) for r in doc["fee_schedule"])
     return Merchant(**{**doc, "limits": Limits(**doc["limits"]), "fee_schedule": fees})
+
+
+#: The terminal fields holding keys: stored encrypted, never in clear.
+_KEY_FIELDS = ("tmk", "pik", "mak", "tdk")
 
 
 def _terminal_from_doc(doc: Mapping[str, Any]) -> Terminal:
