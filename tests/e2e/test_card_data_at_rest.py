@@ -64,7 +64,12 @@ def test_no_file_the_tools_write_holds_card_data_or_a_clear_key_after_settlement
         terminal("status", out="status.json")
         terminal("journal", "--all", out="journal.json")
         terminal("trace", out="trace.json")
+        with urllib.request.urlopen(f"http://127.0.0.1:{control}/ledger/authorizations", timeout=10) as answer:
+            (tmp_path / "authorizations.json").write_bytes(answer.read())  # what the control API shows
         assert host.stop() == 0
+    shown = json.loads((tmp_path / "authorizations.json").read_text())["authorizations"]
+    tokens = {r["pan_masked"]: r["pan_token"] for r in shown if r["pan_token"]}
+    assert set(tokens) == {mask_pan(c.pan) for c in cards}  # tokens are there, and keyed (searched below)
 
     status = json.loads((tmp_path / "status.json").read_text())
     assert (status["open_records"], status["pending_reversals"], status["saf_queue"]) == (0, [], [])
