@@ -253,10 +253,6 @@ def exclusive(path: str, *, wait_seconds: float = 0.0) -> Iterator[None]:
         os.close(fd)
 
 
-#: The identity a journal is bound to: what it was created for.
-IDENTITY_KEYS = ("dialect", "tid", "mid", "host")
-
-
 def journal_exists(path: str) -> bool:
     """A journal file is there (an empty file is not a journal: SQLite would silently start afresh)."""
     try:
@@ -294,8 +290,7 @@ class Journal:
         Raises:
             JournalProblem: the identity differs and ``move`` is False (nothing was changed).
         """
-        stored_text = self._db.execute("SELECT value FROM state WHERE name = 'identity'").fetchone()
-        stored: dict[str, str] = json.loads(stored_text["value"]) if stored_text else {}
+        stored = self.identity()
         differs = {k: (stored[k], v) for k, v in identity.items() if k in stored and stored[k] != v}
         if differs and not move:
             what = ", ".join(f"{k} {old!r} (given {new!r})" for k, (old, new) in differs.items())
@@ -309,6 +304,7 @@ class Journal:
                 self._set_state(db, identity=json.dumps(merged, sort_keys=True))
 
     def identity(self) -> dict[str, str]:
+        """The terminal identity the journal is bound to (empty: not bound yet)."""
         row = self._db.execute("SELECT value FROM state WHERE name = 'identity'").fetchone()
         return dict(json.loads(row["value"])) if row else {}
 

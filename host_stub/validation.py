@@ -85,15 +85,28 @@ def _found(value: Any) -> str:
 MAX_INT = 999_999_999_999
 
 
+def _shown(value: float) -> str:
+    """A bound or value as an error shows it (a huge integer is not printed digit by digit)."""
+    if isinstance(value, int):
+        return str(value) if abs(value) < 10**20 else f"a {value.bit_length()}-bit integer"
+    return f"{value:g}" if not value.is_integer() or abs(value) >= 1e16 else str(int(value))
+
+
+def _within(key: str, value: float, minimum: float | None, maximum: float, *, where: str) -> None:
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"Key {key!r} holds {_shown(value)}, expecting at least {_shown(minimum)}", key=key,
+                          where=where)
+    if value > maximum:
+        raise ConfigError(f"Key {key!r} holds {_shown(value)}, expecting at most {_shown(maximum)}", key=key,
+                          where=where)
+
+
 def want_int(data: Mapping[str, Any], key: str, *, where: str, minimum: int | None = None,
              maximum: int = MAX_INT) -> int:
     value = data[key]
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(f"Key {key!r} holds {_found(value)}, expecting an integer", key=key, where=where)
-    if minimum is not None and value < minimum:
-        raise ConfigError(f"Key {key!r} holds {value}, expecting at least {minimum}", key=key, where=where)
-    if value > maximum:
-        raise ConfigError(f"Key {key!r} holds {value}, expecting at most {maximum}", key=key, where=where)
+    _within(key, value, minimum, maximum, where=where)
     return value
 
 
@@ -109,14 +122,10 @@ def want_number(data: Mapping[str, Any], key: str, *, where: str, minimum: float
     value = data[key]
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"Key {key!r} holds {_found(value)}, expecting a number", key=key, where=where)
-    number = float(value) if not isinstance(value, int) or abs(value) <= MAX_INT else float("inf")
-    if not math.isfinite(number):
+    if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"Key {key!r} holds {value!r}, expecting a finite number", key=key, where=where)
-    if minimum is not None and number < minimum:
-        raise ConfigError(f"Key {key!r} holds {value}, expecting at least {minimum:g}", key=key, where=where)
-    if number > maximum:
-        raise ConfigError(f"Key {key!r} holds {value}, expecting at most {maximum:g}", key=key, where=where)
-    return number
+    _within(key, value, minimum, maximum, where=where)
+    return float(value)
 
 
 def want_bool(data: Mapping[str, Any], key: str, *, where: str) -> bool:
