@@ -182,3 +182,15 @@ def test_ledger_listings_are_paginated_and_clients_read_every_page(host: HostPro
 
     plugin.call = small_pages  # type: ignore[method-assign]
     assert [r["amount_minor"] for r in plugin.ledger("authorizations", mti="0200")] == [100, 200, 300, 400]
+
+
+def test_the_matrix_drives_a_guarded_external_host_with_its_token(guarded: HostProcess) -> None:
+    control = f"http://127.0.0.1:{guarded.ready['control_port']}"
+    base = [sys.executable, "-m", "emulator.cli", "matrix", "--only", "C16", "--dialect", "intl-bcd",
+            "--host", f"127.0.0.1:{guarded.port}", "--control", control]
+    env = {"PATH": "/usr/bin:/bin"}  # no POS_HOST_CONTROL_TOKEN inherited
+    refused = subprocess.run(base, capture_output=True, text=True, timeout=120, env=env)
+    assert refused.returncode != 0 and "401" in refused.stdout + refused.stderr
+    done = subprocess.run([*base, "--control-token", TOKEN], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "1 resolved" in done.stdout

@@ -134,3 +134,19 @@ def test_the_runner_takes_loaded_scenarios_each_cause_once() -> None:
     c40 = load_scenario(SCENARIO_DIR / "C40.yaml")
     with pytest.raises(MatrixError, match="C40 given more than once"):
         run(MatrixOptions(scenarios=(c40, c40)))
+
+
+def test_an_external_host_with_a_control_token(pytester: pytest.Pytester) -> None:
+    """``--pos-control-token``: the fixtures of a team's tests drive a token-guarded host."""
+    from emulator.hostproc import start_host
+
+    pytester.makepyfile(test_guarded='''
+def test_the_guarded_host_is_driven(pos_host, pos_terminal):
+    assert pos_terminal.signon().outcome.value == "approved"
+    assert [r["kind"] for r in pos_host.ledger("authorizations")] == ["sign_on"]
+''')
+    with start_host("serve", "--port", "0", "--control-port", "0", "--control-token", "t0ken") as host:
+        args = ["-p", "no:cacheprovider", "--pos-host", f"127.0.0.1:{host.port}",
+                "--pos-control", f"http://127.0.0.1:{host.ready['control_port']}"]
+        pytester.runpytest(*args).assert_outcomes(errors=1)  # no token: the reset before the test is refused
+        pytester.runpytest(*args, "--pos-control-token", "t0ken").assert_outcomes(passed=1)
