@@ -35,6 +35,7 @@ came; 5 refused by the terminal itself, nothing sent; 137 died at the armed cras
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import json
@@ -51,7 +52,7 @@ import click
 
 from emulator.channel import Endpoint, RequestNotBuilt, run_invocation, run_operation
 from emulator.hostproc import HostStartError, start_host
-from emulator.journal import Journal
+from emulator.journal import Journal, JournalInUse, JournalProblem, damaged_message, exclusive, journal_exists
 from emulator.messages import DEFAULT_MID, DEFAULT_NII, DEFAULT_TID, Profile
 from emulator.pcap import PcapError, PcapWriter
 from emulator.settings import SettingsError, TerminalSettings, describe, load_settings
@@ -61,6 +62,7 @@ from emulator.terminal import (
     Books,
     Completion,
     CompletionVoid,
+    DismissReceipt,
     Echo,
     OfflineSale,
     Operation,
@@ -69,6 +71,7 @@ from emulator.terminal import (
     PreAuthVoid,
     Reference,
     Refund,
+    Reprint,
     Result,
     Reverse,
     Sale,
@@ -79,8 +82,8 @@ from emulator.terminal import (
     Void,
 )
 from specs.cards import Card, seeded_card
-from specs.cliopts import database_open_problem, framing_options, resolve_framing
-from specs.crypto import check_pin
+from specs.cliopts import CONTROL_TOKEN_ENV, database_open_problem, framing_options, resolve_framing
+from specs.crypto import DEFAULT_TEST_TMK, check_pin
 from specs.dialects import DIALECTS, get_dialect
 from specs.logs import configure_logging
 from specs.masking import mask_pan
@@ -91,6 +94,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+
 EXIT_CONNECT_FAILED = 3
 EXIT_NO_ANSWER = 4
 EXIT_REFUSED = 5
@@ -100,7 +104,7 @@ _EXIT_CODES = {Outcome.CONNECT_FAILED: EXIT_CONNECT_FAILED, Outcome.NO_ANSWER: E
 
 #: Options every command takes, also after the command name: name -> click option factory.
 _COMMON = ("host", "port", "dialect", "journal", "tid", "mid", "timeout", "config", "overrides", "crash_at",
-           "operator", "now", "json_output", "pcap")
+           "operator", "now", "json_output", "pcap", "new_journal", "move_journal", "journal_wait")
 
 
 def _common_options(func: Callable[..., Any], *, top: bool) -> Callable[..., Any]:
@@ -113,7 +117,13 @@ def _common_options(func: Callable[..., Any], *, top: bool) -> Callable[..., Any
         click.option("--port", type=click.IntRange(1, 65535), default=None, help="Host TCP port."),
         click.option("--dialect", type=click.Choice(sorted(DIALECTS)), default=default("intl-bcd"), show_default=top),
         click.option("--journal", default=default("terminal.sqlite"), show_default=top,
-                     help="Terminal journal (SQLite file)."),
+                     help="Terminal journal (SQLite file); created only by signon or with --new-journal."),
+        click.option("--new-journal", is_flag=True, default=None if not top else False,
+                     help="Create the --journal file if it does not exist (signon always may)."),
+        click.option("--move-journal", is_flag=True, default=None if not top else False,
+                     help="Rebind the journal to this dialect, TID, MID and host on purpose (it is refused otherwise)."),
+        click.option("--journal-wait", type=click.FloatRange(0, 600), default=default(0.0), show_default=top,
+                     help="Seconds to wait while another invocation holds the journal (then exit 2)."),
         click.option("--tid", default=default(DEFAULT_TID), show_default=top,
                      help="Terminal ID (field 41, 8 characters)."),
         click.option("--mid", default=default(DEFAULT_MID), show_default=top,
@@ -169,6 +179,9 @@ class Options:
         self.framing = resolve_framing(o["dialect"], o["length_prefix"], o["tpdu"], o["cup_header"],
                                        o["max_frame_bytes"])
         self.journal_path: str = o["journal"]
+        self.new_journal: bool = bool(o.get("new_journal"))
+        self.move_journal: bool = bool(o.get("move_journal"))
+        self.journal_wait: float = float(o.get("journal_wait") or 0.0)
         self.profile = Profile(tid=o["tid"], mid=o["mid"], family=self.dialect.family, nii=o["nii"])
         self.timeout: float = o["timeout"]
         self.json: bool = bool(o["json_output"])
@@ -196,6 +209,12 @@ class Options:
 
 class BadRequest(click.ClickException):
     """A request the operator's input made unbuildable: exit 2 like any other bad usage."""
+
+    exit_code = 2
+
+
+class JournalRefused(click.ClickException):
+    """The journal cannot be used: missing, damaged, in use, or another terminal's (exit 2)."""
 
     exit_code = 2
 
@@ -309,44 +328,95 @@ def _with_trace(result: Result, journal: Journal, since: int) -> Result:
     return dataclasses.replace(result, details={**result.details, "trace": journal.trace(since=since)})
 
 
-def _open_journal(options: Options) -> Journal:
-    """The ``--journal`` file, opened (created when missing).
+def _open_journal(options: Options, *, create: bool = False) -> Journal:
+    """The ``--journal`` file, opened and checked for damaged pages; a missing (or empty) file is
+    created only when ``create`` (signon, ``--new-journal``).
 
     Raises:
+        JournalRefused: no such journal, or it is damaged (exit 2).
         click.UsageError: the file cannot be opened or is not a journal (exit 2), naming the option,
             the path and what was wrong.
     """
+    path = options.journal_path
+    if not create and not journal_exists(path):
+        target = Path(path)
+        found = ("the file is empty" if target.exists() else "no file" if target.parent.is_dir()
+                 else f"no file: folder {target.parent} does not exist")
+        raise JournalRefused(f"--journal {path}: no such journal ({found}); a new journal is created only by signon "
+                             "or with --new-journal")
     try:
-        return Journal(options.journal_path)
+        journal = Journal(path)
     except (sqlite3.Error, OSError) as exc:
-        raise click.UsageError(database_open_problem("--journal", options.journal_path, exc,
-                                             "a pos-terminal journal")) from None
+        raise click.UsageError(database_open_problem("--journal", path, exc, "a pos-terminal journal")) from None
+    try:
+        journal.check_intact()
+    except JournalProblem as exc:
+        journal.close()
+        raise JournalRefused(str(exc)) from None
+    return journal
 
 
-def _run(options: Options, make: Callable[[datetime], Operation]) -> Result:
+def _read_journal(options: Options, read: Callable[[Journal], T]) -> T:
+    """Read from the journal (status, journal, trace): no lock, nothing created or written."""
+    journal = _open_journal(options)
+    try:
+        return read(journal)
+    except sqlite3.DatabaseError as exc:
+        raise JournalRefused(damaged_message(options.journal_path, str(exc))) from None
+    finally:
+        journal.close()
+
+
+def _identity(options: Options, *, offline: bool) -> dict[str, str]:
+    identity = {"dialect": options.dialect.name, "tid": options.profile.tid, "mid": options.profile.mid}
+    if not offline:
+        identity["host"] = f"{options.host}:{options.port}"
+    return identity
+
+
+def _run(options: Options, make: Callable[[datetime], Operation], *, creates: bool = False) -> Result:
     if options.port is None:
         raise click.UsageError("--port is required for commands that talk to the host")
-    return _in_journal(options, lambda journal: _drive(options, journal, make))
+    return _in_journal(options, lambda journal: _drive(options, journal, make), creates=creates, offline=False)
 
 
 def _run_offline(options: Options, make: Callable[[datetime], Operation]) -> Result:
     """An operation that sends nothing (offline sale, tip adjust): no port is needed."""
-    return _in_journal(options, lambda journal: _offline(options, journal, make))
+    return _in_journal(options, lambda journal: _offline(options, journal, make), creates=False, offline=True)
 
 
-def _in_journal(options: Options, drive: Callable[[Journal], Coroutine[Any, Any, T]]) -> T:
-    """Open the journal, run ``drive`` on it, close it; what goes wrong becomes a CLI error."""
-    journal = _open_journal(options)
+def _in_journal(options: Options, drive: Callable[[Journal], Coroutine[Any, Any, T]], *, creates: bool,
+                offline: bool) -> T:
+    """Hold the journal's lock for the whole invocation, open the journal (bound to this terminal's
+    identity), run ``drive`` on it, close it; what goes wrong becomes a CLI error."""
+    path = options.journal_path
+    create = creates or options.new_journal
+    if not create and not journal_exists(path):
+        _open_journal(options)  # raises: no such journal (and no lock file is left beside nothing)
+    lock = contextlib.ExitStack()
     try:
-        return asyncio.run(drive(journal))
-    except RequestNotBuilt as exc:
-        raise BadRequest(str(exc)) from None
-    except sqlite3.Error as exc:  # disk full, file locked by another process ... mid-operation
-        raise click.ClickException(
-            f"--journal {options.journal_path}: could not be written ({exc}); it keeps its last committed state, "
-            "as after a power cut, and the next command recovers from it (a pending reversal first)") from None
-    finally:
-        journal.close()
+        lock.enter_context(exclusive(path, wait_seconds=options.journal_wait))
+    except JournalInUse as exc:
+        raise JournalRefused(str(exc)) from None
+    except OSError as exc:  # the lock file beside the journal cannot be made
+        raise click.UsageError(database_open_problem("--journal", path, exc, "a pos-terminal journal")) from None
+    with lock:
+        journal = _open_journal(options, create=create)
+        try:
+            journal.bind_identity(_identity(options, offline=offline), move=options.move_journal)
+            return asyncio.run(drive(journal))
+        except JournalProblem as exc:
+            raise JournalRefused(str(exc)) from None
+        except RequestNotBuilt as exc:
+            raise BadRequest(str(exc)) from None
+        except sqlite3.OperationalError as exc:  # disk full, I/O error ... mid-operation
+            raise click.ClickException(
+                f"--journal {path}: could not be written ({exc}); it keeps its last committed state, as after "
+                "a power cut, and the next command recovers from it (a pending reversal first)") from None
+        except sqlite3.DatabaseError as exc:  # damaged pages found mid-operation: nothing repairs that
+            raise click.ClickException(damaged_message(path, str(exc))) from None
+        finally:
+            journal.close()
 
 
 def run_command(options: Options, make: Callable[[datetime], Operation], *, offline: bool = False) -> Result:
@@ -444,7 +514,20 @@ def _ref(invoice: str | None, rrn: str | None) -> Reference:
 @command()
 def signon(options: Options) -> None:
     """Sign on (0800) and load the working keys: INTL 70=001, CUP 60.3 = key_mode; CUP adopts the host's batch."""
-    _report(options, _run(options, lambda now: SignOn(now=now)))
+    _warn_test_tmk(options)
+    _report(options, _run(options, lambda now: SignOn(now=now), creates=True))
+
+
+def _uses_test_tmk(options: Options) -> bool:
+    return options.settings.tmk_bytes == DEFAULT_TEST_TMK
+
+
+def _warn_test_tmk(options: Options) -> None:
+    """Say so when the published test TMK protects the working keys the journal keeps."""
+    if _uses_test_tmk(options):
+        click.echo("pos-terminal: warning: the public test TMK is in use (set tmk with --config or --set): the "
+                   "working keys kept in the journal are protected by a published key, fit for tests only",
+                   err=True)
 
 
 @command()
@@ -520,10 +603,15 @@ def void(options: Options, invoice: str | None, rrn: str | None) -> None:
 @command()
 @click.argument("amount")
 @_original_options
-def refund(options: Options, amount: str, invoice: str | None, rrn: str | None) -> None:
+@click.option("--pan", default=None, help="The card again, for an original of a closed batch (its PAN is purged).")
+@click.option("--expiry", default=None, help="Card expiry YYMM (with --pan).")
+def refund(options: Options, amount: str, invoice: str | None, rrn: str | None, pan: str | None,
+           expiry: str | None) -> None:
     """Refund AMOUNT of an earlier sale (INTL 0200 200000, CUP 0220 advice 60.1=25)."""
     minor = parse_amount(amount)
-    _report(options, _run(options, lambda now: Refund(now=now, amount_minor=minor, original=_ref(invoice, rrn))))
+    card = _card(options, pan, expiry) if pan else None
+    _report(options, _run(options, lambda now: Refund(now=now, amount_minor=minor, original=_ref(invoice, rrn),
+                                                      card=card)))
 
 
 @command("offline-sale")
@@ -563,6 +651,21 @@ async def _offline(options: Options, journal: Journal, make: Callable[[datetime]
 
 
 @command()
+@click.option("--invoice", default=None, help="The record to reprint (default: the oldest pending receipt, else "
+                                              "the last record).")
+def reprint(options: Options, invoice: str | None) -> None:
+    """Print a receipt again, same RRN and auth code (no traffic); clears a pending receipt."""
+    _report(options, _run_offline(options, lambda now: Reprint(now=now, invoice=invoice)))
+
+
+@command("dismiss-receipt")
+@click.option("--invoice", default=None, help="The record whose receipt to dismiss (default: every pending one).")
+def dismiss_receipt(options: Options, invoice: str | None) -> None:
+    """Waive a receipt that never printed without printing it (no traffic), so sales can go on."""
+    _report(options, _run_offline(options, lambda now: DismissReceipt(now=now, invoice=invoice)))
+
+
+@command()
 def settle(options: Options) -> None:
     """Settle the open batch (or resume an interrupted settlement), uploading it when unbalanced."""
     _report(options, _run(options, lambda now: Settle(now=now)))
@@ -588,8 +691,8 @@ def status_of(options: Options, books: Books, *, trace_seq: int = 0) -> dict[str
     ``parked_advices`` (rows: stan, why); ``closed_batches`` (batch, debit_count, debit_minor,
     credit_count, credit_minor, result, uploaded) and ``batches_closed``; ``receipt_pending``
     (invoices of journal records whose receipt never printed, closed batches included) and
-    ``unprinted_receipts`` (those of the open batch); ``operators``; ``trace_seq`` (the last
-    trace event: ``trace --since`` it).
+    ``unprinted_receipts`` (those of the open batch); ``operators``; ``test_tmk`` (the working
+    keys are under the public test TMK); ``trace_seq`` (the last trace event: ``trace --since`` it).
     """
     totals = books.open_batch_totals()
     terminal = Terminal(options.profile, books, settings=options.settings)
@@ -610,7 +713,7 @@ def status_of(options: Options, books: Books, *, trace_seq: int = 0) -> dict[str
             "batch": books.settlement.batch, "stage": books.settlement.stage.value, "result": books.settlement.result,
             "uploaded": books.settlement.uploaded},
         "parked": [{"what": what, "stan": stan, "why": why} for what, stan, why in books.parked],
-        "unprinted_receipts": [r.invoice for r in books.records if not r.printed],
+        "unprinted_receipts": [r.invoice for r in books.records if r.receipt_pending],
         "pending_reversal_stans": [r.stan for r in books.reversals],
         "saf_queue_stans": [a.stan for a in books.advices],
         "settlement_state": "idle" if books.settlement is None else books.settlement.stage.value,
@@ -618,9 +721,10 @@ def status_of(options: Options, books: Books, *, trace_seq: int = 0) -> dict[str
         "parked_advices": [{"stan": stan, "why": why} for what, stan, why in books.parked if what == "advice"],
         "closed_batches": [b.as_dict() for b in books.closed_batches],
         "batches_closed": len(books.closed_batches),
-        "receipt_pending": [r.invoice for r in (*books.history, *books.records) if not r.printed],
+        "receipt_pending": [r.invoice for r in (*books.history, *books.records) if r.receipt_pending],
         "signon_date": books.signon_date or None, "daily_signon": books.daily_signon,
         "operators": dict(options.settings.operators),
+        "test_tmk": _uses_test_tmk(options),
         "trace_seq": trace_seq,
     }
 
@@ -629,11 +733,8 @@ def status_of(options: Options, books: Books, *, trace_seq: int = 0) -> dict[str
 def status(options: Options) -> None:
     """Show counters, sign-on state, the open batch, pending reversals, the SAF queue and the
     settlement state (no traffic)."""
-    journal = _open_journal(options)
-    try:
-        data = status_of(options, journal.load(), trace_seq=journal.last_trace_seq())
-    finally:
-        journal.close()
+    data = _read_journal(options, lambda journal: status_of(options, journal.load(),
+                                                            trace_seq=journal.last_trace_seq()))
     if options.json:
         click.echo(json.dumps(data))
         return
@@ -645,11 +746,7 @@ def status(options: Options) -> None:
 @click.option("--all", "include_settled", is_flag=True, help="Also show the records of closed batches.")
 def journal_command(options: Options, include_settled: bool) -> None:
     """Show the journal, card numbers masked (no traffic)."""
-    store = _open_journal(options)
-    try:
-        rows = store.records(include_settled=include_settled)
-    finally:
-        store.close()
+    rows = _read_journal(options, lambda store: store.records(include_settled=include_settled))
     if not rows and not options.json:  # JSON lines: no record, no line
         click.echo("no transactions in the journal" if include_settled else
                    "no transactions in the open batch (--all shows closed batches too)")
@@ -667,11 +764,7 @@ def journal_command(options: Options, include_settled: bool) -> None:
 def trace_command(options: Options, since: int) -> None:
     """Show the wire trace (masked): what was sent and received, with the terminal's verdict on each
     answer (matched, MAC verified), timeouts, link events, crashes (no traffic)."""
-    store = _open_journal(options)
-    try:
-        events = store.trace(since=since)
-    finally:
-        store.close()
+    events = _read_journal(options, lambda store: store.trace(since=since))
     for event in events:
         if options.json:
             click.echo(json.dumps(event))
@@ -712,6 +805,7 @@ def demo(options: Options, amounts: str) -> None:
             click.echo(f"stub host ({options.dialect.name}) ready on port {host.port}")
             options.port = host.port
             options.journal_path = str(Path(tmp) / "terminal.sqlite")
+            options.new_journal = True
             card = _card(options, None, None)
             steps: list[Callable[[datetime], Operation]] = [lambda now: SignOn(now=now)]
             steps += [lambda now, m=m: Sale(now=now, amount_minor=m, card=card) for m in minors]  # type: ignore[misc]
@@ -786,7 +880,8 @@ def probe_command(options: Options, report_dir: str | None, only: str | None, ex
     config = _raw_config(options, pan, expiry, expectations=expectations, only=names)
     tap = pcap_tap(options)
     records = _in_journal(options, lambda journal: run_probe(
-        config, journal, tap=tap, progress=lambda line: click.echo(f"probe: {line}", err=True)))
+        config, journal, tap=tap, progress=lambda line: click.echo(f"probe: {line}", err=True)),
+        creates=True, offline=False)
     data = result_data(records, expectations, {
         "host": options.host, "port": options.port, "dialect": options.dialect.name, "tid": options.profile.tid,
         "timeout": options.timeout, "only": list(names), "expect": expect_file})
@@ -828,7 +923,7 @@ def replay_command(options: Options, capture: str, ignore: str | None, pan: str 
     tap = pcap_tap(options)
     try:
         differences = _in_journal(options, lambda journal: run_replay(recorded, Session(config, journal, tap),
-                                                                      ignore=skipped))
+                                                                      ignore=skipped), creates=True, offline=False)
     except HostUnreachable as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(EXIT_CONNECT_FAILED)
@@ -855,6 +950,8 @@ def replay_command(options: Options, capture: str, ignore: str | None, pan: str 
               help="Run against this host instead of stub host children (needs --control and one --dialect).")
 @click.option("--control", "control_url", default=None, metavar="URL",
               help="The control API of the --host, e.g. http://127.0.0.1:8584.")
+@click.option("--control-token", envvar=CONTROL_TOKEN_ENV, show_envvar=True, default=None,
+              help="Bearer token of the --control API.")
 @click.option("--jobs", type=click.IntRange(1, 32), default=2, show_default=True,
               help="Scenarios run in parallel (one stub host child per job and dialect).")
 @click.option("--timeout", "response_timeout", type=click.FloatRange(min=0.05), default=0.5, show_default=True,
@@ -863,8 +960,8 @@ def replay_command(options: Options, capture: str, ignore: str | None, pan: str 
               help="Write one pcap per run (cause, dialect, flawed/fixed) into this directory, card data masked.")
 @click.pass_context
 def matrix(ctx: click.Context, only: str | None, scenario_dirs: tuple[str, ...], dialect_filter: str | None,
-           report_dir: str | None, host_address: str | None, control_url: str | None, jobs: int,
-           response_timeout: float, pcap_dir: str | None) -> None:
+           report_dir: str | None, host_address: str | None, control_url: str | None, control_token: str | None,
+           jobs: int, response_timeout: float, pcap_dir: str | None) -> None:
     """Run the cause-and-fix matrix: every cause with the fix off (the symptom must appear) and on
     (its invariants must hold); print one row per cause and the wall time.  With --scenarios, run a
     team's own files instead (a regression file runs once and must meet its expectations).  Exit 1
@@ -894,7 +991,8 @@ def matrix(ctx: click.Context, only: str | None, scenario_dirs: tuple[str, ...],
             scenarios = tuple(load_files(files))
         options = MatrixOptions(only=tuple(c.strip() for c in (only or "").split(",") if c.strip()),
                                 dialects=dialects, jobs=jobs, host=host_address, control_url=control_url,
-                                response_timeout_seconds=response_timeout, scenarios=scenarios,
+                                control_token=control_token, response_timeout_seconds=response_timeout,
+                                scenarios=scenarios,
                                 pcap_dir=Path(pcap_dir) if pcap_dir else None)
         result = run_matrix(options, progress=lambda line: click.echo(line, err=True))
     except MatrixError as exc:

@@ -8,6 +8,8 @@ comes from data (a PAN, a TID, a fault id) is quoted here, once; query values ar
 >>> client = ControlClient("http://127.0.0.1:1/")
 >>> client.url("/registry/cards/4111 1111", {"stan": 2, "tid": None})
 'http://127.0.0.1:1/registry/cards/4111%201111?stan=2'
+>>> client.url("/ledger/payouts?limit=2&offset=2")
+'http://127.0.0.1:1/ledger/payouts?limit=2&offset=2'
 >>> ControlClient.segment("f/1")
 'f%2F1'
 """
@@ -15,12 +17,15 @@ comes from data (a PAN, a TID, a fault id) is quoted here, once; query values ar
 from __future__ import annotations
 
 import json
+import os
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
+
+from specs.cliopts import CONTROL_TOKEN_ENV
 
 #: How long one control API call may take.
 CONTROL_TIMEOUT_SECONDS = 30.0
@@ -48,11 +53,14 @@ class ControlClient:
     Args:
         control_url: the API's base URL, e.g. ``http://127.0.0.1:8584``.
         timeout_seconds: how long one call may take.
+        token: the API's bearer token (default: the ``POS_HOST_CONTROL_TOKEN`` variable; none if unset).
     """
 
-    def __init__(self, control_url: str, *, timeout_seconds: float = CONTROL_TIMEOUT_SECONDS) -> None:
+    def __init__(self, control_url: str, *, timeout_seconds: float = CONTROL_TIMEOUT_SECONDS,
+                 token: str | None = None) -> None:
         self.control_url = control_url.rstrip("/")
         self.timeout_seconds = timeout_seconds
+        self._token = token or os.environ.get(CONTROL_TOKEN_ENV) or None
 
     @staticmethod
     def segment(value: str) -> str:
@@ -60,9 +68,12 @@ class ControlClient:
         return urllib.parse.quote(str(value), safe="")
 
     def url(self, path: str, query: Mapping[str, Any] | None = None) -> str:
+        """``path`` (which may carry a query already, as the API's ``next`` links do) under the base URL."""
+        path, _, given = path.partition("?")
         url = self.control_url + urllib.parse.quote(path, safe="/%")
         pairs = {k: str(v) for k, v in (query or {}).items() if v is not None}
-        return url + ("?" + urllib.parse.urlencode(pairs) if pairs else "")
+        parts = [p for p in (given, urllib.parse.urlencode(pairs)) if p]
+        return url + ("?" + "&".join(parts) if parts else "")
 
     def call(self, method: str, path: str, body: Any = None, query: Mapping[str, Any] | None = None) -> Any:
         """One control API call; the answer's JSON.
@@ -72,8 +83,10 @@ class ControlClient:
             ControlApiUnreachable: no answer (refused, timed out).
         """
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.url(path, query), data=data, method=method,
-                                         headers={"Content-Type": "application/json"} if data is not None else {})
+        headers = {"Content-Type": "application/json"} if data is not None else {}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        request = urllib.request.Request(self.url(path, query), data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_seconds) as response:
                 return json.loads(response.read() or b"null")
@@ -137,11 +150,17 @@ class ControlClient:
         return dict(self.call("POST", "/clock", {"advance_seconds": seconds}))
 
     def ledger(self, table: str, **filters: Any) -> list[dict[str, Any]]:
-        """Rows of ``authorizations``, ``settlements`` or ``payouts``; filters are any columns
-        (``tid``, ``mid``, ``batch``, ``stan``, ``status`` …), combined with AND."""
+        """Every row of ``authorizations``, ``settlements`` or ``payouts``, page after page (the API
+        answers one page per call and names the ``next``); filters are any columns (``tid``, ``mid``,
+        ``batch``, ``stan``, ``status`` …), combined with AND."""
         if table not in LEDGER_TABLES:
             raise ValueError(f"ledger {table!r} is not a host ledger, expecting one of {', '.join(LEDGER_TABLES)}")
-        return list(self.call("GET", f"/ledger/{table}", query=filters)[table])
+        page = self.call("GET", f"/ledger/{table}", query=filters)
+        rows = list(page[table])
+        while page.get("next"):
+            page = self.call("GET", page["next"])
+            rows += page[table]
+        return rows
 
     def journal(self, **filters: Any) -> list[dict[str, Any]]:
         """The requests the host received, masked, oldest first (filters ``tid``, ``mti``, ``outcome``, ``limit``)."""

@@ -5,7 +5,8 @@ totals, and the wire trace.
 
 The journal table keeps one row per approved financial request (voids, refunds and the records of
 closed batches included: ``settled`` = 1), each naming its operator; ``receipt_pending`` in
-:meth:`Journal.records` is a record whose receipt never printed (C29).
+:meth:`Journal.records` is a record whose receipt never printed and was not waived (C29); while an
+open-batch record is pending, the terminal refuses new transactions (``reprint`` first).
 
 The ``trace`` table is the terminal's wire trace, oldest first (:meth:`Journal.add_trace`,
 :meth:`Journal.trace`): what it sent, what it received and whether it took it as its answer
@@ -20,19 +21,27 @@ cut after it cannot undo it.  Each durable action of the terminal core is *one* 
 in-memory mirror, :meth:`emulator.terminal.Books.apply`, performs the same changes, and a test
 checks that ``Journal.load()`` equals the core's books after every flow.
 
-Like a real terminal, the journal keeps the PAN (batch upload needs it) and the working keys only
-as the host sent them, encrypted under the TMK; everything that shows the journal to a person
-masks it.
+Like a real terminal, the journal keeps the full PAN only while its batch is open (batch upload,
+voids and adjusts need it) and for approved pre-authorizations not yet completed; when a batch
+closes, its records keep the masked PAN (6+4) only, so a refund of an older sale needs the card
+again.  No track 2, PIN or PIN block is ever stored (reversals are stored without field 52).  The
+working keys are kept only as the host sent them, encrypted under the TMK; everything that shows
+the journal to a person masks it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, fields
+from pathlib import Path
 from typing import Any
+
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from emulator.terminal import (
     Action,
@@ -61,7 +70,9 @@ from emulator.terminal import (
     UpdateAdvice,
     UpdateJournal,
     UpdateReversal,
+    purged,
 )
+from specs.masking import mask_message
 from specs.storage import open_books
 
 _SCHEMA = """
@@ -91,7 +102,8 @@ CREATE TABLE IF NOT EXISTS journal (
     uploaded INTEGER NOT NULL DEFAULT 0,
     printed INTEGER NOT NULL DEFAULT 0,
     settled INTEGER NOT NULL DEFAULT 0,
-    operator TEXT NOT NULL DEFAULT ''
+    operator TEXT NOT NULL DEFAULT '',
+    receipt_waived INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS reversals (
     seq INTEGER PRIMARY KEY,
@@ -145,8 +157,24 @@ CREATE TABLE IF NOT EXISTS exceptions (
 );
 """
 
+def _parked_detail(row: sqlite3.Row | None) -> str:
+    """What the exception log keeps of a parked reversal or advice: its row, the message masked (a
+    person follows it up; the card number is not needed for that and is not kept in clear)."""
+    detail = dict(row) if row else {}
+    if detail.get("message"):
+        detail["message"] = json.dumps(mask_message(json.loads(detail["message"])))
+    return json.dumps(detail)
+
+
+def damaged_message(path: str, detail: str) -> str:
+    """What to tell about a journal SQLite cannot read: it is damaged, and no command repairs it."""
+    return (f"--journal {path} is damaged ({detail}): no command can recover it by itself. Keep the file for "
+            "inspection, reconcile its open batch with the host's ledger, and start a new journal file (another "
+            "--journal path) with signon")
+
+
 _RECORD_COLUMNS = [f.name for f in fields(JournalRecord)]
-_BOOL_COLUMNS = ("offline", "uploaded", "printed")
+_BOOL_COLUMNS = ("offline", "uploaded", "printed", "receipt_waived")
 
 
 def _record_row(record: JournalRecord) -> dict[str, Any]:
@@ -179,6 +207,60 @@ def _add_missing_columns(db: sqlite3.Connection) -> None:
         if name and name not in have and ("DEFAULT" in line or "NOT NULL" not in line):
             db.execute(f"ALTER TABLE journal ADD COLUMN {line.strip().rstrip(',')}")
 
+class JournalInUse(RuntimeError):
+    """Another process holds the journal's lock for its whole invocation."""
+
+    def __init__(self, path: str, pid: str, waited: float) -> None:
+        self.path, self.pid = path, pid
+        super().__init__(f"journal {path} is in use by pid {pid or 'unknown'} (waited {waited:g} s for it); "
+                         "one terminal runs one command at a time")
+
+
+class JournalProblem(RuntimeError):
+    """The journal file is missing, damaged or belongs to another terminal identity (a usage error)."""
+
+
+@contextmanager
+def exclusive(path: str, *, wait_seconds: float = 0.0) -> Iterator[None]:
+    """Hold the journal's lock (``flock`` on ``PATH.lock`` beside it, holding our pid) for the block.
+
+    One terminal runs one command at a time: a second invocation on the same journal waits up to
+    ``wait_seconds`` and then raises :class:`JournalInUse` naming the pid that holds it.  The lock
+    dies with its process (also on a crash or ``kill -9``), so a stale lock file never blocks.
+    """
+    if path == ":memory:":
+        yield
+        return
+    lock_path = f"{path}.lock"
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            for attempt in Retrying(stop=stop_after_delay(wait_seconds), wait=wait_fixed(0.05),
+                                    retry=retry_if_exception_type(BlockingIOError), reraise=True):
+                with attempt:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = Path(lock_path).read_text(encoding="ascii", errors="replace").strip()
+            raise JournalInUse(path, holder, wait_seconds) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def journal_exists(path: str) -> bool:
+    """A journal file is there (an empty file is not a journal: SQLite would silently start afresh)."""
+    try:
+        return os.path.getsize(path) > 0
+    except OSError:
+        return False
+
+
 class Journal:
     """SQLite journal file (``":memory:"`` for tests)."""
 
@@ -188,6 +270,43 @@ class Journal:
 
     def close(self) -> None:
         self._db.close()
+
+    def check_intact(self) -> None:
+        """Raise :class:`JournalProblem` when SQLite finds damaged pages (``PRAGMA quick_check``)."""
+        try:
+            problems = [r[0] for r in self._db.execute("PRAGMA quick_check(5)")]
+        except sqlite3.DatabaseError as exc:
+            problems = [str(exc)]
+        if problems != ["ok"]:
+            raise JournalProblem(damaged_message(self.path, "; ".join(problems)))
+
+    def bind_identity(self, identity: Mapping[str, str], *, move: bool = False) -> None:
+        """Bind the journal to the terminal identity it serves (dialect, TID, MID, host address), or
+        check it is still that one: its pending reversals, advices and open batch belong to that host.
+
+        Keys of ``identity`` that are absent (an offline command has no host) are not compared.  A
+        journal written before identities were kept adopts the first one it is used with.
+
+        Raises:
+            JournalProblem: the identity differs and ``move`` is False (nothing was changed).
+        """
+        stored = self.identity()
+        differs = {k: (stored[k], v) for k, v in identity.items() if k in stored and stored[k] != v}
+        if differs and not move:
+            what = ", ".join(f"{k} {old!r} (given {new!r})" for k, (old, new) in differs.items())
+            raise JournalProblem(
+                f"--journal {self.path} belongs to another terminal: it was created for {what}; its pending "
+                "reversals, queued advices and open batch belong there. Use the journal made for this terminal, "
+                "or give --move-journal to rebind this one on purpose")
+        merged = {**stored, **identity}
+        if merged != stored:
+            with self._transaction() as db:
+                self._set_state(db, identity=json.dumps(merged, sort_keys=True))
+
+    def identity(self) -> dict[str, str]:
+        """The terminal identity the journal is bound to (empty: not bound yet)."""
+        row = self._db.execute("SELECT value FROM state WHERE name = 'identity'").fetchone()
+        return dict(json.loads(row["value"])) if row else {}
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -242,7 +361,7 @@ class Journal:
         sql = "SELECT * FROM journal" + ("" if include_settled else " WHERE settled = 0") + " ORDER BY id"
         rows = [dict(r) for r in self._db.execute(sql)]
         for row in rows:
-            row["receipt_pending"] = not row["printed"]
+            row["receipt_pending"] = not row["printed"] and not row["receipt_waived"]
         return rows
 
     # ------------------------------------------------------------------- the wire trace
@@ -346,7 +465,7 @@ class Journal:
                 with self._transaction() as db:
                     row = db.execute("SELECT * FROM reversals WHERE stan = ?", (stan,)).fetchone()
                     db.execute("INSERT INTO exceptions (what, stan, why, detail) VALUES ('reversal', ?, ?, ?)",
-                               (stan, why, json.dumps(dict(row) if row else {})))
+                               (stan, why, _parked_detail(row)))
                     db.execute("DELETE FROM reversals WHERE stan = ?", (stan,))
             case SaveAdvice(advice=a, record=record, edits=edits):
                 with self._transaction() as db:
@@ -371,7 +490,7 @@ class Journal:
                 with self._transaction() as db:
                     row = db.execute("SELECT * FROM saf WHERE stan = ?", (stan,)).fetchone()
                     db.execute("INSERT INTO exceptions (what, stan, why, detail) VALUES ('advice', ?, ?, ?)",
-                               (stan, why, json.dumps(dict(row) if row else {})))
+                               (stan, why, _parked_detail(row)))
                     db.execute("DELETE FROM saf WHERE stan = ?", (stan,))
             case SaveSettlement(state=s):
                 with self._transaction() as db:
@@ -385,6 +504,13 @@ class Journal:
             case CloseBatch(next_batch=next_batch, closed=closed):
                 with self._transaction() as db:
                     db.execute("UPDATE journal SET settled = 1 WHERE settled = 0")
+                    # What a closed batch no longer needs: the full PAN (an open pre-auth keeps it).
+                    columns = ", ".join(_RECORD_COLUMNS)
+                    rows = [(r["id"], _record_of(r)) for r in db.execute(
+                        f"SELECT id, {columns} FROM journal WHERE pan NOT LIKE '%*%'")]
+                    db.executemany("UPDATE journal SET pan = ? WHERE id = ?",
+                                   [(purged(record).pan, row_id) for row_id, record in rows
+                                    if purged(record) is not record])
                     self._set_state(db, settlement="")
                     self._set_counters(db, batch=next_batch)
                     if closed is not None:

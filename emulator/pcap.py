@@ -218,12 +218,15 @@ def read_pcap(path: str | Path, dialect: Dialect, framing: Framing) -> list[Capt
         with Path(path).open("rb") as capture:
             try:
                 packets = list(dpkt.pcap.Reader(capture))
-            except ValueError as exc:
+            except (ValueError, dpkt.dpkt.UnpackError) as exc:  # NeedData (too short) is an UnpackError
                 raise PcapError(f"{path}: not a pcap capture ({exc})") from None
     except OSError as exc:
         raise PcapError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     for at, raw in packets:
-        ip = dpkt.ethernet.Ethernet(raw).data
+        try:
+            ip = dpkt.ethernet.Ethernet(raw).data
+        except dpkt.dpkt.UnpackError:  # a cut or foreign packet: not one of ours
+            continue
         if not isinstance(ip, dpkt.ip.IP) or not isinstance(ip.data, dpkt.tcp.TCP):
             continue
         tcp = ip.data

@@ -76,6 +76,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "needs --pos-control.")
     group.addoption("--pos-control", metavar="URL", default=None,
                     help="Control API of --pos-host, e.g. http://127.0.0.1:8584.")
+    group.addoption("--pos-control-token", metavar="TOKEN", default=None,
+                    help="Bearer token of the --pos-control API (default: the POS_HOST_CONTROL_TOKEN variable).")
     group.addoption("--pos-timeout", type=float, metavar="SECONDS", default=DEFAULT_TIMEOUT_SECONDS,
                     help=f"Terminal response timeout of pos_terminal and of scenario runs "
                          f"(default {DEFAULT_TIMEOUT_SECONDS}; fault delays in scenario files scale with it).")
@@ -153,6 +155,7 @@ class _State:
     dialect: str | None
     external_host: str | None
     control_url: str | None
+    control_token: str | None
     timeout_seconds: float
     jobs: int
     runs: _Runs | None = None
@@ -164,7 +167,8 @@ class _State:
                                 for d in config.getoption("--pos-scenarios")],
                    patterns=list(config.getini("pos_scenarios")), rootpath=config.rootpath,
                    dialect=config.getoption("--pos-dialect"), external_host=config.getoption("--pos-host"),
-                   control_url=config.getoption("--pos-control"), timeout_seconds=config.getoption("--pos-timeout"),
+                   control_url=config.getoption("--pos-control"),
+                   control_token=config.getoption("--pos-control-token"), timeout_seconds=config.getoption("--pos-timeout"),
                    jobs=config.getoption("--pos-jobs"))
 
     def wants(self, path: Path) -> bool:
@@ -204,11 +208,12 @@ class PosHost(ControlClient):
         host, port: where terminals connect.
         control_url: the control API, e.g. ``http://127.0.0.1:40123``.
         dialect: the dialect the host speaks.
+        control_token: sent as a bearer token on every call (default: ``POS_HOST_CONTROL_TOKEN``).
     """
 
     def __init__(self, *, host: str, port: int, control_url: str, dialect: str,
-                 response_timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> None:
-        super().__init__(control_url, timeout_seconds=CONTROL_TIMEOUT_SECONDS)
+                 response_timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS, control_token: str | None = None) -> None:
+        super().__init__(control_url, timeout_seconds=CONTROL_TIMEOUT_SECONDS, token=control_token)
         self.host, self.port, self.dialect = host, port, dialect
         #: The terminals' response timeout (``--pos-timeout``): ``timeout_multiple`` in a fault scales with it.
         self.response_timeout_seconds = response_timeout_seconds
@@ -293,7 +298,7 @@ class _HostPool:
 
             address, port = host_address(s.external_host, "--pos-host")
             return PosHost(host=address, port=port, control_url=s.control_url, dialect=dialect,
-                           response_timeout_seconds=s.timeout_seconds)
+                           response_timeout_seconds=s.timeout_seconds, control_token=s.control_token)
         if dialect not in self._children:
             from emulator.hostproc import start_host
 
@@ -415,7 +420,7 @@ class PosTerminal:
                "config": str(self.settings_path), "overrides": (), "crash_at": None,
                "operator": operator or self.operator, "now": self.now.isoformat() if self.now else None,
                "json_output": True, "nii": DEFAULT_NII, "length_prefix": None, "tpdu": None, "cup_header": None,
-               "max_frame_bytes": DEFAULT_MAX_FRAME_BYTES}
+               "max_frame_bytes": DEFAULT_MAX_FRAME_BYTES, "new_journal": True}
         try:
             return Options(**raw)
         except click.ClickException as exc:
@@ -807,7 +812,7 @@ def _run_scenarios(state: _State, items: list[ScenarioItem], progress: Callable[
     for batch in batches:
         options = MatrixOptions(scenarios=tuple(s for _, s in batch.values()), jobs=state.jobs,
                                 response_timeout_seconds=state.timeout_seconds, host=state.external_host,
-                                control_url=state.control_url,
+                                control_url=state.control_url, control_token=state.control_token,
                                 dialects=(state.dialect or DEFAULT_DIALECT,) if state.external_host else ())
         try:
             result = run(options, progress=progress)

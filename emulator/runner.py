@@ -158,6 +158,7 @@ class MatrixOptions:
         dialects: dialects to run (empty: every dialect a file lists).
         jobs: scenario/dialect units run in parallel (one stub host child per worker and dialect).
         host, control_url: an external host (``host:port``) and its control API; None starts children.
+        control_token: the bearer token of that control API (default: ``POS_HOST_CONTROL_TOKEN``).
         response_timeout_seconds: the terminal's response timeout in every run.
         scenario_dir: where the ``C01.yaml`` … files are.
         scenarios: the scenarios to run, already loaded (e.g. a team's own copies of a few cause
@@ -172,6 +173,7 @@ class MatrixOptions:
     jobs: int = 2
     host: str | None = None
     control_url: str | None = None
+    control_token: str | None = None
     response_timeout_seconds: float = DEFAULT_RESPONSE_TIMEOUT_SECONDS
     scenario_dir: Path = SCENARIO_DIR
     scenarios: tuple[Scenario, ...] | None = None
@@ -521,7 +523,8 @@ class HostPool:
         if o.host is not None:
             address, port = host_address(o.host)
             assert o.control_url is not None
-            return HostHandle(dialect=dialect, address=address, port=port, control=ControlClient(o.control_url))
+            return HostHandle(dialect=dialect, address=address, port=port,
+                              control=ControlClient(o.control_url, token=o.control_token))
         key = (worker, dialect)
         if key not in self._hosts:
             async with self._lock:  # two children starting at once would only compete for the CPU
@@ -1282,7 +1285,7 @@ class RunView:
                 rows.append({"stan": r.stan, "batch": r.batch, "kind": r.kind,
                              "status": "adjusted" if r.tip_minor and r.status == "approved" else r.status,
                              "invoice": r.invoice, "rrn": r.rrn, "auth_code": r.auth_code,
-                             "operator": getattr(r, "operator", None), "receipt_pending": not r.printed,
+                             "operator": getattr(r, "operator", None), "receipt_pending": r.receipt_pending,
                              "settled": settled, "amount_minor": r.amount_minor,
                              "entry_mode": getattr(r, "entry_mode", None), "tid": self.tid})
         return rows
@@ -1315,7 +1318,7 @@ class RunView:
         return {"pending_reversals": len(b.reversals),
                 "parked_reversals": sum(1 for what, _, _ in b.parked if what == "reversal"),
                 "saf_queue": len(b.advices), "open_records": len(b.records),
-                "receipt_pending": sum(1 for r in (*b.records, *b.history) if not r.printed),
+                "receipt_pending": sum(1 for r in (*b.records, *b.history) if r.receipt_pending),
                 "batches_closed": len(self.closed_batches), "signed_on": b.signed_on,
                 "settlement_state": "idle" if b.settlement is None else "pending",
                 "batch": f"{b.batch:06d}", "stan": f"{b.stan:06d}",

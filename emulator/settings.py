@@ -82,6 +82,10 @@ class TerminalSettings:
     batch_upload_on_unbalanced: bool = True
     #: Refuse new transactions while a settlement is unfinished.
     block_sales_while_settling: bool = True
+    #: Refuse new transactions while an approval's receipt never printed (a crash after the journal
+    #: commit, a printer failure) until ``reprint`` or ``dismiss-receipt`` (off: the next sale goes
+    #: ahead and the cashier, seeing no receipt, may ring it up again).
+    block_sales_while_receipt_pending: bool = True
     #: Never send a financial request twice: a 0100/0200 without an answer is reversed (off: it is
     #: sent again once with the same STAN, as buggy terminals do; a host that posted the first
     #: answers 94 and the terminal drops its reversal: C10).

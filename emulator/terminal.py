@@ -96,6 +96,11 @@ class State(enum.Enum):
     BACKING_OFF = "backing_off"
     #: A receipt is at the printer; waiting for Printed or PrinterFailed.
     PRINTING = "printing"
+    #: No operation in progress, but an approval's receipt never printed (a crash after the journal
+    #: commit, a printer failure): new transactions are refused until it is reprinted or dismissed
+    #: (with ``block_sales_while_receipt_pending``).  Its durable marker is the journal record's
+    #: ``printed`` flag.
+    RECEIPT_PENDING = "receipt_pending"
     #: Outcome decided; see :attr:`Terminal.result`.
     DONE = "done"
 
@@ -134,6 +139,14 @@ class JournalRecord:
     printed: bool = False
     #: Who did it (CUP 63.1): every record names its operator (C14).
     operator: str = ""
+    #: No receipt is owed for it although it never printed: the operator dismissed it
+    #: (``dismiss-receipt``), or it was journalled later, when the host took its queued advice.
+    receipt_waived: bool = False
+
+    @property
+    def receipt_pending(self) -> bool:
+        """Journalled, never printed and not waived: the customer holds no proof of it."""
+        return not self.printed and not self.receipt_waived
 
     @property
     def counts(self) -> bool:
@@ -143,6 +156,22 @@ class JournalRecord:
     def original(self) -> Original:
         return Original(rrn=self.rrn, auth_code=self.auth_code, batch=self.batch, stan=self.stan,
                         local_date=self.local_date)
+
+    @property
+    def keeps_pan(self) -> bool:
+        """Still needs the full PAN after its batch closed: an approved pre-authorization not yet
+        completed or voided (its completion may come in a later batch).  Every other record keeps
+        only the masked PAN once its batch is closed (:func:`purged`)."""
+        return self.kind == "preauth" and self.status == APPROVED
+
+    @property
+    def pan_purged(self) -> bool:
+        return "*" in self.pan
+
+
+def purged(record: JournalRecord) -> JournalRecord:
+    """The record as kept once its batch closed: the PAN masked unless :attr:`~JournalRecord.keeps_pan`."""
+    return record if record.keeps_pan or record.pan_purged else replace(record, pan=mask_pan(record.pan))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -328,7 +357,7 @@ class Books:
             case MarkUploaded(invoices=invoices):
                 self._edit(tuple((i, {"uploaded": True}) for i in invoices))
             case CloseBatch(next_batch=next_batch, closed=closed):
-                self.history.extend(self.records)
+                self.history = [purged(r) for r in (*self.history, *self.records)]
                 self.records = []
                 self.settlement = None
                 self.batch = next_batch
@@ -436,6 +465,8 @@ class Refund:
     now: datetime
     amount_minor: int
     original: Reference = Reference()
+    #: The card, when the original's batch is closed (its PAN is no longer kept in full).
+    card: Card | None = None
     operator: str | None = None
 
 
@@ -473,6 +504,24 @@ class Reverse:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class Reprint:
+    """Print a receipt again (``invoice`` None: the oldest pending one, else the last record)."""
+
+    now: datetime
+    invoice: str | None = None
+    operator: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DismissReceipt:
+    """Waive a pending receipt without printing it (``invoice`` None: every pending one)."""
+
+    now: datetime
+    invoice: str | None = None
+    operator: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Idle:
     """The terminal is idle: deliver what is owed (pending reversals)."""
 
@@ -483,7 +532,7 @@ class Idle:
 Financial = (
     Sale | Balance | PreAuth | PreAuthVoid | Completion | CompletionVoid | Void | Refund | OfflineSale | Adjust
 )
-Operation = SignOn | SignOff | Echo | Financial | Settle | Reverse | Idle
+Operation = SignOn | SignOff | Echo | Financial | Settle | Reverse | Reprint | DismissReceipt | Idle
 
 #: Operation -> transaction kind of :mod:`specs.transactions`.
 KIND_OF: Mapping[type, str] = {
@@ -496,7 +545,7 @@ COMMAND_NAMES: Mapping[type, str] = {
     SignOn: "signon", SignOff: "signoff", Echo: "echo", Sale: "sale", Balance: "balance", PreAuth: "preauth",
     PreAuthVoid: "preauth-void", Completion: "completion", CompletionVoid: "completion-void", Void: "void",
     Refund: "refund", OfflineSale: "offline-sale", Adjust: "adjust", Settle: "settle", Reverse: "reverse",
-    Idle: "idle",
+    Reprint: "reprint", DismissReceipt: "dismiss-receipt", Idle: "idle",
 }
 
 # --------------------------------------------------------------------------- inputs: the outside world
@@ -861,7 +910,8 @@ class Result:
 FLOW = "flow"
 
 OPERATIONS: tuple[type, ...] = (SignOn, SignOff, Echo, Sale, Balance, PreAuth, PreAuthVoid, Completion,
-                                CompletionVoid, Void, Refund, OfflineSale, Adjust, Settle, Reverse, Idle)
+                                CompletionVoid, Void, Refund, OfflineSale, Adjust, Settle, Reverse, Reprint,
+                                DismissReceipt, Idle)
 #: Everything that can happen outside the operator's control, after _classify.
 EXTERNAL: tuple[type, ...] = (Connected, ConnectFailed, ResponseMatched, ResponseStray, MessageUnreadable,
                               TimerExpired, ConnectionLost, Printed, PrinterFailed)
@@ -875,6 +925,11 @@ TRANSITIONS: dict[State, dict[type, State | str]] = {
     State.IDLE: {
         **dict.fromkeys(OPERATIONS, FLOW),
         **_ignore_in(State.IDLE, *EXTERNAL),  # late answers, link events and printer noise between operations
+    },
+    # Every operation starts its flow; a new transaction's flow refuses at once (see _start).
+    State.RECEIPT_PENDING: {
+        **dict.fromkeys(OPERATIONS, FLOW),
+        **_ignore_in(State.RECEIPT_PENDING, *EXTERNAL),
     },
     State.CONNECTING: {
         Connected: State.AWAITING_RESPONSE,  # entry: durable writes, Send, StartTimer
@@ -959,7 +1014,9 @@ _Answer = _Answered | _NoAnswer | _NotConnected
 Flow = Generator[_Wait, Any, Result]
 
 #: Operations only a supervisor may do when operator roles are enforced (C14).
-SUPERVISOR_OPERATIONS: tuple[type, ...] = (Void, PreAuthVoid, CompletionVoid, Refund, Settle)
+SUPERVISOR_OPERATIONS: tuple[type, ...] = (Void, PreAuthVoid, CompletionVoid, Refund, Settle, DismissReceipt)
+#: Operations a pending receipt does not block: housekeeping and getting the receipt out.
+_NOT_BLOCKED_BY_RECEIPT: tuple[type, ...] = (SignOn, SignOff, Echo, Settle, Reverse, Reprint, DismissReceipt, Idle)
 
 #: Kinds whose original must be in the open batch / may be in any batch, and which kinds qualify.
 _ORIGINALS: Mapping[str, tuple[tuple[str, ...], bool]] = {
@@ -991,7 +1048,7 @@ class Terminal:
         self.books = books
         self.response_timeout_seconds = response_timeout_seconds
         self.settings = settings or TerminalSettings()
-        self.state = State.IDLE
+        self.state = self._resting_state()
         self.result: Result | None = None
         self._flow: Flow | None = None
         self._exchange: _Exchange | None = None
@@ -1062,7 +1119,18 @@ class Terminal:
         """Return to IDLE after DONE, ready for the next operation."""
         if self.state is not State.DONE:
             raise TerminalUsageError(f"can't start the next operation in state {self.state.name}")
-        self.state, self.result, self._flow, self._exchange = State.IDLE, None, None, None
+        self.state, self.result, self._flow, self._exchange = self._resting_state(), None, None, None
+
+    def _resting_state(self) -> State:
+        """IDLE, or RECEIPT_PENDING while an open-batch approval's receipt never printed."""
+        if self.settings.block_sales_while_receipt_pending and self.pending_receipts:
+            return State.RECEIPT_PENDING
+        return State.IDLE
+
+    @property
+    def pending_receipts(self) -> list[JournalRecord]:
+        """Records of the open batch whose receipt never printed and was not waived, oldest first."""
+        return [r for r in self.books.records if r.receipt_pending]
 
     def _classify(self, event: Input) -> Any:
         if not isinstance(event, MessageReceived):
@@ -1275,8 +1343,12 @@ class Terminal:
         self._operator = op.operator or self.settings.default_operator
         self._notes["operator"] = self._operator
         refusal = self._operator_refusal(op)
+        if refusal is None and self.state is State.RECEIPT_PENDING and not isinstance(op, _NOT_BLOCKED_BY_RECEIPT):
+            refusal = _receipt_pending_text(self.pending_receipts)
         if refusal is not None:
             return self._refusal_flow(op, refusal)
+        if isinstance(op, (Reprint, DismissReceipt)):
+            return self._receipt_flow(op)
         if isinstance(op, (SignOn, SignOff, Echo)):
             return self._network_flow(op)
         if isinstance(op, Settle):
@@ -1305,6 +1377,36 @@ class Terminal:
     def _refusal_flow(self, op: Operation, text: str) -> Flow:
         return self._refused(op, text)
         yield  # a generator that ends at once: nothing is sent
+
+    def _receipt_flow(self, op: Reprint | DismissReceipt) -> Flow:
+        """Reprint a receipt (the same RRN and auth code), or waive the pending ones; no traffic."""
+        pending = self.pending_receipts
+        if op.invoice is not None:
+            wanted = op.invoice.zfill(6)
+            found = self.books.find(wanted)
+            if found is None:
+                return self._refused(op, f"no record with invoice {wanted} in the journal")
+            records = [found]
+        elif isinstance(op, DismissReceipt) or pending:
+            records = pending if isinstance(op, DismissReceipt) else pending[:1]
+        else:
+            last = self.books.records[-1:] or self.books.history[-1:]
+            records = list(last)
+        if not records:
+            return self._refused(op, "no receipt to " + ("dismiss" if isinstance(op, DismissReceipt) else "reprint"))
+        invoices = [r.invoice for r in records]
+        if isinstance(op, DismissReceipt):
+            self._emit(UpdateJournal(edits=tuple((i, {"receipt_waived": True}) for i in invoices)))
+            return self._result(op, Outcome.APPROVED, f"receipt of invoice {', '.join(invoices)} dismissed "
+                                "(never printed)", invoices=invoices)
+        record = records[0]
+        printed = yield _Print(lines=("*** REPRINT ***", *_receipt(self.profile, record)))
+        details: dict[str, Any] = {"invoice": record.invoice, "rrn": record.rrn, "auth_code": record.auth_code,
+                   "amount_minor": record.amount_minor, "printed": bool(printed)}
+        if not printed:
+            return self._refused(op, f"printer failed: the receipt of invoice {record.invoice} is still pending")
+        self._emit(UpdateJournal(edits=((record.invoice, {"printed": True}),)))
+        return self._result(op, Outcome.APPROVED, f"receipt of invoice {record.invoice} reprinted", **details)
 
     def _network_flow(self, op: SignOn | SignOff | Echo) -> Flow:
         if isinstance(op, SignOn):
@@ -1522,7 +1624,7 @@ class Terminal:
                     response, edits, record = answer.message, advice.on_accept, advice.record
                     if record is not None:  # an online advice: journalled now that the host took it
                         record = replace(record, rrn=response.get("37", ""), auth_code=response.get("38", ""),
-                                         settlement_date=response.get("15"))
+                                         settlement_date=response.get("15"), receipt_waived=True)
                     elif advice.kind == "offline_sale" and response.get("37"):
                         edits = (*edits, (advice.invoice, {"rrn": response["37"]}))
                     self._emit(RemoveAdvice(stan=advice.stan, record=record, edits=edits))
@@ -1593,6 +1695,10 @@ class Terminal:
         if refusal is not None:
             return self._refused(op, refusal)
         card = getattr(op, "card", None)
+        if card is None and original is not None and original.pan_purged:
+            return self._refused(op, f"the card number of invoice {original.invoice} was purged when batch "
+                                 f"{original.batch} closed (only {original.pan} is kept): present the card again "
+                                 "(--pan, --expiry)")
         pan, expiry = (card.pan, card.expiry) if card else (original.pan, original.expiry)  # type: ignore[union-attr]
         pin = getattr(op, "pin", None)
         if pin is not None:
@@ -2076,6 +2182,14 @@ def _receipt(profile: Profile, r: JournalRecord) -> tuple[str, ...]:
     return (f"TID {profile.tid} MID {profile.mid}", f"{r.kind.upper()} {_money(r.amount_minor)}",
             f"CARD {mask_pan(r.pan)}", f"BATCH {r.batch} INVOICE {r.invoice} STAN {r.stan}",
             f"RRN {r.rrn or '-'} AUTH {r.auth_code or '-'}")
+
+
+def _receipt_pending_text(pending: list[JournalRecord]) -> str:
+    first = pending[0]
+    more = f" (and {len(pending) - 1} more)" if len(pending) > 1 else ""
+    return (f"the receipt of an approved {first.kind} never printed: invoice {first.invoice} STAN {first.stan} "
+            f"{_money(first.amount_minor)} RRN {first.rrn or '-'} auth {first.auth_code or '-'}{more}; the customer "
+            "was charged: run reprint (or dismiss-receipt) before a new transaction; do not ring it up again")
 
 
 def _adjust_details(kind: str, tip: int) -> dict[str, Any]:

@@ -12,6 +12,7 @@ in-flight requests finish (their ledger transaction and answer), the ledger is c
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import os
 import signal
@@ -23,7 +24,7 @@ import structlog
 
 from host_stub.runtime import HostRuntime, read_config_file
 from host_stub.validation import ConfigError
-from specs.cliopts import database_open_problem, framing_options, resolve_framing
+from specs.cliopts import CONTROL_TOKEN_ENV, database_open_problem, framing_options, resolve_framing
 from specs.dialects import DIALECTS, get_dialect
 from specs.logs import configure_logging
 
@@ -47,17 +48,23 @@ def main(log_json: bool, log_level: str) -> None:
               help="SQLite ledger file; a restarted host with the same file keeps its books.")
 @click.option("--control-port", type=click.IntRange(0, 65535), default=None,
               help="Serve the HTTP control API on this port (0 picks a free one; the ready line says which).")
-@click.option("--control-bind", default=None, help="Address of the control API (default: --bind).")
+@click.option("--control-bind", default=None, help="Address of the control API (default: 127.0.0.1).")
+@click.option("--control-token", envvar=CONTROL_TOKEN_ENV, default=None, show_envvar=True,
+              help="Bearer token every control API call must carry (mandatory when --control-bind is not loopback).")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False), default=None,
               help="YAML file with settings, registry, faults and clock to start with.")
 @click.option("--grace-seconds", type=click.FloatRange(0), default=5.0, show_default=True,
               help="On SIGTERM/SIGINT, how long in-flight requests may take to finish.")
 @framing_options
 def serve(dialect: str, bind: str, port: int, ledger_path: str, control_port: int | None, control_bind: str | None,
-          config_path: str | None, grace_seconds: float, length_prefix: str | None, tpdu: bool | None,
-          cup_header: bool | None, max_frame_bytes: int) -> None:
+          control_token: str | None, config_path: str | None, grace_seconds: float, length_prefix: str | None,
+          tpdu: bool | None, cup_header: bool | None, max_frame_bytes: int) -> None:
     """Serve terminals until SIGTERM or SIGINT."""
     framing = resolve_framing(dialect, length_prefix, tpdu, cup_header, max_frame_bytes)
+    control_bind = control_bind or "127.0.0.1"
+    if control_port is not None and not control_token and not _loopback(control_bind):
+        raise click.UsageError(f"--control-bind {control_bind} is not a loopback address: anyone who can reach it "
+                               "could drive the host, so --control-token (or POS_HOST_CONTROL_TOKEN) is required")
     try:
         config = read_config_file(config_path) if config_path else {}
         runtime = HostRuntime(dialect=get_dialect(dialect), framing=framing, ledger_path=ledger_path, config=config,
@@ -66,19 +73,32 @@ def serve(dialect: str, bind: str, port: int, ledger_path: str, control_port: in
         raise click.BadParameter(str(exc), param_hint="--config") from None
     except (sqlite3.Error, OSError) as exc:  # the books are opened here: a bad --ledger is bad usage
         raise click.UsageError(database_open_problem("--ledger", ledger_path, exc, "a pos-host ledger")) from None
+    except ValueError as exc:  # the storage key file beside the ledger is not one
+        raise click.UsageError(f"--ledger {ledger_path}: {exc}") from None
     try:
-        asyncio.run(_serve(runtime, bind, port, control_port, control_bind))
+        asyncio.run(_serve(runtime, bind, port, control_port, control_bind, control_token or None))
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {bind}:{port}: {exc.strerror or exc}") from None
 
 
-async def _serve(runtime: HostRuntime, bind: str, port: int, control_port: int | None, control_bind: str | None) -> None:
+def _loopback(address: str) -> bool:
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+async def _serve(runtime: HostRuntime, bind: str, port: int, control_port: int | None, control_bind: str,
+                 control_token: str | None) -> None:
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     try:
-        await runtime.start(bind, port, control_port=control_port, control_bind=control_bind)
+        await runtime.start(bind, port, control_port=control_port, control_bind=control_bind,
+                            control_token=control_token)
     except OSError:
         await runtime.stop()
         raise
@@ -89,7 +109,12 @@ async def _serve(runtime: HostRuntime, bind: str, port: int, control_port: int |
              "ledger": runtime.ledger.path, "pid": os.getpid()}
     if runtime.control_port is not None:
         ready["control_port"] = runtime.control_port
+        ready["control_bind"] = control_bind
+        ready["control_token"] = control_token is not None  # whether one is needed, never the token
     print(json.dumps(ready), flush=True)
+    log.warning("test keys in use: working keys are derived from the TID and sign-on count and sent under each "
+                "terminal's TMK (the public test TMK unless the registry gives one), and the ledger keeps them; "
+                "fit for tests only, never for real cards")
     log.info("listening", port=runtime.port, control_port=runtime.control_port, dialect=runtime.dialect.name,
              faults=len(runtime.faults))
     await stopping.wait()

@@ -28,6 +28,18 @@ from datetime import date, datetime, time, timedelta
 MIDNIGHT = time(0, 0)
 
 
+#: The range the business clock may be set or advanced to: far enough from datetime's limits that
+#: value dates (T+n), cutovers and every terminal's time stay representable.
+EARLIEST = datetime(2000, 1, 1)
+LATEST = datetime(2999, 12, 31, 23, 59, 59)
+
+
+def check_within(when: datetime) -> None:
+    if not EARLIEST <= when <= LATEST:
+        raise ValueError(f"business clock {when.isoformat()} is outside {EARLIEST.isoformat()} .. "
+                         f"{LATEST.isoformat()}")
+
+
 class BusinessClock:
     """Local business time = ``source()`` + offset."""
 
@@ -39,11 +51,28 @@ class BusinessClock:
         return self._source() + self._offset
 
     def set(self, when: datetime) -> None:
-        """Make ``now()`` read ``when`` at this instant; time keeps running from there."""
+        """Make ``now()`` read ``when`` at this instant; time keeps running from there.
+
+        Raises:
+            ValueError: ``when`` lies outside :data:`EARLIEST` .. :data:`LATEST`.
+        """
+        check_within(when)
         self._offset = when - self._source()
 
     def advance(self, seconds: float) -> None:
-        self._offset += timedelta(seconds=seconds)
+        """Move the clock by ``seconds`` (negative: back).
+
+        Raises:
+            ValueError: the clock would leave :data:`EARLIEST` .. :data:`LATEST` (unchanged).
+        """
+        try:
+            step = timedelta(seconds=seconds)
+            target = self.now() + step
+        except OverflowError:
+            raise ValueError(f"advancing by {seconds:g} s leaves the business clock's range "
+                             f"{EARLIEST.isoformat()} .. {LATEST.isoformat()}") from None
+        check_within(target)
+        self._offset += step
 
     def reset(self) -> None:
         """Back to real time."""

@@ -10,6 +10,14 @@ a method a path does not serve (both with ``allowed``), 409 for a conflict.  Eac
 codes are part of its row in :data:`ROUTES`, and so of the OpenAPI document.  Card numbers appear
 in paths (``/registry/cards/{pan}``) but never in answers (masked) or logs (no access log).
 
+Who may drive it: with a token (``pos-host serve --control-token`` or ``POS_HOST_CONTROL_TOKEN``)
+every route but ``GET /openapi.json`` needs ``Authorization: Bearer <token>`` (401 otherwise); a
+request from a browser page of another origin (an ``Origin`` header that is not this API's own
+address) is refused (403), and a body must be ``application/json`` (415) of at most
+:data:`MAX_BODY_BYTES` (413), nested at most :data:`MAX_JSON_DEPTH` deep, with finite numbers
+(400) — so a web page cannot ``POST /reset`` with a ``text/plain`` form.  Ledger listings are
+paginated (``limit``, ``offset``; the answer says ``total`` and the ``next`` page).
+
 A route that changes the faults or the clock, or resets, awaits :meth:`HostRuntime.changed
 <host_stub.runtime.HostRuntime.changed>` before it answers: by the time the answer arrives, the
 TCP server listens or refuses connects as the ``refuse_connect`` faults say.
@@ -17,12 +25,15 @@ TCP server listens or refuses connects as the ``refuse_connect`` faults say.
 
 from __future__ import annotations
 
+import asyncio
+import hmac
 import json
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 import structlog
 from aiohttp import web
@@ -65,6 +76,13 @@ class Route:
     body: Mapping[str, Any] | None = None
 
 
+#: Largest request body (bytes), deepest JSON nesting, and ledger page sizes.
+MAX_BODY_BYTES = 64 * 1024
+MAX_JSON_DEPTH = 16
+DEFAULT_PAGE = 1000
+MAX_PAGE = 10_000
+
+
 def _ref(name: str) -> dict[str, Any]:
     return {"$ref": f"#/components/schemas/{name}"}
 
@@ -73,9 +91,27 @@ def _listing(key: str, item: Mapping[str, Any]) -> dict[str, Any]:
     return {"type": "object", "required": [key], "properties": {key: {"type": "array", "items": item}}}
 
 
+def _ledger_listing(key: str, item: Mapping[str, Any]) -> dict[str, Any]:
+    """One page of a ledger listing: the rows, the filtered total, and the path of the next page."""
+    page = _listing(key, item)
+    page["required"] = [key, "total", "limit", "offset", "next"]
+    page["properties"].update({"total": {"type": "integer"}, "limit": {"type": "integer"},
+                               "offset": {"type": "integer"},
+                               "next": {"type": "string", "nullable": True,
+                                        "description": "path and query of the next page; null on the last"}})
+    return page
+
+
+_PAGE_QUERY: dict[str, tuple[Mapping[str, Any], str]] = {
+    "limit": ({"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": DEFAULT_PAGE},
+              f"rows per page (default {DEFAULT_PAGE}, at most {MAX_PAGE})"),
+    "offset": ({"type": "integer", "minimum": 0, "default": 0}, "rows to skip (oldest first)"),
+}
+
+
 def _ledger_query(table: str) -> dict[str, tuple[Mapping[str, Any], str]]:
-    """The documented filters of one ledger listing: :data:`host_stub.ledger.LEDGER_FILTERS` itself."""
-    out: dict[str, tuple[Mapping[str, Any], str]] = {}
+    """The documented query of one ledger listing: :data:`host_stub.ledger.LEDGER_FILTERS` and the page."""
+    out: dict[str, tuple[Mapping[str, Any], str]] = dict(_PAGE_QUERY)
     for name, kind in LEDGER_FILTERS[table].items():
         note = FILTER_NOTES.get((table, name)) or FILTER_NOTES.get(("*", name)) or f"{name} equals this value"
         schema: dict[str, Any] = {"type": kind}
@@ -154,15 +190,15 @@ ROUTES: tuple[Route, ...] = (
           errors={400: _BAD_BODY}, body=_OBJECT),
     Route(method="GET", path="/ledger/authorizations", handler="list_authorizations",
           summary="Authorization ledger: every request and its fate.",
-          ok={200: ("Rows, oldest first", _listing("authorizations", _ref("AuthorizationRow")))},
+          ok={200: ("One page of rows, oldest first", _ledger_listing("authorizations", _ref("AuthorizationRow")))},
           errors={400: _BAD_FILTER}, query=_ledger_query("authorizations")),
     Route(method="GET", path="/ledger/settlements", handler="list_settlements",
           summary="Settlement ledger: terminal vs host totals, result, uploads.",
-          ok={200: ("Rows, oldest first", _listing("settlements", _ref("SettlementRow")))},
+          ok={200: ("One page of rows, oldest first", _ledger_listing("settlements", _ref("SettlementRow")))},
           errors={400: _BAD_FILTER}, query=_ledger_query("settlements")),
     Route(method="GET", path="/ledger/payouts", handler="list_payouts",
           summary="Payout ledger: funds to merchants per closed batch.",
-          ok={200: ("Rows, oldest first", _listing("payouts", _ref("PayoutRow")))},
+          ok={200: ("One page of rows, oldest first", _ledger_listing("payouts", _ref("PayoutRow")))},
           errors={400: _BAD_FILTER}, query=_ledger_query("payouts")),
     Route(method="POST", path="/ledger/payouts/{id}/release", handler="release_payout",
           summary="Release a held payout.", ok={200: ("The payout, pending or paid", _ref("PayoutRow"))},
@@ -175,6 +211,12 @@ ROUTES: tuple[Route, ...] = (
           summary="Empty books, faults and journal; back to the start configuration.",
           ok={200: ("Done", {"type": "object", "required": ["reset"], "properties": {"reset": {"type": "boolean"}}})}),
 )
+
+#: Errors every guarded route may answer, and those of a route that takes a body.
+_GUARD_ERRORS: Mapping[int, str] = {401: "A token is configured and the request does not carry it as a bearer.",
+                                    403: "The request comes from a web page of another origin."}
+_BODY_ERRORS: Mapping[int, str] = {413: f"The body is larger than {MAX_BODY_BYTES} bytes.",
+                                   415: "The body is not application/json."}
 
 #: The body of every error answer.  ``allowed`` comes with 404 and 405 for an unserved path or method.
 ERROR_SCHEMA: Mapping[str, Any] = {
@@ -254,24 +296,33 @@ def openapi_document() -> dict[str, Any]:
         responses: dict[str, Any] = {
             str(status): {"description": description, "content": {"application/json": {"schema": dict(schema)}}}
             for status, (description, schema) in route.ok.items()}
+        errors = dict(route.errors)
+        if route.handler != "openapi":
+            errors.update(_GUARD_ERRORS if route.body is None else {**_GUARD_ERRORS, **_BODY_ERRORS})
         responses.update({str(status): {"description": description,
                                         "content": {"application/json": {"schema": _ref("Error")}}}
-                          for status, description in route.errors.items()})
+                          for status, description in errors.items()})
         operation: dict[str, Any] = {"operationId": route.handler, "summary": route.summary,
                                      "responses": dict(sorted(responses.items()))}
         if parameters:
             operation["parameters"] = parameters
+        if route.handler == "openapi":
+            operation["security"] = []  # readable without the token
         if route.body is not None:
             operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": dict(route.body)}}}
         paths.setdefault(route.path, {})[route.method.lower()] = operation
     return {"openapi": "3.0.3",
+            "security": [{"bearer": []}],
             "info": {"title": "pos-harness stub host control API", "version": "1.0.0",
                      "description": "Faults, business clock, settings, registry, ledgers and journal of the stub "
                                     "acquirer host. Card data is masked in every answer. Every error is JSON "
                                     "(components/schemas/Error); a path that is not served answers 404 and a "
                                     "method a path does not serve 405, both with the allowed paths or methods."},
             "paths": paths,
-            "components": {"schemas": _components()}}
+            "components": {"schemas": _components(), "securitySchemes": {"bearer": {
+                "type": "http", "scheme": "bearer",
+                "description": "Needed when the host runs with --control-token (or POS_HOST_CONTROL_TOKEN); "
+                               "mandatory when the control API listens beyond loopback."}}}}
 
 
 def _path_params(path: str) -> list[str]:
@@ -303,9 +354,11 @@ def _single_values(request: web.Request) -> list[tuple[str, str]]:
 class ControlApi:
     """The aiohttp application over one :class:`~host_stub.runtime.HostRuntime`."""
 
-    def __init__(self, runtime: HostRuntime) -> None:
+    def __init__(self, runtime: HostRuntime, *, token: str | None = None) -> None:
         self.runtime = runtime
-        self.app = web.Application(middlewares=[self._errors])
+        self.token = token or None
+        self._origins: frozenset[str] = frozenset()
+        self.app = web.Application(middlewares=[self._errors, self._guard], client_max_size=MAX_BODY_BYTES)
         for route in ROUTES:
             self.app.router.add_route(route.method, route.path, self._bind(getattr(ControlApi, route.handler)))
         self._runner: web.AppRunner | None = None
@@ -322,7 +375,10 @@ class ControlApi:
         await site.start()
         server = site._server  # aiohttp keeps the asyncio server here; its socket tells the port picked
         assert server is not None
-        return int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
+        port = int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
+        names = {bind, "127.0.0.1", "localhost", "[::1]"} - {"0.0.0.0", "::", ""}
+        self._origins = frozenset(f"http://{name}:{port}" for name in names)
+        return port
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -354,16 +410,45 @@ class ControlApi:
             return _json({"error": f"{exc.reason}: {request.method} {_shown_path(request.path)}", "key": None},
                          status=exc.status)
 
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                     ) -> web.StreamResponse:
+        """Only the owner drives the API: the bearer token when one is set, no foreign web page,
+        JSON bodies only."""
+        origin = request.headers.get("Origin")
+        if origin is not None and origin not in self._origins:
+            raise ApiError(403, f"Origin {origin!r} is not this control API's own "
+                                f"({', '.join(sorted(self._origins))}): a web page may not drive it", "Origin")
+        if self.token is not None and not (request.method == "GET" and request.path == "/openapi.json"):
+            given = request.headers.get("Authorization", "")
+            scheme, _, value = given.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), self.token.encode()):
+                raise ApiError(401, "Authorization is " + ("missing" if not given else "not the bearer token")
+                               + ", expecting 'Authorization: Bearer <token>' (pos-host --control-token)",
+                               "Authorization")
+        if request.body_exists and request.content_type != "application/json":
+            raise ApiError(415, f"Content-Type is {request.content_type!r}, expecting application/json",
+                           "Content-Type")
+        return await handler(request)
+
     # ---------------------------------------------------------------- helpers
 
     @staticmethod
     async def _body(request: web.Request) -> dict[str, Any]:
+        text = await request.text()  # over MAX_BODY_BYTES: aiohttp raises 413, answered as JSON
         try:
-            body = await request.json()
+            body = json.loads(text, parse_constant=_no_constant)
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise ApiError(400, "Body is not JSON, expecting a JSON object") from None
+        except ValueError as exc:  # NaN / Infinity
+            raise ApiError(400, f"Body holds {exc}, expecting finite numbers only") from None
+        except RecursionError:
+            raise ApiError(400, f"Body is nested too deeply, expecting at most {MAX_JSON_DEPTH} levels") from None
         if not isinstance(body, dict):
             raise ApiError(400, f"Body is a JSON {type(body).__name__}, expecting a JSON object")
+        if _depth(body) > MAX_JSON_DEPTH:
+            raise ApiError(400, f"Body is nested more than {MAX_JSON_DEPTH} levels deep, expecting at most "
+                                f"{MAX_JSON_DEPTH}")
         return body
 
     def _now(self) -> datetime:
@@ -416,10 +501,15 @@ class ControlApi:
             raise ApiError(400, "Body holds nothing, expecting one of set, advance_seconds", "set")
         if len(body) > 1:
             raise ApiError(400, "Body holds both set and advance_seconds, expecting one of them", "advance_seconds")
-        if "set" in body:
-            self.runtime.clock.set(want_datetime(body, "set", where="body"))
-        else:
-            self.runtime.clock.advance(want_number(body, "advance_seconds", where="body"))
+        try:
+            if "set" in body:
+                self.runtime.clock.set(want_datetime(body, "set", where="body"))
+            else:
+                self.runtime.clock.advance(want_number(body, "advance_seconds", where="body"))
+        except ValueError as exc:  # outside the clock's range (a ConfigError is a ValueError too: re-raised)
+            if isinstance(exc, ConfigError):
+                raise
+            raise ApiError(400, f"{exc}: body.{next(iter(body))}", next(iter(body))) from None
         self.runtime.host.refresh_payouts(self._now())
         await self.runtime.changed()
         return await self.get_clock(request)
@@ -487,30 +577,44 @@ class ControlApi:
         if "pan" in body:
             raise ApiError(400, "Key 'pan' is taken from the path, expecting it absent from the body", "pan")
         existing = self.runtime.registry.card(pan)
-        card = existing.updated(body, where="body") if existing else Card.from_dict({**body, "pan": pan}, where="body")
+        card = (replace(existing.updated(body, where="body"), pan=pan) if existing
+                else Card.from_dict({**body, "pan": pan}, where="body"))
         self.runtime.registry.put(card)
         return _json(_card_view(card), status=200 if existing else 201)
 
     async def generate_registry(self, request: web.Request) -> web.Response:
-        entries = generate_from_dict(await self._body(request), where="body")
+        body = await self._body(request)
+        # Faker's work (bounded by MAX_GENERATE) runs off the event loop: terminals keep being served.
+        entries = await asyncio.to_thread(generate_from_dict, body, where="body")
         for entry in entries:
             self.runtime.registry.put(entry)
         return _json({"merchants": [e.as_dict() for e in entries if isinstance(e, Merchant)],
                       "terminals": [_terminal_view(e) for e in entries if isinstance(e, Terminal)],
                       "cards": [_card_view(e) for e in entries if isinstance(e, Card)]}, status=201)
 
-    def _ledger_rows(self, request: web.Request, table: str) -> list[dict[str, Any]]:
-        return self.runtime.ledger.listing(table, ledger_filters(table, request.query.items()))
+    def _ledger_page(self, request: web.Request, table: str) -> web.Response:
+        """One page of a listing: at most ``limit`` rows from ``offset``, the filtered ``total`` and
+        the ``next`` page's path (None on the last).  A page is bounded, so the event loop is too."""
+        query = dict(_single_values(request))
+        limit = _page_number(query.pop("limit", None), "limit", DEFAULT_PAGE, minimum=1, maximum=MAX_PAGE)
+        offset = _page_number(query.pop("offset", None), "offset", 0, minimum=0, maximum=10**12)
+        filters = ledger_filters(table, query.items())
+        rows, total = self.runtime.ledger.listing(table, filters, limit=limit, offset=offset)
+        following = offset + len(rows)
+        next_page = None
+        if following < total:
+            next_page = f"{request.path}?{urlencode({**query, 'limit': limit, 'offset': following})}"
+        return _json({table: rows, "total": total, "limit": limit, "offset": offset, "next": next_page})
 
     async def list_authorizations(self, request: web.Request) -> web.Response:
-        return _json({"authorizations": self._ledger_rows(request, "authorizations")})
+        return self._ledger_page(request, "authorizations")
 
     async def list_settlements(self, request: web.Request) -> web.Response:
-        return _json({"settlements": self._ledger_rows(request, "settlements")})
+        return self._ledger_page(request, "settlements")
 
     async def list_payouts(self, request: web.Request) -> web.Response:
         self.runtime.host.refresh_payouts(self._now())
-        return _json({"payouts": self._ledger_rows(request, "payouts")})
+        return self._ledger_page(request, "payouts")
 
     async def release_payout(self, request: web.Request) -> web.Response:
         raw = request.match_info["id"]
@@ -538,6 +642,34 @@ class ControlApi:
         return _json({"reset": True})
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(name)
+
+
+def _depth(value: Any) -> int:
+    """How deeply a parsed JSON value nests (a scalar is 0), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, level)
+        if level > MAX_JSON_DEPTH:
+            break
+        stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def _page_number(raw: str | None, key: str, default: int, *, minimum: int, maximum: int) -> int:
+    if raw is None:
+        return default
+    if not raw.isdigit() or not minimum <= int(raw) <= maximum:
+        raise ApiError(400, f"Filter {key!r} holds {raw!r}, expecting a number from {minimum} to {maximum}: "
+                            f"query.{key}", key)
+    return int(raw)
+
+
 def _terminal_view(terminal: Terminal) -> dict[str, Any]:
     """A terminal as the API shows it: keys replaced by their check values."""
     view = terminal.as_dict()
@@ -550,5 +682,6 @@ def _terminal_view(terminal: Terminal) -> dict[str, Any]:
 
 def _card_view(card: Card) -> dict[str, Any]:
     view = card.as_dict()
-    view["pin"] = None if card.pin is None else "*" * len(card.pin)
+    del view["pin_verifier"]
+    view["pin"] = "****" if card.has_pin else None  # only whether one is set
     return view

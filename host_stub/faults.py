@@ -784,19 +784,21 @@ class _Param:
     schema: Mapping[str, Any]
 
 
+#: Bounds of fault parameters: a delay of at most an hour, at most this many copies, repeats, days.
+MAX_FAULT_SECONDS = 3600.0
+MAX_FAULT_COUNT = 1000
+
+
 def _read_seconds(data: Mapping[str, Any], name: str, where: str) -> float:
-    seconds = want_number(data, name, where=where)
-    if seconds < 0:
-        raise ConfigError(f"Key {name!r} holds {seconds}, expecting at least 0", key=name, where=where)
-    return seconds
+    return want_number(data, name, where=where, minimum=0, maximum=MAX_FAULT_SECONDS)
 
 
 def _read_count(data: Mapping[str, Any], name: str, where: str) -> int:
-    return want_int(data, name, where=where, minimum=0)
+    return want_int(data, name, where=where, minimum=0, maximum=MAX_FAULT_COUNT)
 
 
 def _read_optional_count(data: Mapping[str, Any], name: str, where: str) -> int | None:
-    return None if data[name] is None else want_int(data, name, where=where, minimum=0)
+    return None if data[name] is None else _read_count(data, name, where)
 
 
 def _read_signed(data: Mapping[str, Any], name: str, where: str) -> int:

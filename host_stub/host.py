@@ -25,7 +25,7 @@ kind               rules (domain.md §3, §5; wire contract in ``host_stub/__ini
 =================  ============================================================================
 sale, preauth      card (14 Luhn/unknown, 62/57/59 status, 54 expiry, 55/99 PIN), per-transaction
                    cap 13, daily count 65 / amount 61 per merchant, terminal and card, balance 51;
-                   duplicate (TID+STAN+13+amount on the books) 94; an original whose reversal came
+                   duplicate (TID+STAN+13 on the books, whatever the amount) 94; an original whose reversal came
                    first (tombstone) is never posted (``late_original_rc``, 94)
 void, *_void       original by TID + RRN (37): missing 25; settled, voided or reversed 12;
                    amount differs 13; merchant funds (``available_balance_minor``) 51
@@ -62,7 +62,6 @@ from host_stub.registry import (
     Registry,
     Terminal,
     card_expired,
-    pan_token,
 )
 from host_stub.settings import HostSettings, fee_rule_at
 from host_stub.wire import wire_mac_is_valid
@@ -501,8 +500,7 @@ class Host:
         request = ctx.request
         if request["t"] not in ("0100", "0200"):
             return None
-        replay = self.ledger.replay_of(tid=ctx.tid, stan=request["11"], local_date=request.get("13"),
-                                       amount_minor=ctx.amount)
+        replay = self.ledger.replay_of(tid=ctx.tid, stan=request["11"], local_date=request.get("13"))
         if replay == "duplicate":
             ctx.row["reason"] = "duplicate"
             return codes.DUPLICATE_TRANSMISSION
@@ -788,7 +786,7 @@ class Host:
                 return codes.INVALID_CARD_NUMBER
             return None
         ctx.pan = pan
-        token = pan_token(pan)
+        token = self.ledger.pan_token(pan)
         ctx.row["pan_masked"], ctx.row["pan_token"] = mask_pan(pan), token
         if not (pan.isdigit() and 12 <= len(pan) <= 19 and luhn_valid(pan)):
             ctx.row["reason"] = "pan_not_luhn_valid"
@@ -819,7 +817,7 @@ class Host:
         except ValueError:
             ctx.row["reason"] = "pin_block_unreadable"
             return codes.PIN_FORMAT_ERROR
-        if card.pin is not None and pin != card.pin:
+        if card.pin_verifier is not None and self.ledger.pin_verifier(ctx.pan, pin) != card.pin_verifier:
             ctx.row["reason"] = "wrong_pin"
             return codes.INCORRECT_PIN
         return None
@@ -1004,7 +1002,7 @@ class Host:
                     self.ledger.upsert_upload(dict(
                         settlement_id=settlement_id, tid=ctx.tid, batch=batch, original_stan=record.stan,
                         upload_stan=request["11"], amount_minor=record.amount_minor, pan_masked=mask_pan(record.pan),
-                        pan_token=pan_token(record.pan), received_at=at))
+                        pan_token=self.ledger.pan_token(record.pan), received_at=at))
             else:
                 original_mti, original_stan = parse_intl_upload_field_60(request.get("60", ""))
                 processing = request.get("3", "")
@@ -1016,7 +1014,7 @@ class Host:
                     settlement_id=settlement_id, tid=ctx.tid, batch=batch, original_mti=original_mti,
                     original_stan=original_stan, upload_stan=request["11"], processing_code=original_processing,
                     kind=kind, amount_minor=ctx.amount, pan_masked=mask_pan(pan) if pan else None,
-                    pan_token=pan_token(pan) if pan else None, rrn=request.get("37"), auth_code=request.get("38"),
+                    pan_token=self.ledger.pan_token(pan) if pan else None, rrn=request.get("37"), auth_code=request.get("38"),
                     invoice=request.get("62"), received_at=at))
         except ValueError:
             ctx.row["reason"] = "bad_upload"

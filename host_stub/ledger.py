@@ -43,14 +43,20 @@ control API, a rejected request) commits the open group first.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import os
 import re
+import secrets
 import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any, Literal
 
 from host_stub.validation import ConfigError
+from specs.crypto import decrypt_key, encrypt_key
 from specs.storage import open_books
 from specs.totals import SETTLEMENT_CLASS, Totals, totals_of
 
@@ -176,6 +182,7 @@ CREATE TABLE IF NOT EXISTS payouts (
     released_at TEXT
 );
 CREATE TABLE IF NOT EXISTS sequences (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS merchants (key TEXT PRIMARY KEY, document TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS terminals (key TEXT PRIMARY KEY, document TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS cards (key TEXT PRIMARY KEY, document TEXT NOT NULL);
@@ -306,11 +313,40 @@ def _upgrade(db: sqlite3.Connection) -> None:
     db.execute("UPDATE payouts SET status = 'pending' WHERE status = 'scheduled'")
 
 
+#: Prefix of a key stored encrypted under the installation's storage key.
+SEALED = "sealed:"
+
+
+def _storage_key(key_file: str | None) -> bytes:
+    """The installation's storage key (double-length 3DES): read from ``key_file``, made there
+    (mode 0600) on first use; a random one for books without a file."""
+    if key_file is None:
+        return secrets.token_bytes(16)
+    try:
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        text = Path(key_file).read_text(encoding="ascii").strip()
+        try:
+            key = bytes.fromhex(text)
+        except ValueError:
+            key = b""
+        if len(key) != 16:
+            raise ValueError(f"key file {key_file} holds {len(text)} characters, expecting 32 hex digits "
+                             "(the storage key this ledger's keys are encrypted under)") from None
+        return key
+    key = secrets.token_bytes(16)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(key.hex().upper() + "\n")
+    return key
+
+
 class Ledger:
     """SQLite-backed books.  Not thread-safe: one host event loop owns it."""
 
-    def __init__(self, path: str = ":memory:") -> None:
+    def __init__(self, path: str = ":memory:", *, key_file: str | None = None) -> None:
         self.path = path
+        #: Where the installation's storage key lives (None: in this process only, for ":memory:").
+        self.key_file = key_file or (None if path == ":memory:" else f"{path}.key")
         self._db = open_books(path, _SCHEMA, _upgrade)
         self._depth = 0
         #: Request transactions are savepoints of a group the server commits (see the module doc).
@@ -324,6 +360,41 @@ class Ledger:
         self._columns: dict[str, frozenset[str]] = {
             table: frozenset(r["name"] for r in self._db.execute(f"PRAGMA table_info({table})"))
             for table in (*_BOOK_TABLES, *_REGISTRY_TABLES)}
+        self._card_key = bytes.fromhex(self._secret("card_key"))
+        self._storage_key = _storage_key(self.key_file)
+
+    def seal_key(self, key_hex: str | None) -> str | None:
+        """A key (TMK, working key) as these books store it: encrypted under the installation's
+        storage key, which lives outside the ledger (:attr:`key_file`), so the ledger file alone
+        holds no clear key."""
+        if key_hex is None or key_hex.startswith(SEALED):
+            return key_hex
+        return SEALED + encrypt_key(self._storage_key, bytes.fromhex(key_hex)).hex().upper()
+
+    def open_key(self, stored: str | None) -> str | None:
+        """The clear key (hex) of :meth:`seal_key`; a value written before keys were sealed is clear."""
+        if stored is None or not stored.startswith(SEALED):
+            return stored
+        return decrypt_key(self._storage_key, bytes.fromhex(stored[len(SEALED):])).hex().upper()
+
+    def _secret(self, name: str) -> str:
+        """A random secret of these books, made on first use and kept (also across a reset)."""
+        with self.transaction() as db:
+            db.execute("INSERT INTO secrets (name, value) VALUES (?, ?) ON CONFLICT(name) DO NOTHING",
+                       (name, secrets.token_hex(32)))
+            return str(db.execute("SELECT value FROM secrets WHERE name = ?", (name,)).fetchone()[0])
+
+    def pan_token(self, pan: str) -> str:
+        """The key a card is known by in these books (``pan_token`` columns, the card registry): an
+        HMAC-SHA256 of the PAN under this ledger's own secret, so it cannot be turned back into the
+        PAN (not even by trying every PAN that matches the 6+4 mask) without the ledger's secret,
+        and two ledgers give the same card different tokens."""
+        return hmac.new(self._card_key, b"pan:" + pan.encode("ascii"), hashlib.sha256).hexdigest()[:32]
+
+    def pin_verifier(self, pan: str, pin: str) -> str:
+        """What these books keep instead of a card's PIN: an HMAC-SHA256 of PAN and PIN under the
+        ledger's secret (a PIN verification value; the PIN itself is never stored)."""
+        return hmac.new(self._card_key, f"pin:{pan}:{pin}".encode("ascii"), hashlib.sha256).hexdigest()[:32]
 
     def close(self) -> None:
         self.commit_pending()
@@ -405,26 +476,19 @@ class Ledger:
         row = self._db.execute("SELECT * FROM authorizations WHERE id = ?", (row_id,)).fetchone()
         return dict(row) if row else None
 
-    def find_duplicate_request(self, *, tid: str, stan: str, local_date: str | None,
-                               amount_minor: int | None) -> dict[str, Any] | None:
-        """A financial request (0100/0200) already on the books with the same TID, STAN, 13 and amount."""
-        row = self._db.execute(
-            "SELECT * FROM authorizations WHERE tid = ? AND stan = ? AND mti IN ('0100', '0200')"
-            " AND local_date IS ? AND amount_minor IS ? AND kind != 'malformed' ORDER BY id DESC LIMIT 1",
-            (tid, stan, local_date, amount_minor)).fetchone()
-        return dict(row) if row else None
-
-    def replay_of(self, *, tid: str, stan: str, local_date: str | None, amount_minor: int | None) -> str | None:
-        """Why a financial request (0100/0200) must not be posted: ``"duplicate"`` (the same TID, STAN,
-        13 and amount already on the books), ``"tombstone"`` (its reversal came first), or None.
+    def replay_of(self, *, tid: str, stan: str, local_date: str | None) -> str | None:
+        """Why a financial request (0100/0200) must not be posted: ``"duplicate"`` (the same TID, STAN
+        and 13 already on the books, whatever its amount: a terminal never reuses a STAN within a
+        day, so a second request under it is a re-send or a forgery), ``"tombstone"`` (its reversal
+        came first), or None.
 
         One query for both, because every financial request asks.
         """
         row = self._db.execute(
             "SELECT 'duplicate' FROM authorizations WHERE tid = ? AND stan = ? AND mti IN ('0100', '0200')"
-            " AND local_date IS ? AND amount_minor IS ? AND kind != 'malformed'"
+            " AND local_date IS ? AND kind != 'malformed'"
             " UNION ALL SELECT 'tombstone' FROM tombstones WHERE tid = ? AND stan = ? AND local_date = ? LIMIT 1",
-            (tid, stan, local_date, amount_minor, tid, stan, local_date or "")).fetchone()
+            (tid, stan, local_date, tid, stan, local_date or "")).fetchone()
         return row[0] if row else None
 
     def find_request(self, *, tid: str, stan: str) -> dict[str, Any] | None:
@@ -609,9 +673,7 @@ class Ledger:
     def settlements(self, **filters: Any) -> list[dict[str, Any]]:
         """Settlement rows, oldest first, with their ``uploads``; ``stan`` selects the batches holding it."""
         rows = self._select("settlements", ledger_filters("settlements", filters.items(), where="filters"))
-        for row in rows:
-            row["uploads"] = [dict(r) for r in self._db.execute(
-                "SELECT * FROM uploads WHERE settlement_id = ? ORDER BY id", (row["id"],))]
+        self._attach_uploads(rows)
         return rows
 
     def payouts(self, **filters: Any) -> list[dict[str, Any]]:
@@ -626,14 +688,31 @@ class Ledger:
         """Filters a listing of ``table`` takes (:data:`LEDGER_FILTERS`)."""
         return frozenset(LEDGER_FILTERS[table])
 
-    def listing(self, table: str, filters: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """One ledger listing with filters already checked by :func:`ledger_filters` (the control API)."""
-        reader = {"authorizations": self.authorizations, "settlements": self.settlements, "payouts": self.payouts}
-        return reader[table](**filters)
+    def listing(self, table: str, filters: Mapping[str, Any], *, limit: int,
+                offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+        """One page of a ledger listing (filters already checked by :func:`ledger_filters`, the
+        control API): at most ``limit`` rows from ``offset``, oldest first, and how many match."""
+        where, args = self._where(table, filters)
+        total = int(self._db.execute(f"SELECT COUNT(*) FROM {table}{where}", args).fetchone()[0])
+        rows = [self._json_in(table, dict(r)) for r in self._db.execute(
+            f"SELECT * FROM {table}{where} ORDER BY id LIMIT ? OFFSET ?", [*args, limit, offset])]
+        if table == "settlements":
+            self._attach_uploads(rows)
+        return rows, total
+
+    def _attach_uploads(self, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            row["uploads"] = [dict(r) for r in self._db.execute(
+                "SELECT * FROM uploads WHERE settlement_id = ? ORDER BY id", (row["id"],))]
 
     def _select(self, table: str, filters: Mapping[str, Any]) -> list[dict[str, Any]]:
         """Rows of ``table`` equal to every filter (names checked by the caller); ``stan`` on a batch table
         selects the batches holding it."""
+        where, args = self._where(table, filters)
+        return [self._json_in(table, dict(r)) for r in self._db.execute(f"SELECT * FROM {table}{where} ORDER BY id",
+                                                                        args)]
+
+    def _where(self, table: str, filters: Mapping[str, Any]) -> tuple[str, list[Any]]:
         clauses: list[str] = []
         args: list[Any] = []
         for key, value in filters.items():
@@ -643,8 +722,7 @@ class Ledger:
             else:
                 clauses.append(f"{key} = ?")
                 args.append(value)
-        sql = f"SELECT * FROM {table}" + (f" WHERE {' AND '.join(clauses)}" if clauses else "") + " ORDER BY id"
-        return [self._json_in(table, dict(r)) for r in self._db.execute(sql, args)]
+        return (f" WHERE {' AND '.join(clauses)}" if clauses else ""), args
 
     # ------------------------------------------------------------------ registry documents
 

@@ -25,7 +25,6 @@ host_stub.validation.ConfigError: Key 'status' holds 'closed', expecting one of 
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import date
@@ -46,11 +45,6 @@ MERCHANT_STATUSES = ("active", "frozen", "frozen_payout", "disabled")
 TERMINAL_STATUS_RC = {"active": None, "frozen": "58", "disabled": "97"}
 #: Card status -> response code.
 CARD_STATUS_RC = {"active": None, "restricted": "62", "lost": "62", "frozen": "57", "fraud": "59"}
-
-
-def pan_token(pan: str) -> str:
-    """The key a card is stored under: not reversible to the PAN."""
-    return hashlib.sha256(pan.encode("ascii")).hexdigest()[:32]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -248,25 +242,37 @@ class Terminal:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Card:
-    """A card the host knows (stored under its token, never with the PAN in clear).
+    """A card the host knows (stored under its keyed token, never with the PAN or PIN in clear).
 
     Attributes:
+        token: :meth:`host_stub.ledger.Ledger.pan_token` of the PAN ("" until :meth:`Registry.put`).
         expiry: YYMM; None = trust field 14 / track 2 of the request.
         balance_minor: available funds (debits lower it, reversals/voids/refunds raise it); None = unlimited.
-        pin: the PIN (test data) a PIN block must carry; None = any well-formed PIN block passes.
+        pin_verifier: :meth:`host_stub.ledger.Ledger.pin_verifier` of PAN and PIN the PIN block must
+            carry; None = any well-formed PIN block passes.
+        pan, pin: as given (config, control API), until :meth:`Registry.put` turns them into the
+            token and the verifier; never stored.
     """
 
-    token: str
     pan_masked: str
+    token: str = ""
     expiry: str | None = None
     status: str = "active"
     balance_minor: int | None = None
-    pin: str | None = None
+    pin_verifier: str | None = None
     limits: Limits = field(default_factory=Limits)
+    pan: str | None = field(default=None, repr=False, compare=False)
+    pin: str | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def has_pin(self) -> bool:
+        return self.pin_verifier is not None or self.pin is not None
 
     def as_dict(self) -> dict[str, Any]:
+        """What is stored and shown (the control API hides ``pin_verifier``)."""
         return {"pan_masked": self.pan_masked, "expiry": self.expiry, "status": self.status,
-                "balance_minor": self.balance_minor, "pin": self.pin, "limits": self.limits.as_dict()}
+                "balance_minor": self.balance_minor, "pin_verifier": self.pin_verifier,
+                "limits": self.limits.as_dict()}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, where: str = "card") -> Card:
@@ -277,7 +283,7 @@ class Card:
         if not (12 <= len(pan) <= 19 and pan.isdigit() and luhn_valid(pan)):
             raise ConfigError(f"Key 'pan' holds {mask_pan(pan)!r}, expecting 12-19 digits passing the Luhn check",
                               key="pan", where=where)
-        return cls(token=pan_token(pan), pan_masked=mask_pan(pan)).updated(
+        return cls(pan=pan, pan_masked=mask_pan(pan)).updated(
             {k: v for k, v in data.items() if k != "pan"}, where=where)
 
     def updated(self, data: Mapping[str, Any], *, where: str = "card") -> Card:
@@ -294,7 +300,7 @@ class Card:
                 pin = None if data[key] is None else want_str(data, key, where=where)
                 if pin is not None and not (4 <= len(pin) <= 12 and pin.isdigit()):
                     raise ConfigError("Key 'pin' holds a value that is not 4-12 digits", key=key, where=where)
-                changes[key] = pin
+                changes.update(pin=pin, pin_verifier=None)
             elif key == "limits":
                 changes[key] = self.limits.updated(data[key] or {}, where=f"{where}.limits")
         return replace(self, **changes)
@@ -303,7 +309,7 @@ class Card:
 _CARD_KEYS = frozenset({"expiry", "status", "balance_minor", "pin", "limits"})
 
 #: The card an open (non-strict) host assumes for a PAN it does not know: active, no limits.
-OPEN_CARD = Card(token="", pan_masked="")
+OPEN_CARD = Card(pan_masked="")
 
 _KINDS: dict[type, str] = {Merchant: "merchants", Terminal: "terminals", Card: "cards"}
 
@@ -336,19 +342,39 @@ class Registry:
         return self._get("merchants", mid, _merchant_from_doc)  # type: ignore[no-any-return]
 
     def terminal(self, tid: str) -> Terminal | None:
-        return self._get("terminals", tid, _terminal_from_doc)  # type: ignore[no-any-return]
+        return self._get("terminals", tid, self._terminal_from_doc)  # type: ignore[no-any-return]
 
     def card(self, pan: str) -> Card | None:
-        return self.card_by_token(pan_token(pan))
+        return self.card_by_token(self.store.pan_token(pan))
 
     def card_by_token(self, token: str) -> Card | None:
         return self._get("cards", token, _card_from_doc)  # type: ignore[no-any-return]
 
+    def keyed(self, card: Card) -> Card:
+        """The card as these books keep it: PAN and PIN (when given) turned into the keyed token and
+        the PIN verifier, and dropped.
+
+        Raises:
+            ValueError: a PIN without the PAN it belongs to.
+        """
+        if card.pan is None and card.pin is None:
+            return card
+        pan = card.pan
+        if card.pin is not None and pan is None:
+            raise ValueError("a card PIN is stored only as a verifier of PAN and PIN: the PAN is needed")
+        token = self.store.pan_token(pan) if pan is not None else card.token
+        verifier = self.store.pin_verifier(pan, card.pin) if card.pin is not None and pan else card.pin_verifier
+        return replace(card, token=token, pin_verifier=verifier, pan=None, pin=None)
+
     def put(self, entry: Merchant | Terminal | Card) -> None:
+        if isinstance(entry, Card):
+            entry = self.keyed(entry)
         key, kind = _key(entry), _KINDS[type(entry)]
         doc = entry.as_dict()
         if isinstance(entry, Card):
             doc["token"] = entry.token
+        if isinstance(entry, Terminal):
+            doc.update({name: self.store.seal_key(doc[name]) for name in _KEY_FIELDS})
         self.store.registry_put(kind, key, doc)
         self._cache[(kind, key)] = entry
 
@@ -356,7 +382,11 @@ class Registry:
         return [_merchant_from_doc(d) for d in self.store.registry_all("merchants")]
 
     def terminals(self) -> list[Terminal]:
-        return [_terminal_from_doc(d) for d in self.store.registry_all("terminals")]
+        return [self._terminal_from_doc(d) for d in self.store.registry_all("terminals")]
+
+    def _terminal_from_doc(self, doc: Mapping[str, Any]) -> Terminal:
+        """A stored terminal, its keys decrypted (they are stored sealed: :meth:`Ledger.seal_key`)."""
+        return _terminal_from_doc({**doc, **{name: self.store.open_key(doc.get(name)) for name in _KEY_FIELDS}})
 
     def cards(self) -> list[Card]:
         return [_card_from_doc(d) for d in self.store.registry_all("cards")]
@@ -381,6 +411,8 @@ class Registry:
         counts = {"merchants": 0, "terminals": 0, "cards": 0}
         for entry in entries:
             kind = _KINDS[type(entry)]
+            if isinstance(entry, Card):
+                entry = self.keyed(entry)
             if not overwrite and self.store.registry_get(kind, _key(entry)) is not None:
                 continue
             self.put(entry)
@@ -401,12 +433,18 @@ def _merchant_from_doc(doc: Mapping[str, Any]) -> Merchant:
     return Merchant(**{**doc, "limits": Limits(**doc["limits"]), "fee_schedule": fees})
 
 
+#: The terminal fields holding keys: stored encrypted, never in clear.
+_KEY_FIELDS = ("tmk", "pik", "mak", "tdk")
+
+
 def _terminal_from_doc(doc: Mapping[str, Any]) -> Terminal:
     return Terminal(**{**doc, "limits": Limits(**doc["limits"])})
 
 
 def _card_from_doc(doc: Mapping[str, Any]) -> Card:
-    return Card(**{**doc, "limits": Limits(**doc["limits"])})
+    # A document written before PINs were kept as verifiers holds "pin": it is not used (and is
+    # dropped the next time the card is stored); load the card again to give it a PIN.
+    return Card(**{**{k: v for k, v in doc.items() if k != "pin"}, "limits": Limits(**doc["limits"])})
 
 
 def generate(*, seed: int, merchants: int = 1, terminals_per_merchant: int = 1, cards: int = 3,
@@ -435,9 +473,13 @@ def generate(*, seed: int, merchants: int = 1, terminals_per_merchant: int = 1, 
     schemes = ("unionpay", "visa", "mastercard")
     for i in range(cards):
         card = seeded_card(seed=seed * 1000 + i, scheme=schemes[i % len(schemes)])
-        out.append(Card(token=pan_token(card.pan), pan_masked=mask_pan(card.pan), expiry=card.expiry,
+        out.append(Card(pan=card.pan, pan_masked=mask_pan(card.pan), expiry=card.expiry,
                         balance_minor=balance_minor, pin=pin))
     return out
+
+
+#: How many entries one ``generate`` may add (merchants x terminals_per_merchant terminals).
+MAX_GENERATE = {"merchants": 1000, "terminals_per_merchant": 10, "cards": 1000}
 
 
 def generate_from_dict(data: Mapping[str, Any], *, where: str) -> list[Merchant | Terminal | Card]:
@@ -445,7 +487,7 @@ def generate_from_dict(data: Mapping[str, Any], *, where: str) -> list[Merchant 
     kwargs: dict[str, Any] = {"seed": want_int(data, "seed", where=where) if "seed" in data else 0}
     for key in ("merchants", "terminals_per_merchant", "cards"):
         if key in data:
-            kwargs[key] = want_int(data, key, where=where, minimum=0)
+            kwargs[key] = want_int(data, key, where=where, minimum=0, maximum=MAX_GENERATE[key])
     if "balance_minor" in data:
         kwargs["balance_minor"] = _optional_int(data, "balance_minor", where=where)
     if "pin" in data:

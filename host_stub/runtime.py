@@ -22,7 +22,7 @@ from typing import Any
 import structlog
 import yaml
 
-from host_stub.clock import BusinessClock
+from host_stub.clock import BusinessClock, check_within
 from host_stub.faults import Fault, FaultEngine
 from host_stub.host import Host
 from host_stub.journal import RequestJournal
@@ -120,13 +120,14 @@ class HostRuntime:
         await self.server.refresh_listening()
 
     async def start(self, bind: str = "127.0.0.1", port: int = 0, *, control_port: int | None = None,
-                    control_bind: str | None = None) -> None:
-        """Listen for terminals (and for the control API when ``control_port`` is given; 0 picks one)."""
+                    control_bind: str | None = None, control_token: str | None = None) -> None:
+        """Listen for terminals (and for the control API when ``control_port`` is given; 0 picks one;
+        with ``control_token`` every call needs it as a bearer token)."""
         await self.server.start(bind, port)
         if control_port is not None:
             from host_stub.control import ControlApi  # aiohttp only when the API is served
 
-            self._control = ControlApi(self)
+            self._control = ControlApi(self, token=control_token)
             self.control_port = await self._control.start(control_bind or bind, control_port)
 
     async def stop(self) -> None:
@@ -157,4 +158,8 @@ def _checked(config: Mapping[str, Any]) -> tuple[HostSettings, list[Fault], Any]
     check_keys(clock, {"set"}, where="clock")
     if "set" in clock:
         clock_set = want_datetime(clock, "set", where="clock")
+        try:
+            check_within(clock_set)
+        except ValueError as exc:
+            raise ConfigError(str(exc), key="set", where="clock") from None
     return settings, faults, clock_set

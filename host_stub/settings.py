@@ -94,7 +94,7 @@ class HostSettings:
         mac_failure_limit: consecutive MAC failures after which every request gets A0 until sign-on.
         require_mac: a request other than network management (0800/0820) from a terminal holding
             valid working keys must carry field 64: without it, A0 (nothing posted, not counted as a
-            MAC failure).  Off (the default): an unsigned request is taken as it is.
+            MAC failure).  On by default; off: an unsigned request is taken as it is.
         cutover, cutover_window_seconds, holidays: the business calendar (:class:`Calendar`).
         payout_days: T+n business days from batch close to payout value date.
         fee_schedule: merchant discount rates with effective dates (a merchant may have its own).
@@ -115,7 +115,7 @@ class HostSettings:
     cup_unbalanced_mode: str = "flag"
     allowed_regions: tuple[str, ...] | None = None
     mac_failure_limit: int = 3
-    require_mac: bool = False
+    require_mac: bool = True
     cutover: time = time(0, 0)
     cutover_window_seconds: int = 0
     holidays: tuple[date, ...] = ()

@@ -16,6 +16,7 @@ host_stub.validation.ConfigError: Key 'n' holds '3' (str), expecting an integer:
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Collection, Mapping
 from datetime import date, datetime, time
@@ -80,19 +81,50 @@ def _found(value: Any) -> str:
     return f"{value!r} ({type(value).__name__})"
 
 
-def want_int(data: Mapping[str, Any], key: str, *, where: str, minimum: int | None = None) -> int:
+#: The largest integer a body or configuration may hold anywhere (12 digits: field 4's amounts).
+MAX_INT = 999_999_999_999
+
+
+def _shown(value: float) -> str:
+    """A bound or value as an error shows it (a huge integer is not printed digit by digit)."""
+    if isinstance(value, int):
+        return str(value) if abs(value) < 10**20 else f"a {value.bit_length()}-bit integer"
+    return f"{value:g}" if not value.is_integer() or abs(value) >= 1e16 else str(int(value))
+
+
+def _within(key: str, value: float, minimum: float | None, maximum: float, *, where: str) -> None:
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"Key {key!r} holds {_shown(value)}, expecting at least {_shown(minimum)}", key=key,
+                          where=where)
+    if value > maximum:
+        raise ConfigError(f"Key {key!r} holds {_shown(value)}, expecting at most {_shown(maximum)}", key=key,
+                          where=where)
+
+
+def want_int(data: Mapping[str, Any], key: str, *, where: str, minimum: int | None = None,
+             maximum: int = MAX_INT) -> int:
     value = data[key]
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(f"Key {key!r} holds {_found(value)}, expecting an integer", key=key, where=where)
-    if minimum is not None and value < minimum:
-        raise ConfigError(f"Key {key!r} holds {value}, expecting at least {minimum}", key=key, where=where)
+    _within(key, value, minimum, maximum, where=where)
     return value
 
 
-def want_number(data: Mapping[str, Any], key: str, *, where: str) -> float:
+def want_number(data: Mapping[str, Any], key: str, *, where: str, minimum: float | None = None,
+                maximum: float = float(MAX_INT)) -> float:
+    """A finite number within bounds (NaN, infinities and 1e300 are refused).
+
+    >>> want_number({"s": 1e300}, "s", where="action", maximum=3600)
+    Traceback (most recent call last):
+    ...
+    host_stub.validation.ConfigError: Key 's' holds 1e+300, expecting at most 3600: action.s
+    """
     value = data[key]
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"Key {key!r} holds {_found(value)}, expecting a number", key=key, where=where)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"Key {key!r} holds {value!r}, expecting a finite number", key=key, where=where)
+    _within(key, value, minimum, maximum, where=where)
     return float(value)
 
 

@@ -16,6 +16,10 @@ import click
 from specs.framing import DEFAULT_FRAMING, DEFAULT_MAX_FRAME_BYTES, Framing
 from specs.storage import WrongBooks
 
+#: The environment variable holding the stub host's control API token: ``pos-host serve`` reads it
+#: (as ``--control-token``), and every client of the control API sends it as a bearer token.
+CONTROL_TOKEN_ENV = "POS_HOST_CONTROL_TOKEN"
+
 
 def framing_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """Add ``--length-prefix``, ``--tpdu/--no-tpdu``, ``--cup-header/--no-cup-header`` and ``--max-frame-bytes``."""

@@ -138,6 +138,7 @@ TOGGLES: Mapping[str, str] = MappingProxyType({
     "verify_response_mac": _BOOL,
     "batch_upload_on_unbalanced": _BOOL,
     "block_sales_while_settling": _BOOL,
+    "block_sales_while_receipt_pending": _BOOL,
     "settlement_timeout_factor": _POS_NUMBER,
     "never_resend_financial": _BOOL,
     "enforce_operator_roles": _BOOL,

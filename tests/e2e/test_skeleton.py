@@ -179,7 +179,7 @@ def test_cli_no_connection_exits_3(tmp_path: Path) -> None:
     with socket.socket() as probe:  # a port with nobody listening
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    done = _terminal(port, tmp_path / "t.sqlite", "sale", "1.00")
+    done = _terminal(port, tmp_path / "t.sqlite", "--new-journal", "sale", "1.00")
     assert done.returncode == 3
     out = json.loads(done.stdout)
     assert (out["outcome"], out["rc"], out["mti"]) == ("connect_failed", None, None)
@@ -192,7 +192,7 @@ def test_cli_no_answer_exits_4(tmp_path: Path) -> None:
         silent.listen(4)
         port = silent.getsockname()[1]
         done = subprocess.run([sys.executable, "-m", "emulator.cli", "--port", str(port), "--journal",
-                               str(tmp_path / "t.sqlite"), "--timeout", "0.3", "--json", "echo"],
+                               str(tmp_path / "t.sqlite"), "--new-journal", "--timeout", "0.3", "--json", "echo"],
                               capture_output=True, text=True, timeout=30)
     assert done.returncode == 4
     out = json.loads(done.stdout)

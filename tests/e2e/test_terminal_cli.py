@@ -141,7 +141,7 @@ def test_journal_is_masked_and_options_work_after_the_command(tmp_path: Path) ->
 
 def test_offline_sale_needs_no_host(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "emulator.cli", "--journal", str(tmp_path / "t.sqlite"), "--json",
-                           "offline-sale", "4.00"], capture_output=True, text=True, timeout=30)
+                           "--new-journal", "offline-sale", "4.00"], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert (out["outcome"], out["mti"], out["advice_queued"]) == ("approved", "0220", True)
@@ -156,8 +156,7 @@ def test_a_journal_in_a_missing_folder_is_a_usage_error(tmp_path: Path, command:
     path = tmp_path / "no-such-folder" / "t.sqlite"
     done = CliRunner().invoke(terminal_main, ["--journal", str(path), *command])
     assert done.exit_code == 2, done.output
-    assert (f"--journal {path}: cannot open: unable to open database file (folder {path.parent} does not exist)"
-            in done.stderr)
+    assert f"--journal {path}: " in done.stderr and f"folder {path.parent} does not exist" in done.stderr
     assert "Traceback" not in done.output and not path.parent.exists()
 
 

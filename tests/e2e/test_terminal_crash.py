@@ -115,10 +115,35 @@ def test_crash_after_commit_before_print_keeps_the_approval_on_both_sides(dialec
         _, status, _ = await cli(server.port or 0, path, "status", dialect=dialect_name)
         assert status is not None and status["pending_reversals"] == [] and status["unprinted_receipts"] == ["000001"]
         assert_books_agree(books_of(path), ledger)
+        requests_before = len(ledger.authorizations())
+        # The approval was never printed: a new sale is refused until it is reprinted (a re-ring
+        # would charge the customer twice), and nothing goes to the host.
+        _, refused, _ = await cli(server.port or 0, path, "sale", "10.00", dialect=dialect_name, expect=5)
+        assert refused is not None and refused["outcome"] == "refused"
+        assert "invoice 000001" in refused["text"] and "reprint" in refused["text"]
+        assert len(ledger.authorizations()) == requests_before
+        _, reprint, _ = await cli(server.port or 0, path, "reprint", dialect=dialect_name)
+        assert reprint is not None and (reprint["outcome"], reprint["invoice"], reprint["printed"]) == (
+            "approved", "000001", True)
+        assert reprint["rrn"] == refused["text"].split("RRN ")[1].split()[0]  # the same approval, reprinted
         _, out, _ = await cli(server.port or 0, path, "sale", "20.00", dialect=dialect_name)
-        assert out is not None and out["reversal_sent"] is False
+        assert out is not None and out["outcome"] == "approved" and out["reversal_sent"] is False
         assert_books_agree(books_of(path), ledger)
         assert [amount for _, _, amount in host_open(ledger)] == [1000, 2000]
+    crash_case(dialect_name, tmp_path, body)
+
+
+@pytest.mark.parametrize("dialect_name", ["intl-bcd"])
+def test_a_pending_receipt_can_be_dismissed_by_a_supervisor(dialect_name: str, tmp_path: Path) -> None:
+    async def body(server: HostServer, ledger: Ledger, path: Path, pos: Callable[[], Pos]) -> None:
+        await prepare(pos(), dialect_name)
+        await cli(server.port or 0, path, "--crash-at", "d", "sale", "10.00", dialect=dialect_name, expect=CRASHED)
+        _, dismissed, _ = await cli(server.port or 0, path, "dismiss-receipt", dialect=dialect_name)
+        assert dismissed is not None and dismissed["invoices"] == ["000001"]
+        _, status, _ = await cli(server.port or 0, path, "status", dialect=dialect_name)
+        assert status is not None and status["unprinted_receipts"] == [] and status["receipt_pending"] == []
+        _, out, _ = await cli(server.port or 0, path, "sale", "20.00", dialect=dialect_name)
+        assert out is not None and out["outcome"] == "approved"
     crash_case(dialect_name, tmp_path, body)
 
 

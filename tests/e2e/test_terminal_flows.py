@@ -23,6 +23,7 @@ from emulator.terminal import (
     PreAuthVoid,
     Reference,
     Refund,
+    Reprint,
     Reverse,
     Sale,
     SaveCounters,
@@ -104,7 +105,8 @@ def test_refund_of_a_sale_from_the_previous_batch(dialect_name: str) -> None:
         await pos(SignOn(now=NOW))
         original = await sale(pos, 4000)
         assert (await pos(Settle(now=NOW))).outcome is Outcome.BALANCED
-        refund = await pos(Refund(now=NOW, amount_minor=1500))
+        # The closed batch keeps only the masked PAN: the card is presented again for the refund.
+        refund = await pos(Refund(now=NOW, amount_minor=1500, card=card(pos.dialect_name)))
         assert refund.outcome is Outcome.APPROVED, refund.text
         assert pos.books.records[0].original_invoice == original.details["invoice"]
         assert_books_agree(pos.books, ledger)
@@ -394,6 +396,10 @@ def test_printer_failure_before_or_after_the_journal_commit(dialect_name: str) -
         fixed = await sale(pos, 1000, printer_fails=True)
         assert fixed.outcome is Outcome.APPROVED and fixed.details["printed"] is False
         assert_books_agree(pos.books, ledger)
+        blocked = await sale(pos, 1500)  # the receipt is pending: no new sale before the reprint
+        assert blocked.outcome is Outcome.REFUSED and "reprint" in blocked.text
+        reprinted = await pos(Reprint(now=NOW))
+        assert (reprinted.outcome, reprinted.details["invoice"]) == (Outcome.APPROVED, fixed.details["invoice"])
         flawed = await sale(pos, 2000, printer_fails=True, commit_before_print=False)
         assert flawed.details["committed"] is False and pos.books.reversals == []
         orphans = sorted(set(host_open(ledger)) - {(r.stan, r.kind, r.amount_minor) for r in pos.books.records})

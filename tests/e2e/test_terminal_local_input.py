@@ -148,6 +148,7 @@ def test_an_empty_journal_says_so(tmp_path: Path) -> None:
     from emulator.cli import main
 
     journal = str(tmp_path / "t.sqlite")
+    Journal(journal).close()
     text = CliRunner().invoke(main, ["--journal", journal, "journal"])
     assert (text.exit_code, text.output) == (0, "no transactions in the open batch (--all shows closed batches too)\n")
     lines = CliRunner().invoke(main, ["--journal", journal, "--json", "journal", "--all"])

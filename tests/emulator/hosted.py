@@ -6,6 +6,7 @@ The emulator package never imports the host; tests may, to set faults and read t
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -86,10 +87,13 @@ def assert_books_agree(books: Books, ledger: Ledger, tid: str = TID) -> None:
 async def cli(port: int, journal: Path, *args: str, dialect: str = "intl-bcd", timeout: float = 0.5,
               expect: int | None = 0) -> tuple[int, dict[str, Any] | None, str]:
     """Run ``python -m emulator.cli`` as a child process while this event loop keeps serving the
-    in-process host; returns (exit code, the JSON line or None, stderr)."""
+    in-process host; returns (exit code, the JSON line or None, stderr).  The first command on a
+    journal that does not exist yet creates it (``--new-journal``)."""
     import json
+    create = [] if os.path.exists(journal) else ["--new-journal"]  # noqa: ASYNC240 (one stat, local disk)
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "emulator.cli", "--port", str(port), "--dialect", dialect, "--journal", str(journal),
+        *create,
         "--timeout", str(timeout), "--json", "--set", "backoff_initial_seconds=0.01", *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await process.communicate()

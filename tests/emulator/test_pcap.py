@@ -77,6 +77,14 @@ def test_a_file_that_is_not_a_pcap_is_refused_with_its_name(tmp_path: Path) -> N
         PcapWriter(other, dialect=get_dialect("intl-bcd"), framing=DEFAULT_FRAMING["intl-bcd"])
 
 
+@pytest.mark.parametrize("content", [b"", b"\xd4\xc3\xb2\xa1\x02"], ids=["empty", "cut-header"])
+def test_a_short_file_is_not_a_capture_for_the_reader(tmp_path: Path, content: bytes) -> None:
+    short = tmp_path / "short.pcap"
+    short.write_bytes(content)
+    with pytest.raises(PcapError, match=r"short\.pcap: not a pcap capture"):
+        read_pcap(short, get_dialect("intl-bcd"), DEFAULT_FRAMING["intl-bcd"])
+
+
 def test_the_file_header_and_a_syn_are_pinned_byte_for_byte(tmp_path: Path) -> None:
     """Classic pcap (LE magic, v2.4, snaplen 65535, Ethernet), then Ethernet + IPv4 127.0.0.1 -> 127.0.0.1
     + TCP 40000 -> 8583 SYN seq 1000, header checksums included."""

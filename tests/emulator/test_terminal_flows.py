@@ -28,6 +28,7 @@ from emulator.terminal import (
     Void,
 )
 from specs.crypto import DEFAULT_TEST_TMK, build_key_block
+from specs.masking import mask_pan
 from specs.totals import parse_cup_upload_field_48, parse_intl_field_63
 from tests.emulator.helpers import (
     CLOSE,
@@ -405,15 +406,20 @@ def test_refund_of_a_sale_from_a_closed_batch(family: str) -> None:
     rig = Rig(family)
     sale(rig, 3000)
     rig.run(Settle(now=NOW))
-    run = rig.run(Refund(now=NOW, amount_minor=1200))
+    closed = rig.books.history[0]
+    assert closed.pan == mask_pan(card_for(family).pan)  # only the masked PAN is kept after the batch closed
+    no_card = rig.run(Refund(now=NOW, amount_minor=1200))
+    assert no_card.sent == [] and "present the card again" in no_card.result.text
+    run = rig.run(Refund(now=NOW, amount_minor=1200, card=card_for(family)))
     request = run.sent[0]
+    assert request["2"] == card_for(family).pan
     assert (request["t"], request["3"]) == (("0220", "200000") if family == "cup" else ("0200", "200000"))
     assert request["37"] == rig.books.history[0].rrn
     if family == "cup":
         assert request["61"][:12] == "000001000001"
     assert run.result.outcome is Outcome.APPROVED
     assert rig.books.open_batch_totals().credit_minor == 1200 and rig.books.records[0].batch == "000002"
-    too_much = rig.run(Refund(now=NOW, amount_minor=3001))
+    too_much = rig.run(Refund(now=NOW, amount_minor=3001, card=card_for(family)))
     assert too_much.sent == [] and too_much.result.text == "refund of 30.01 exceeds the original 30.00"
 
 

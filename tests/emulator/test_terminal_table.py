@@ -19,6 +19,7 @@ from emulator.terminal import (
     ConnectFailed,
     ConnectionLost,
     Finish,
+    JournalRecord,
     MessageReceived,
     MessageUnreadable,
     Observed,
@@ -56,8 +57,13 @@ def _at(state: State) -> tuple[Terminal, dict[str, str] | None]:
         books.reversals.append(PendingReversal(stan="000009", kind="sale", message={
             "t": "0400", "3": "000000", "4": "000000001000", "11": "000009", "41": "10000001",
             "42": "123456789012345"}))
+    if state is State.RECEIPT_PENDING:  # an approval journalled whose receipt never printed
+        books.records.append(JournalRecord(invoice="000001", stan="000001", batch="000001", kind="sale",
+                                           amount_minor=1000, pan=VISA.pan, expiry="2812", rrn="1",
+                                           auth_code="1", local_date="1122", local_time="093015"))
     terminal = Terminal(PROFILE, books, response_timeout_seconds=0.5, settings=SETTINGS)
-    if state is State.IDLE:
+    if state in (State.IDLE, State.RECEIPT_PENDING):
+        assert terminal.state is state
         return terminal, None
     if state is State.BACKING_OFF:
         terminal.handle(Reverse(now=NOW))
@@ -106,11 +112,14 @@ def test_every_external_input_has_an_entry_in_every_state() -> None:
         assert not missing, f"{state.name} has no entry for {missing}"
 
 
-def test_operations_are_accepted_only_when_idle() -> None:
+def test_operations_are_accepted_only_when_at_rest() -> None:
+    """IDLE and RECEIPT_PENDING take every operation (in RECEIPT_PENDING a new transaction's flow
+    refuses at once); no other state takes any."""
+    at_rest = (State.IDLE, State.RECEIPT_PENDING)
     for state, row in TRANSITIONS.items():
         accepted = [op for op in OPERATIONS if op in row]
-        assert accepted == (list(OPERATIONS) if state is State.IDLE else []), state
-        if state is State.IDLE:
+        assert accepted == (list(OPERATIONS) if state in at_rest else []), state
+        if state in at_rest:
             assert all(row[op] == FLOW for op in OPERATIONS)
 
 
@@ -129,7 +138,8 @@ def test_no_remote_input_raises_in_any_state(state: State) -> None:
         assert terminal.state in State, name
 
 
-@pytest.mark.parametrize("state", [s for s in State if s is not State.IDLE], ids=lambda s: s.name)
+@pytest.mark.parametrize("state", [s for s in State if s not in (State.IDLE, State.RECEIPT_PENDING)],
+                         ids=lambda s: s.name)
 def test_starting_an_operation_while_busy_is_local_misuse(state: State) -> None:
     terminal, _ = _at(state)
     with pytest.raises(TerminalUsageError, match=f"can't handle Settle in state {state.name}"):

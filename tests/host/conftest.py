@@ -26,8 +26,11 @@ class ControlClient:
         self.session = session
         self.base = f"http://127.0.0.1:{port}"
 
-    async def call(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None) -> tuple[int, Any]:
+    async def call(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
+                   content_type: str | None = None) -> tuple[int, Any]:
         kwargs: dict[str, Any] = {"data": raw} if raw is not None else ({"json": body} if body is not None else {})
+        if content_type is not None:
+            kwargs["headers"] = {"Content-Type": content_type}
         async with self.session.request(method, self.base + path, **kwargs) as response:
             text = await response.text()
             try:
@@ -58,6 +61,8 @@ class HostUnderTest:
 
     def __init__(self, runtime: HostRuntime, api: ControlClient, dialect_name: str) -> None:
         self.runtime, self.api, self.dialect_name = runtime, api, dialect_name
+        #: Working keys by TID, shared by every connection: a terminal keeps its keys across links.
+        self.maks: dict[str, bytes] = {}
 
     @property
     def port(self) -> int:
@@ -65,7 +70,7 @@ class HostUnderTest:
         return self.runtime.port
 
     async def connect(self) -> WireClient:
-        return await WireClient.connect(self.port, self.dialect_name)
+        return await WireClient.connect(self.port, self.dialect_name, maks=self.maks)
 
 
 @asynccontextmanager

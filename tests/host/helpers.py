@@ -169,21 +169,32 @@ class FakeTerminal:
             self.batch = int(answer["60"][2:8])
 
     def mac(self, message: Message) -> Message:
-        """Field 64 under our MAK; a repeat (0221/0401) is MACed over its own MTI (the codec only
-        encodes first transmissions, so the MTI bytes of the first transmission's block are replaced)."""
+        """Field 64 under our MAK (see :func:`mac_message`)."""
         assert self.mak is not None
-        algorithm = default_mac_algorithm(self.family)
-        first = {"0221": "0220", "0401": "0400"}.get(message["t"])
-        if first is None:
-            return sign(message, self.dialect, self.mak, algorithm)
-        block = mac_data({**message, "t": first}, self.dialect)
-        mti = bytes.fromhex(message["t"]) if self.dialect.bcd else message["t"].encode("ascii")
-        block = mti + block[len(mti):]
-        return {**message, "64": MAC_ALGORITHMS[algorithm](self.mak, block).hex().upper()}
+        return mac_message(message, self.dialect, self.mak)
 
     def mac_ok(self, answer: Message) -> bool:
         assert self.mak is not None
         return verify(answer, self.dialect, self.mak, default_mac_algorithm(self.family))
+
+
+def mac_message(message: Message, dialect: Dialect, mak: bytes) -> Message:
+    """``message`` with field 64 under ``mak``; a repeat (0221/0401) is MACed over its own MTI (the
+    codec only encodes first transmissions, so the MTI bytes of the first transmission's block are
+    replaced)."""
+    algorithm = default_mac_algorithm(dialect.family)
+    first = {"0221": "0220", "0401": "0400"}.get(message["t"])
+    if first is None:
+        return sign(message, dialect, mak, algorithm)
+    block = mac_data({**message, "t": first}, dialect)
+    mti = bytes.fromhex(message["t"]) if dialect.bcd else message["t"].encode("ascii")
+    block = mti + block[len(mti):]
+    return {**message, "64": MAC_ALGORITHMS[algorithm](mak, block).hex().upper()}
+
+
+def _needs_mac(message: Message) -> bool:
+    """A request a terminal holding keys MACs: not network management, not already MACed."""
+    return "64" not in message and not message.get("t", "").startswith("08")
 
 
 def make_terminal(dialect_name: str, **kwargs: Any) -> FakeTerminal:
@@ -204,8 +215,13 @@ def signed_on(dialect_name: str, **settings: Any) -> tuple[Host, FakeTerminal]:
     return host, terminal
 
 
-def ask(host: Host, message: Message, *, now: datetime = NOW, directives: Directives | None = None) -> Message:
-    """One request through the pure core."""
+def ask(host: Host, message: Message, *, now: datetime = NOW, directives: Directives | None = None,
+        mac: bool = True) -> Message:
+    """One request through the pure core; a terminal that signed on MACs it (field 64 under the MAK
+    the host issued it) unless it already carries a MAC or ``mac`` is False."""
+    registered = host.registry.terminal(message.get("41", ""))
+    if mac and _needs_mac(message) and registered is not None and registered.keys_valid and registered.mak:
+        message = mac_message(message, host.dialect, bytes.fromhex(registered.mak))
     return host.handle(message, now=now, directives=directives or Directives())
 
 
@@ -213,16 +229,20 @@ class WireClient:
     """One TCP connection to a host speaking the dialect's default framing (a terminal's socket)."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, dialect: Dialect,
-                 framing: Framing) -> None:
+                 framing: Framing, maks: dict[str, bytes] | None = None) -> None:
         self.reader, self.writer = reader, writer
         self.dialect, self.framing = dialect, framing
         self.frames = FrameReader(framing)
         self._pending: list[Frame] = []
+        #: The MAK of each TID that signed on (over this connection, or others sharing ``maks``):
+        #: its later requests are MACed.
+        self.maks: dict[str, bytes] = {} if maks is None else maks
+        self.auto_mac = True
 
     @classmethod
-    async def connect(cls, port: int, dialect_name: str) -> WireClient:
+    async def connect(cls, port: int, dialect_name: str, *, maks: dict[str, bytes] | None = None) -> WireClient:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        return cls(reader, writer, get_dialect(dialect_name), DEFAULT_FRAMING[dialect_name])
+        return cls(reader, writer, get_dialect(dialect_name), DEFAULT_FRAMING[dialect_name], maks)
 
     def frame_bytes(self, message: Message) -> bytes:
         tpdu = Tpdu(destination="0112", source="0000") if self.framing.tpdu else None
@@ -236,6 +256,10 @@ class WireClient:
         return pack(Frame(message=data, tpdu=tpdu, header=header), self.framing)
 
     async def send(self, message: Message) -> None:
+        """Write one request; one of a TID that signed on here is MACed first (``auto_mac``)."""
+        mak = self.maks.get(message.get("41", ""))
+        if self.auto_mac and mak is not None and _needs_mac(message):
+            message = mac_message(message, self.dialect, mak)
         await self.send_raw(self.frame_bytes(message))
 
     async def send_raw(self, data: bytes) -> None:
@@ -256,8 +280,15 @@ class WireClient:
         return decode(frame.message, self.dialect) if frame else None
 
     async def exchange(self, message: Message) -> Message | None:
+        """Send (MACed, as a signed-on terminal would: see :meth:`send`) and read the answer; an
+        approved sign-on's working keys are kept for the TID's later requests."""
         await self.send(message)
-        return await self.receive()
+        answer = await self.receive()
+        if answer is not None and answer.get("t") == "0810" and answer.get("39") == "00" and "62" in answer:
+            layout_code = answer.get("60", "")[8:11] if self.dialect.family == "cup" else "003"
+            length, _ = KEY_BLOCK_LAYOUT.get(layout_code, KEY_BLOCK_LAYOUT["003"])
+            self.maks[answer["41"]] = parse_key_block(DEFAULT_TEST_TMK, bytes.fromhex(answer["62"]), length)[1]
+        return answer
 
     async def read_all(self) -> bytes:
         """Everything until the host closes the connection."""

@@ -51,10 +51,10 @@ def test_intl_sign_on_always_uses_the_double_length_layout() -> None:
 
 @pytest.mark.parametrize("dialect_name", DIALECTS)
 def test_maced_request_gets_a_maced_answer(dialect_name: str) -> None:
-    host, terminal = signed_on(dialect_name)
+    host, terminal = signed_on(dialect_name, require_mac=False)
     answer = ask(host, terminal.mac(terminal.financial("sale", 1000)))
     assert answer["39"] == "00" and terminal.mac_ok(answer)
-    unmaced = ask(host, terminal.financial("sale", 1000))
+    unmaced = ask(host, terminal.financial("sale", 1000), mac=False)  # taken as it is: require_mac is off
     assert unmaced["39"] == "00" and "64" not in unmaced
 
 
@@ -76,13 +76,13 @@ def test_bad_mac_gets_a0_and_three_in_a_row_lock_until_sign_on(dialect_name: str
 @pytest.mark.parametrize("dialect_name", ["intl-bcd", "cup"])
 def test_with_require_mac_a_terminal_holding_keys_must_mac_its_requests(dialect_name: str) -> None:
     host, terminal = signed_on(dialect_name, require_mac=True)
-    unmaced = ask(host, terminal.financial("sale", 100))
+    unmaced = ask(host, terminal.financial("sale", 100), mac=False)
     assert unmaced["39"] == "A0" and "64" not in unmaced
     assert [(r["status"], r["reason"]) for r in rows(host, kind="sale")] == [("declined", "mac_missing")]
     echo = ask(host, terminal.network("echo"))  # network management carries no MAC
     assert echo["39"] == "00"
     for _ in range(3):  # a missing MAC is refused, not counted towards the lock of three bad ones
-        assert ask(host, terminal.financial("sale", 100))["39"] == "A0"
+        assert ask(host, terminal.financial("sale", 100), mac=False)["39"] == "A0"
     answer = ask(host, terminal.mac(terminal.financial("sale", 100)))
     assert answer["39"] == "00" and terminal.mac_ok(answer)
     fresh, stranger = signed_on(dialect_name, require_mac=True)[0], make_terminal(dialect_name, tid="10000009")

@@ -48,10 +48,10 @@ def test_older_cup_software_gets_30_on_financial_requests_and_processing_require
     assert (row["status"], row["reason"]) == ("declined", "software_version:310001<310002")
     echo = host.answer(terminal.network("echo"), now=NOW, software_version="310001")
     assert (echo.response["39"], echo.processing_requirement) == ("00", "6")  # answered, and told to update
-    current = host.answer(terminal.financial("sale", 5000), now=NOW, software_version="310002")
+    current = host.answer(terminal.mac(terminal.financial("sale", 5000)), now=NOW, software_version="310002")
     assert (current.response["39"], current.processing_requirement) == ("00", None)
     intl_host, intl = signed_on("intl-bcd", min_software_version="310002")
-    no_header = intl_host.answer(intl.financial("sale", 100), now=NOW, software_version=None)
+    no_header = intl_host.answer(intl.mac(intl.financial("sale", 100)), now=NOW, software_version=None)
     assert (no_header.response["39"], no_header.processing_requirement) == ("00", None)  # no header, no gate
 
 
@@ -99,7 +99,9 @@ def test_a_request_missing_a_required_field_gets_30_and_processing_requirement_1
     assert host.ledger.authorizations(kind="sign_on")[-1]["reason"] == "missing_required_field:62"
     compliant = host.answer({**terminal.sign_on(), "62": "0123456789ABCDEF"}, now=NOW)
     assert (compliant.response["39"], compliant.processing_requirement) == ("00", None)
-    assert host.answer(terminal.financial("sale", 100), now=NOW).response["39"] == "00"  # only 0800 is ruled
+    # Only 0800 is ruled (the sign-on just above issued new keys: the sale is MACed under them).
+    terminal.take_keys(compliant.response)
+    assert host.answer(terminal.mac(terminal.financial("sale", 100)), now=NOW).response["39"] == "00"
 
 
 # ------------------------------------------------------------------------------ C34 fee date basis

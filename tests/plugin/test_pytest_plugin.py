@@ -214,3 +214,19 @@ def test_under_xdist_each_item_runs_once_on_its_worker(pytester: pytest.Pytester
     result.assert_outcomes(passed=5)  # C40 and ACME-7 in intl-bcd and cup, and the fixture test
     cases = [c.get("name") for c in ET.parse(pytester.path / "report.xml").getroot().iter("testcase")]
     assert sorted(cases) == ["ACME-7[cup]", "ACME-7[intl-bcd]", "C40[cup]", "C40[intl-bcd]", "test_host"]
+
+
+def test_an_external_host_with_a_control_token(pytester: pytest.Pytester) -> None:
+    """``--pos-control-token``: the fixtures of a team's tests drive a token-guarded host."""
+    from emulator.hostproc import start_host
+
+    pytester.makepyfile(test_guarded='''
+def test_the_guarded_host_is_driven(pos_host, pos_terminal):
+    assert pos_terminal.signon().outcome.value == "approved"
+    assert [r["kind"] for r in pos_host.ledger("authorizations")] == ["sign_on"]
+''')
+    with start_host("serve", "--port", "0", "--control-port", "0", "--control-token", "t0ken") as host:
+        args = ["-p", "no:cacheprovider", "--pos-host", f"127.0.0.1:{host.port}",
+                "--pos-control", f"http://127.0.0.1:{host.ready['control_port']}"]
+        pytester.runpytest(*args).assert_outcomes(errors=1)  # no token: the reset before the test is refused
+        pytester.runpytest(*args, "--pos-control-token", "t0ken").assert_outcomes(passed=1)

@@ -223,7 +223,7 @@ def test_id_must_match_the_file_name() -> None:
 def test_unknown_toggle() -> None:
     assert error_of(BASE.replace("{reversal_first: false}", "{reversal_frist: false}")) == (
         "C07.yaml line 13: key 'broken.toggles.reversal_frist': unknown key for fix toggles, expected one of "
-        "auto_signon_on_77, batch_upload_on_unbalanced, block_sales_while_settling, commit_before_print, "
+        "auto_signon_on_77, batch_upload_on_unbalanced, block_sales_while_receipt_pending, block_sales_while_settling, commit_before_print, "
         "drain_saf_before_settle, enforce_operator_roles, final_reversal_codes, never_resend_financial, "
         "park_stuck_reversal, reversal_first, reverse_at_idle, save_reversal_before_send, "
         "settlement_timeout_factor, trickle_saf, verify_response_mac")
