@@ -1,0 +1,101 @@
+"""``pos-terminal load`` and :func:`emulator.load.run_load` against stub host children: small numbers,
+books checked after every run (the big runs are in the README and ``benchmarks/soak.py``)."""
+
+from __future__ import annotations
+
+import json
+import resource
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from emulator.cli import main as terminal_main
+from emulator.load import LoadError, LoadOptions, LoadResult, parse_mix, raise_nofile_limit, run_load
+from emulator.settings import TerminalSettings
+from tests.conftest import run_bounded
+
+
+def _load(options: LoadOptions) -> LoadResult:
+    return run_bounded(run_load(options), 60.0)
+
+
+def test_open_loop_every_terminal_signs_on_transacts_settles_and_the_books_are_equal() -> None:
+    result = _load(LoadOptions(terminals=20, rate=40, duration_seconds=2, timeout_seconds=0.9))
+    data = result.as_dict()
+    assert result.ok and result.books_equal, data["invariants"]
+    types = {t["type"]: t for t in data["types"]}
+    assert types["signon"]["count"] == 20 and types["signon"]["outcomes"] == {"approved": 20}
+    assert types["settle"]["count"] == 20 and types["settle"]["outcomes"] == {"balanced": 20}
+    scheduled = sum(t["count"] for name, t in types.items() if name not in ("signon", "settle"))
+    assert scheduled == data["scheduled"] == 80 and data["unanswered"] == 0
+    assert types["sale"]["mti"] == "0200" and set(types["sale"]["rc"]) == {"00"}
+    assert 0 < types["sale"]["latency_ms"]["p50"] <= types["sale"]["latency_ms"]["p99"] <= types["sale"]["latency_ms"]["max"]
+    assert data["wire"]["0800"] == {"sent": 20, "rc 00": 20} and data["wire"]["0500"] == {"sent": 20, "rc 00": 20}
+    assert data["settlement"] == {"settled": 20, "terminals": 20, "not_settled": []}
+    assert all(v["holds"] for v in data["invariants"].values()) and set(data["invariants"]) == {
+        "G1", "G2", "G3", "G4", "G5", "G6", "G8"}
+    assert sum(r["count"] for r in data["timeline"]) == scheduled
+
+
+def test_a_fault_mix_loses_answers_and_the_terminals_reverse_so_the_books_stay_equal() -> None:
+    result = _load(LoadOptions(terminals=5, count=60, mix={"sale": 100}, timeout_seconds=0.3, seed=7,
+                               faults={"drop_response": 20, "delay_response": 10}))
+    data = result.as_dict()
+    assert result.books_equal, data["invariants"]
+    assert result.ok  # unanswered requests are expected with a fault mix
+    sale = next(t for t in data["types"] if t["type"] == "sale")
+    assert sale["outcomes"].get("no_answer", 0) > 0 and data["unanswered"] == sale["outcomes"]["no_answer"]
+    assert data["wire"]["0400"]["sent"] >= sale["outcomes"]["no_answer"]  # each lost answer was reversed
+    assert data["settlement"]["settled"] == 5
+
+
+def test_a_flawed_terminal_that_never_reverses_fails_the_run_naming_terminal_and_stan() -> None:
+    flawed = TerminalSettings(reversal_first=False, reverse_at_idle=False)
+    result = _load(LoadOptions(terminals=3, count=30, mix={"sale": 100}, timeout_seconds=0.3, seed=3,
+                               faults={"drop_response": 30}, settings=flawed))
+    assert not result.ok and not result.books_equal
+    orphans = result.invariants["G1"]
+    assert orphans and all(f.startswith("orphan approval: TID 3000000") and " STAN 0000" in f for f in orphans)
+
+
+def test_the_cli_prints_the_summary_writes_json_and_an_offline_page(tmp_path: Path) -> None:
+    run = CliRunner().invoke(terminal_main, ["load", "--terminals", "3", "--closed", "--count", "12", "--timeout",
+                                             "0.9", "--mix", "sale=70,balance=30", "--report", str(tmp_path)])
+    assert run.exit_code == 0, run.output
+    lines = run.output.splitlines()
+    assert lines[0] == ("load: 3 terminals (intl-bcd), closed loop for 12 operations, journals in memory, "
+                        "faults none")
+    assert any(line.startswith("sale          0200") for line in lines)
+    assert "settlement: 3/3 terminals closed their batch with the host's agreement" in lines
+    assert "G1 No orphan approvals: holds" in lines and lines[-2].endswith("books equal")
+    data = json.loads((tmp_path / "load.json").read_text(encoding="utf-8"))
+    assert data["schema"] == "pos-harness/load/1" and data["ok"] is True and data["operations"] == 12
+    page = (tmp_path / "load.html").read_text(encoding="utf-8")
+    assert "<svg" in page and "latency over time" in page
+    assert "<script" not in page and "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    assert "https://" not in page
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--rate", "5", "--closed", "--count", "3"], "give --rate TPS (open loop) or --closed, one of them"),
+    (["--closed"], "give --duration S or --count N: a load is always bounded"),
+    (["--closed", "--count", "3", "--mix", "sale=80,tip=5"],
+     "--mix names 'tip', expecting one of sale, void, refund, balance, offline_sale, echo"),
+    (["--closed", "--count", "3", "--faults", "drop_response=120"],
+     "fault drop_response=120 is not a percentage, expecting 0 to 100"),
+    (["--closed", "--count", "3", "--host", "127.0.0.1:9", "--faults", "drop_response=2"],
+     "a fault mix against an external host needs its control API URL (--control)"),
+])
+def test_bad_options_are_usage_errors_naming_what_was_expected(args: list[str], expected: str) -> None:
+    run = CliRunner().invoke(terminal_main, ["load", *args])
+    assert run.exit_code == 2 and expected in run.output, run.output
+
+
+def test_parse_mix_and_the_open_file_limit() -> None:
+    assert parse_mix("drop_response=2,delay_response=0.5", allowed=None) == {"drop_response": 2.0,
+                                                                              "delay_response": 0.5}
+    with pytest.raises(LoadError, match="item 'sale' is not NAME=PERCENT"):
+        parse_mix("sale")
+    soft, hard = raise_nofile_limit(64)
+    assert (soft, hard) == resource.getrlimit(resource.RLIMIT_NOFILE) and soft >= 64
