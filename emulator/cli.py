@@ -777,7 +777,7 @@ def matrix(ctx: click.Context, only: str | None, dialect_filter: str | None, rep
 @click.option("--fault-delay", type=click.FloatRange(min=0), default=None, metavar="S",
               help="How late delay_response answers (default: 1.5 x --timeout, after the terminal gave up).")
 @click.option("--host", "host_address", default=None, metavar="HOST:PORT",
-              help="Load this host instead of a stub host child (faults need --control).")
+              help="Load this host instead of a stub host child (needs --control).")
 @click.option("--control", "control_url", default=None, metavar="URL", help="The host's control API URL.")
 @click.option("--control-token", envvar="POS_CONTROL_TOKEN", default=None,
               help="Bearer token for the control API (or POS_CONTROL_TOKEN).")
@@ -803,6 +803,8 @@ def load(ctx: click.Context, terminals: int, rate: float | None, closed: bool, d
     """Many terminals against one host: sign on, the mix at a rate (or closed loop) with a fault mix,
     settle every terminal, check the books (G1-G8).  Exit 1 when money was lost or doubled, a
     terminal did not settle, or (with no fault mix) a request went unanswered."""
+    import aiohttp
+
     from emulator.hostproc import HostStartError
     from emulator.load import LoadError, LoadOptions, parse_mix, run_load
     from emulator.load_report import format_summary, write_reports
@@ -829,7 +831,7 @@ def load(ctx: click.Context, terminals: int, rate: float | None, closed: bool, d
         result = asyncio.run(run_load(options, progress=sys.stderr.isatty() if progress is None else progress))
     except (HostStartError, RunAborted) as exc:
         raise click.ClickException(str(exc)) from None
-    except OSError as exc:  # includes aiohttp's connection errors: the control API is not there
+    except (OSError, aiohttp.ClientError) as exc:  # the control API is not there or broke off
         raise click.ClickException(f"--control {control_url}: {exc}") from None
     data = result.as_dict()
     click.echo(format_summary(data))

@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import random
 import resource
+import sqlite3
 import tempfile
 import time
 from collections import Counter
@@ -188,21 +189,21 @@ class LoadOptions:
         for name, percent in self.faults.items():
             if not 0 <= percent <= 100:
                 raise LoadError(f"fault {name}={percent:g} is not a percentage, expecting 0 to 100")
-        if self.faults and self.host is not None and self.control_url is None:
-            raise LoadError("a fault mix against an external host needs its control API URL (--control)")
         if self.host is not None:
             host_address(self.host)
+            if self.control_url is None:
+                raise LoadError("an external host needs its control API URL too (--control): the fault mix is set "
+                                "and the books are checked through it")
         if self.first_tid + self.terminals - 1 > 99_999_999:
             raise LoadError(f"{self.terminals} terminals from TID {self.first_tid} do not fit 8 digits")
 
     @property
     def planned(self) -> int | None:
-        """Operations the load phase schedules, when known in advance."""
-        if self.count is not None:
-            return self.count
+        """Operations the load phase schedules, when known in advance (the smaller bound when both are given)."""
+        bounds = [self.count] if self.count is not None else []
         if self.rate is not None and self.duration_seconds is not None:
-            return int(self.rate * self.duration_seconds)
-        return None
+            bounds.append(int(self.rate * self.duration_seconds))
+        return min(bounds) if bounds else None
 
 
 # ============================================================================ statistics
@@ -333,7 +334,7 @@ class LoadTerminal:
             result = await run_invocation(operation, terminal=self.terminal, journal=self.journal,
                                           endpoint=self.endpoint, framing=self.framing, dialect=self.dialect,
                                           idle_now=self.now)
-        except (RequestNotBuilt, TerminalUsageError, OSError) as exc:
+        except (RequestNotBuilt, TerminalUsageError, OSError, sqlite3.Error) as exc:
             self.errors.append(f"TID {self.tid} {type(operation).__name__}: {exc}")
             log.error("load operation failed", tid=self.tid, error=str(exc))
             self.terminal = Terminal(self.terminal.profile, self.journal.load(),
@@ -597,9 +598,12 @@ async def run_load(options: LoadOptions, *, progress: bool = False) -> LoadResul
 
         try:
             await each("signon", lambda t: SignOn(now=t.now()))
-            fault_ids = await _add_faults(control, options) if control is not None else []
+            fault_ids: list[str] = []
             load_start = time.monotonic()
             try:
+                if control is not None:
+                    await _add_faults(control, options, fault_ids)
+                load_start = time.monotonic()
                 scheduled = await _load_phase(options, terminals, record, timeline, bar, lambda: failed)
             finally:
                 load_seconds = time.monotonic() - load_start
@@ -625,22 +629,20 @@ async def run_load(options: LoadOptions, *, progress: bool = False) -> LoadResul
                       errors=errors, unanswered=unanswered, nofile_limit=nofile, phase_seconds=phase_seconds)
 
 
-async def _add_faults(control: HostControl, options: LoadOptions) -> list[str]:
-    """One host fault per entry of the fault mix, on the mix's own requests, at its seeded percentage."""
+async def _add_faults(control: HostControl, options: LoadOptions, ids: list[str]) -> None:
+    """One host fault per entry of the fault mix, on the mix's own requests, at its seeded percentage;
+    each one's id goes to ``ids`` as soon as the host took it (so that it is removed whatever follows)."""
     kinds = sorted(options.mix)
-    ids = []
     for number, (action, percent) in enumerate(sorted(options.faults.items())):
         if percent <= 0:
             continue
-        body: dict[str, Any] = {"id": f"load-{action}",
-                                "when": {"kind": kinds, "probability": percent / 100.0, "seed": options.seed + number},
+        body: dict[str, Any] = {"when": {"kind": kinds, "probability": percent / 100.0, "seed": options.seed + number},
                                 "action": {"type": action}}
         if action == "delay_response":
             body["action"]["seconds"] = options.fault_delay_seconds if options.fault_delay_seconds is not None \
                 else 1.5 * options.timeout_seconds
         added = await control.call("POST", "/faults", body)
-        ids.append(str(added.get("id", body["id"])) if isinstance(added, Mapping) else body["id"])
-    return ids
+        ids.append(str(added["id"]))
 
 
 async def _load_phase(options: LoadOptions, terminals: list[LoadTerminal],

@@ -3,15 +3,20 @@ books checked after every run (the big runs are in the README and ``benchmarks/s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import resource
+import urllib.request
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hdrh.histogram import HdrHistogram
 
 from emulator.cli import main as terminal_main
+from emulator.hostproc import start_host
 from emulator.load import LoadError, LoadOptions, LoadResult, parse_mix, raise_nofile_limit, run_load
+from emulator.runner import RunAborted
 from emulator.settings import TerminalSettings
 from tests.conftest import run_bounded
 
@@ -36,6 +41,8 @@ def test_open_loop_every_terminal_signs_on_transacts_settles_and_the_books_are_e
     assert all(v["holds"] for v in data["invariants"].values()) and set(data["invariants"]) == {
         "G1", "G2", "G3", "G4", "G5", "G6", "G8"}
     assert sum(r["count"] for r in data["timeline"]) == scheduled
+    histogram = HdrHistogram.decode(types["sale"]["hdr_histogram"])  # the JSON's histogram is the whole one
+    assert histogram.get_total_count() == types["sale"]["count"]
 
 
 def test_a_fault_mix_loses_answers_and_the_terminals_reverse_so_the_books_stay_equal() -> None:
@@ -57,6 +64,20 @@ def test_a_flawed_terminal_that_never_reverses_fails_the_run_naming_terminal_and
     assert not result.ok and not result.books_equal
     orphans = result.invariants["G1"]
     assert orphans and all(f.startswith("orphan approval: TID 3000000") and " STAN 0000" in f for f in orphans)
+
+
+def test_an_external_host_is_loaded_through_its_address_and_a_bad_fault_leaves_no_fault_behind() -> None:
+    with start_host("--log-level", "warning", "serve", "--port", "0", "--control-port", "0") as host:
+        control = f"http://127.0.0.1:{host.ready['control_port']}"
+        external = LoadOptions(terminals=3, count=9, mix={"sale": 100}, timeout_seconds=0.9, first_tid=50000001,
+                               host=f"127.0.0.1:{host.port}", control_url=control)
+        assert _load(external).ok
+        with pytest.raises(RunAborted, match="Key 'type' holds 'zz_unknown'"):
+            _load(dataclasses.replace(external, faults={"drop_response": 5, "zz_unknown": 1}))
+        with urllib.request.urlopen(control + "/faults", timeout=10) as response:
+            assert json.load(response)["faults"] == []  # drop_response was added, then removed
+        with urllib.request.urlopen(control + "/ledger/authorizations?tid=50000001&kind=sale", timeout=10) as r:
+            assert len(json.load(r)["authorizations"]) >= 1
 
 
 def test_the_cli_prints_the_summary_writes_json_and_an_offline_page(tmp_path: Path) -> None:
@@ -84,8 +105,8 @@ def test_the_cli_prints_the_summary_writes_json_and_an_offline_page(tmp_path: Pa
      "--mix names 'tip', expecting one of sale, void, refund, balance, offline_sale, echo"),
     (["--closed", "--count", "3", "--faults", "drop_response=120"],
      "fault drop_response=120 is not a percentage, expecting 0 to 100"),
-    (["--closed", "--count", "3", "--host", "127.0.0.1:9", "--faults", "drop_response=2"],
-     "a fault mix against an external host needs its control API URL (--control)"),
+    (["--closed", "--count", "3", "--host", "127.0.0.1:9"],
+     "an external host needs its control API URL too (--control): the fault mix is set and the books are"),
 ])
 def test_bad_options_are_usage_errors_naming_what_was_expected(args: list[str], expected: str) -> None:
     run = CliRunner().invoke(terminal_main, ["load", *args])
