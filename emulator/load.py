@@ -52,7 +52,6 @@ from emulator.invariants import INVARIANTS, Evidence, InvariantResult, check_all
 from emulator.journal import Journal
 from emulator.messages import DEFAULT_MID, Profile
 from emulator.runner import (
-    HostControl,
     RunView,
     StepRecord,
     TraceItem,
@@ -99,6 +98,32 @@ DEFAULT_FIRST_TID = 30000001
 
 class LoadError(ValueError):
     """Bad load options (a mix, a fault mix, a bound), named with what was expected."""
+
+
+class ControlError(RuntimeError):
+    """The host's control API refused a call (the method, the path and what it said)."""
+
+
+class Control:
+    """The few control API calls a load makes (faults, ledgers, clock, settings), with an optional bearer token."""
+
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, token: str | None = None) -> None:
+        self.session, self.base_url = session, base_url.rstrip("/")
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    async def call(self, method: str, path: str, body: Any = None) -> Any:
+        """One call; the answer's JSON.
+
+        Raises:
+            ControlError: the API answered 4xx/5xx.
+            aiohttp.ClientError: no answer (nothing listens there, the connection broke).
+        """
+        async with self.session.request(method, self.base_url + path, json=body, headers=self.headers) as response:
+            data = await response.json(content_type=None)
+            if response.status >= 400:
+                error = data.get("error") if isinstance(data, dict) else data
+                raise ControlError(f"host control API {method} {path} answered {response.status}: {error}")
+            return data
 
 
 def parse_mix(text: str, *, option: str = "--mix", allowed: Sequence[str] | None = MIX_KINDS) -> dict[str, float]:
@@ -406,10 +431,12 @@ class HostBooks:
     holidays: frozenset[date]
 
     @classmethod
-    async def read(cls, control: HostControl) -> HostBooks:
-        authorizations, settlements, payouts, clock, settings = await asyncio.gather(
-            control.ledger("authorizations"), control.ledger("settlements"), control.ledger("payouts"),
-            control.clock(), control.settings())
+    async def read(cls, control: Control) -> HostBooks:
+        tables = await asyncio.gather(*(control.call("GET", f"/ledger/{t}")
+                                        for t in ("authorizations", "settlements", "payouts")))
+        authorizations, settlements, payouts = (table[name] for table, name in
+                                                zip(tables, ("authorizations", "settlements", "payouts"), strict=True))
+        clock, settings = await asyncio.gather(control.call("GET", "/clock"), control.call("GET", "/settings"))
         by_tid: dict[str, list[dict[str, Any]]] = {}
         for row in authorizations:
             by_tid.setdefault(str(row.get("tid")), []).append(row)
@@ -545,17 +572,16 @@ async def run_load(options: LoadOptions, *, progress: bool = False) -> LoadResul
     Raises:
         LoadError: bad options.
         emulator.hostproc.HostStartError: the stub host child did not start.
-        emulator.runner.RunAborted: the control API refused a request (e.g. an unknown fault type).
+        ControlError: the control API refused a request (e.g. an unknown fault type).
         aiohttp.ClientError: the control API could not be reached.
     """
     options.validate()
     wall_start = time.monotonic()
     nofile = raise_nofile_limit(options.terminals * (4 if options.journal_dir else 1) + 256)
-    headers = {"Authorization": f"Bearer {options.control_token}"} if options.control_token else None
     bar = _Progress(progress)
     async with _host(options) as (address, port, control_url), \
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120), headers=headers) as session:
-        control = HostControl(session, control_url) if control_url else None
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
+        control = Control(session, control_url, options.control_token) if control_url else None
         endpoint = Endpoint(host=address, port=port, connect_timeout_seconds=max(1.0, options.timeout_seconds * 2))
         framing = DEFAULT_FRAMING[options.dialect]
         if options.journal_dir:
@@ -609,7 +635,7 @@ async def run_load(options: LoadOptions, *, progress: bool = False) -> LoadResul
                 load_seconds = time.monotonic() - load_start
                 if control is not None:
                     for fault_id in fault_ids:
-                        await control.remove_fault(fault_id)
+                        await control.call("DELETE", f"/faults/{fault_id}")
             settled = await each("settle", lambda t: Settle(now=t.now()))
             bar.close()
             not_settled = [f"TID {tid}: {r.outcome.value if r else 'error'} ({r.text if r else 'did not run'})"
@@ -629,7 +655,7 @@ async def run_load(options: LoadOptions, *, progress: bool = False) -> LoadResul
                       errors=errors, unanswered=unanswered, nofile_limit=nofile, phase_seconds=phase_seconds)
 
 
-async def _add_faults(control: HostControl, options: LoadOptions, ids: list[str]) -> None:
+async def _add_faults(control: Control, options: LoadOptions, ids: list[str]) -> None:
     """One host fault per entry of the fault mix, on the mix's own requests, at its seeded percentage;
     each one's id goes to ``ids`` as soon as the host took it (so that it is removed whatever follows)."""
     kinds = sorted(options.mix)
@@ -703,7 +729,7 @@ async def _load_phase(options: LoadOptions, terminals: list[LoadTerminal],
     return total
 
 
-async def _check_books(control: HostControl, terminals: list[LoadTerminal]) -> dict[str, list[str]]:
+async def _check_books(control: Control, terminals: list[LoadTerminal]) -> dict[str, list[str]]:
     """Invariants per terminal (G1-G5, G8) and per merchant (G6), findings naming TIDs and STANs."""
     host = await HostBooks.read(control)
     findings: dict[str, list[str]] = {g: [] for g in (*PER_TERMINAL_INVARIANTS, "G6")}

@@ -15,8 +15,7 @@ from hdrh.histogram import HdrHistogram
 
 from emulator.cli import main as terminal_main
 from emulator.hostproc import start_host
-from emulator.load import LoadError, LoadOptions, LoadResult, parse_mix, raise_nofile_limit, run_load
-from emulator.runner import RunAborted
+from emulator.load import ControlError, LoadError, LoadOptions, LoadResult, parse_mix, raise_nofile_limit, run_load
 from emulator.settings import TerminalSettings
 from tests.conftest import run_bounded
 
@@ -72,7 +71,7 @@ def test_an_external_host_is_loaded_through_its_address_and_a_bad_fault_leaves_n
         external = LoadOptions(terminals=3, count=9, mix={"sale": 100}, timeout_seconds=0.9, first_tid=50000001,
                                host=f"127.0.0.1:{host.port}", control_url=control)
         assert _load(external).ok
-        with pytest.raises(RunAborted, match="Key 'type' holds 'zz_unknown'"):
+        with pytest.raises(ControlError, match="Key 'type' holds 'zz_unknown'"):
             _load(dataclasses.replace(external, faults={"drop_response": 5, "zz_unknown": 1}))
         with urllib.request.urlopen(control + "/faults", timeout=10) as response:
             assert json.load(response)["faults"] == []  # drop_response was added, then removed
