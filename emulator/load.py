@@ -647,8 +647,10 @@ async def run_load(options: LoadOptions, *, progress: bool = False) -> LoadResul
             bar.close()
             for t in terminals:
                 t.close()
-    unanswered = sum(n for s in stats.values() for o, n in s.outcomes.items() if Outcome(o) in UNANSWERED) \
-        if stats else 0
+    unanswered = sum(n for name, s in stats.items() if name not in ("signon", "settle")
+                     for o, n in s.outcomes.items() if o == "error" or Outcome(o) in UNANSWERED)
+    signon = stats["signon"].outcomes
+    errors += [f"{n} terminals did not sign on: {outcome}" for outcome, n in signon.items() if outcome != "approved"]
     return LoadResult(options=options, stats=stats, timeline=timeline, wire=wire, load_seconds=load_seconds,
                       wall_seconds=time.monotonic() - wall_start, scheduled=scheduled,
                       settled=len(terminals) - len(not_settled), not_settled=not_settled, invariants=invariants,

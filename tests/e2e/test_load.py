@@ -9,15 +9,30 @@ import resource
 import urllib.request
 from pathlib import Path
 
+import aiohttp
 import pytest
+from aiohttp import web
 from click.testing import CliRunner
 from hdrh.histogram import HdrHistogram
 
+from emulator.channel import Endpoint
 from emulator.cli import main as terminal_main
 from emulator.hostproc import start_host
-from emulator.load import ControlError, LoadError, LoadOptions, LoadResult, parse_mix, raise_nofile_limit, run_load
+from emulator.load import (
+    Control,
+    ControlError,
+    LoadError,
+    LoadOptions,
+    LoadResult,
+    LoadTerminal,
+    parse_mix,
+    raise_nofile_limit,
+    run_load,
+)
 from emulator.settings import TerminalSettings
-from tests.conftest import run_bounded
+from emulator.terminal import Settle, SignOn
+from specs.framing import DEFAULT_FRAMING
+from tests.conftest import run_bounded, running_host
 
 
 def _load(options: LoadOptions) -> LoadResult:
@@ -119,3 +134,51 @@ def test_parse_mix_and_the_open_file_limit() -> None:
         parse_mix("sale")
     soft, hard = raise_nofile_limit(64)
     assert (soft, hard) == resource.getrlimit(resource.RLIMIT_NOFILE) and soft >= 64
+
+
+def test_a_load_terminal_keeps_its_core_and_its_journal_file_in_step(tmp_path: Path) -> None:
+    """The core lives from one operation to the next; after each one the journal file holds exactly its books."""
+    async def day() -> list[str]:
+        async with running_host("cup") as server:
+            t = LoadTerminal(tid="30000009", mid="123456789012345", dialect_name="cup",
+                             endpoint=Endpoint(host="127.0.0.1", port=server.port or 0),
+                             framing=DEFAULT_FRAMING["cup"], timeout_seconds=0.9, settings=TerminalSettings(),
+                             journal_path=str(tmp_path / "30000009.sqlite"))
+            outcomes = []
+            for kind in ("signon", "sale", "sale", "void", "refund", "offline_sale", "balance", "sale", "settle"):
+                result = await t.run(t.operation(kind) if kind not in ("signon", "settle") else
+                                     (SignOn if kind == "signon" else Settle)(now=t.now()))
+                assert result is not None
+                outcomes.append(result.outcome.value)
+                assert t.journal.load() == t.terminal.books, kind
+            t.close()
+            return outcomes
+
+    outcomes = run_bounded(day())
+    assert outcomes == ["approved"] * 8 + ["balanced"]
+
+
+def test_the_control_client_sends_the_bearer_token_and_names_a_refusal() -> None:
+    seen: list[str | None] = []
+
+    async def faults(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization"))
+        return web.json_response({"error": "Key 'type' holds 'x'"}, status=400)
+
+    async def exchange() -> None:
+        app = web.Application()
+        app.router.add_post("/faults", faults)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        try:
+            async with aiohttp.ClientSession() as session:
+                with pytest.raises(ControlError, match="POST /faults answered 400: Key 'type' holds 'x'"):
+                    await Control(session, f"http://127.0.0.1:{port}/", token="s3cret").call("POST", "/faults", {})
+        finally:
+            await runner.cleanup()
+
+    run_bounded(exchange())
+    assert seen == ["Bearer s3cret"]
