@@ -695,7 +695,8 @@ def show_settings(options: Options) -> None:
 @click.option("--host-ledger", default=None, help="Ledger file of the stub host child (default: a temporary file).")
 @click.option("--concurrency", type=click.IntRange(1), default=100, show_default=True,
               help="Terminals signing on or settling at once.")
-@click.option("--first-tid", type=click.IntRange(1, 99_999_999), default=30000001, show_default=True)
+@click.option("--first-tid", type=click.IntRange(1, 99_999_999), default=30000001, show_default=True,
+              help="TID of the first terminal; the others take the next numbers.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the schedule, mix, amounts, fault draws.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None,
               help="Write load.json and load.html (latency over time) into this directory.")
