@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import Future
 from typing import Any, ClassVar, TypeVar
 
@@ -46,7 +46,7 @@ from emulator.load import DEFAULT_MIX, MIX_KINDS, UNANSWERED, LoadTerminal
 from emulator.messages import DEFAULT_MID
 from emulator.runner import outcome_of
 from emulator.settings import TerminalSettings
-from emulator.terminal import Outcome, Result, Settle, SignOn
+from emulator.terminal import Operation, Outcome, Result, Settle, SignOn
 from specs.framing import DEFAULT_FRAMING
 from specs.logs import configure_logging
 
@@ -149,7 +149,7 @@ class PosTerminalUser(User):
 
         run_coroutine(close())
 
-    def _perform(self, name: str, make: Any) -> None:
+    def _perform(self, name: str, make: Callable[[], Operation]) -> None:
         started = time.perf_counter()
         result: Result | None = run_coroutine(self.terminal.run(make))
         elapsed_ms = (time.perf_counter() - started) * 1000.0
