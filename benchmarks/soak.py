@@ -9,7 +9,7 @@ transaction mix sale=70,void=5,refund=5,balance=10,offline_sale=10 and the fault
 drop_response=2,delay_response=2,close_before_processing=1,close_after_processing=1 (percent of the
 mix's requests; lost answers make the terminals reverse, offline sales make them store and forward).
 It prints the operation counts per type and outcome, what went on the wire, this process's peak
-memory and descriptors, the settlement, each invariant's verdict and every mismatch with its
+memory, descriptors and CPU per operation (its own and the stub host's), the settlement, each invariant's verdict and every mismatch with its
 terminal and STAN.  Exit status 1 when the books are not equal (money lost or doubled) or a
 terminal did not settle; figures only otherwise, no timing assertions.
 """
@@ -54,12 +54,18 @@ def main() -> None:
     options = LoadOptions(terminals=args.terminals, rate=args.rate, duration_seconds=args.minutes * 60,
                           mix=parse_mix(args.mix), faults=parse_mix(args.faults, option="--faults", allowed=None),
                           dialect=args.dialect, timeout_seconds=args.timeout, seed=args.seed)
-    fds_before = _descriptors()
+    fds_before, times_before = _descriptors(), os.times()
     result = asyncio.run(run_load(options, progress=sys.stderr.isatty()))
+    times = os.times()
     data = result.as_dict()
     print(format_summary(data))
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"soak process: peak RSS {peak_mb:.0f} MB, descriptors {fds_before} before, {_descriptors()} after")
+    own = (times.user - times_before.user) + (times.system - times_before.system)
+    host = (times.children_user - times_before.children_user) + (times.children_system - times_before.children_system)
+    operations = sum(t["count"] for t in data["types"])
+    print(f"soak process: peak RSS {peak_mb:.0f} MB, descriptors {fds_before} before, {_descriptors()} after; "
+          f"CPU {own:.1f} s ({own / operations * 1000:.2f} ms per operation), stub host {host:.1f} s, start-up included "
+          f"({host / operations * 1000:.2f} ms per operation)")
     if args.report:
         print("reports:", ", ".join(str(p) for p in write_reports(data, args.report).values()))
     sys.exit(0 if result.books_equal else 1)

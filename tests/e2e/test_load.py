@@ -182,3 +182,11 @@ def test_the_control_client_sends_the_bearer_token_and_names_a_refusal() -> None
 
     run_bounded(exchange())
     assert seen == ["Bearer s3cret"]
+
+
+def test_progress_goes_to_stderr_and_the_summary_to_stdout() -> None:
+    run = CliRunner().invoke(terminal_main, ["load", "--terminals", "2", "--closed", "--count", "4", "--progress",
+                                             "--timeout", "0.9"])
+    assert run.exit_code == 0, run.output
+    assert all(f"{phase}:" in run.stderr for phase in ("signon", "load", "settle"))  # one bar per phase (tqdm)
+    assert run.stdout.startswith("load: 2 terminals") and "op/s" not in run.stdout
