@@ -9,8 +9,8 @@ transaction mix sale=70,void=5,refund=5,balance=10,offline_sale=10 and the fault
 drop_response=2,delay_response=2,close_before_processing=1,close_after_processing=1 (percent of the
 mix's requests; lost answers make the terminals reverse, offline sales make them store and forward).
 It prints the operation counts per type and outcome, what went on the wire, this process's peak
-memory, descriptors and CPU per operation (its own and the stub host's), the settlement, each invariant's verdict and every mismatch with its
-terminal and STAN.  Exit status 1 when the books are not equal (money lost or doubled) or a
+memory, descriptors and CPU per operation (its own and the stub host's), the settlement, each
+invariant's verdict and every mismatch with its terminal and STAN.  Exit status 1 when the books are not equal (money lost or doubled) or a
 terminal did not settle; figures only otherwise, no timing assertions.
 """
 
