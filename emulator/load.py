@@ -521,10 +521,11 @@ def raise_nofile_limit(wanted: int) -> tuple[int, int]:
 
 
 @contextlib.asynccontextmanager
-async def _host(options: LoadOptions) -> AsyncIterator[tuple[str, int, str | None]]:
-    """The host to load: the external one, or a stub host child (stopped on exit)."""
+async def _host(options: LoadOptions) -> AsyncIterator[tuple[str, int, str]]:
+    """The host to load and its control API: the external one, or a stub host child (stopped on exit)."""
     if options.host is not None:
         address, port = host_address(options.host)
+        assert options.control_url is not None, "validate() requires the control API of an external host"
         yield address, port, options.control_url
         return
     framing = DEFAULT_FRAMING[options.dialect]
@@ -581,7 +582,7 @@ async def run_load(options: LoadOptions, *, progress: bool = False) -> LoadResul
     bar = _Progress(progress)
     async with _host(options) as (address, port, control_url), \
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
-        control = Control(session, control_url, options.control_token) if control_url else None
+        control = Control(session, control_url, options.control_token)
         endpoint = Endpoint(host=address, port=port, connect_timeout_seconds=max(1.0, options.timeout_seconds * 2))
         framing = DEFAULT_FRAMING[options.dialect]
         if options.journal_dir:
@@ -627,20 +628,18 @@ async def run_load(options: LoadOptions, *, progress: bool = False) -> LoadResul
             fault_ids: list[str] = []
             load_start = time.monotonic()
             try:
-                if control is not None:
-                    await _add_faults(control, options, fault_ids)
+                await _add_faults(control, options, fault_ids)
                 load_start = time.monotonic()
                 scheduled = await _load_phase(options, terminals, record, timeline, bar, lambda: failed)
             finally:
                 load_seconds = time.monotonic() - load_start
-                if control is not None:
-                    for fault_id in fault_ids:
-                        await control.call("DELETE", f"/faults/{fault_id}")
+                for fault_id in fault_ids:
+                    await control.call("DELETE", f"/faults/{fault_id}")
             settled = await each("settle", lambda t: Settle(now=t.now()))
             bar.close()
             not_settled = [f"TID {tid}: {r.outcome.value if r else 'error'} ({r.text if r else 'did not run'})"
                            for tid, r in settled.items() if r is None or outcome_of(r.as_dict()) != "balanced"]
-            invariants = await _check_books(control, terminals) if control is not None else {}
+            invariants = await _check_books(control, terminals)
             wire = _wire_counts(terminals)
             errors = [e for t in terminals for e in t.errors]
         finally:
