@@ -18,6 +18,7 @@ from hdrh.histogram import HdrHistogram
 from emulator.channel import Endpoint
 from emulator.cli import main as terminal_main
 from emulator.hostproc import start_host
+from emulator.journal import Journal
 from emulator.load import (
     Control,
     ControlError,
@@ -31,6 +32,7 @@ from emulator.load import (
 )
 from emulator.settings import TerminalSettings
 from emulator.terminal import Settle, SignOn
+from specs.cards import seeded_card
 from specs.framing import DEFAULT_FRAMING
 from tests.conftest import run_bounded, running_host
 
@@ -95,12 +97,19 @@ def test_an_external_host_is_loaded_through_its_address_and_a_bad_fault_leaves_n
 
 
 def test_the_cli_prints_the_summary_writes_json_and_an_offline_page(tmp_path: Path) -> None:
+    journals = tmp_path / "journals"
     run = CliRunner().invoke(terminal_main, ["load", "--terminals", "3", "--closed", "--count", "12", "--timeout",
-                                             "0.9", "--mix", "sale=70,balance=30", "--report", str(tmp_path)])
+                                             "0.9", "--mix", "sale=70,balance=30", "--report", str(tmp_path),
+                                             "--journal-dir", str(journals)])
     assert run.exit_code == 0, run.output
     lines = run.output.splitlines()
-    assert lines[0] == ("load: 3 terminals (intl-bcd), closed loop for 12 operations, journals in memory, "
+    assert lines[0] == (f"load: 3 terminals (intl-bcd), closed loop for 12 operations, journals in {journals}, "
                         "faults none")
+    assert sorted(p.name for p in journals.glob("*.sqlite")) == ["30000001.sqlite", "30000002.sqlite",
+                                                                  "30000003.sqlite"]
+    journal = Journal(str(journals / "30000002.sqlite"))
+    assert journal.load().closed_batches  # each journal file holds its day
+    journal.close()
     assert any(line.startswith("sale          0200") for line in lines)
     assert "settlement: 3/3 terminals closed their batch with the host's agreement" in lines
     assert "G1 No orphan approvals: holds" in lines and lines[-2].endswith("books equal")
@@ -110,6 +119,8 @@ def test_the_cli_prints_the_summary_writes_json_and_an_offline_page(tmp_path: Pa
     assert "<svg" in page and "latency over time" in page
     assert "<script" not in page and "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
     assert "https://" not in page
+    pans = [seeded_card(seed=30000001 + i).pan for i in range(3)]  # the terminals' cards
+    assert not [p for p in pans if p in page or p in run.output or p in (tmp_path / "load.json").read_text()]
 
 
 @pytest.mark.parametrize(("args", "expected"), [
