@@ -786,6 +786,86 @@ def show_settings(options: Options) -> None:
     click.echo(json.dumps(data) if options.json else "\n".join(f"{k} = {v}" for k, v in data.items()))
 
 
+@main.command("load")
+@click.option("--terminals", type=click.IntRange(1, 100_000), default=10, show_default=True,
+              help="Terminals (distinct TIDs from --first-tid on), each with its own journal.")
+@click.option("--rate", type=click.FloatRange(min=0.001), default=None, metavar="TPS",
+              help="Open loop: operations per second over all terminals, on a schedule.")
+@click.option("--closed", is_flag=True, help="Closed loop: each terminal waits for its answer, then goes again.")
+@click.option("--duration", type=click.FloatRange(min=0.001), default=None, metavar="S",
+              help="Length of the load phase in seconds.")
+@click.option("--count", type=click.IntRange(1), default=None, metavar="N", help="Operations in the load phase.")
+@click.option("--mix", default="sale=80,void=5,refund=5,balance=10", show_default=True,
+              help="Transaction mix, percent per operation type (sale, void, refund, balance, offline_sale, echo).")
+@click.option("--faults", default="", metavar="TYPE=PERCENT[,...]",
+              help="Host faults on that percent of the mix's requests, e.g. drop_response=2,delay_response=2.")
+@click.option("--fault-delay", type=click.FloatRange(min=0), default=None, metavar="S",
+              help="How late delay_response answers (default: 1.5 x --timeout, after the terminal gave up).")
+@click.option("--host", "host_address", default=None, metavar="HOST:PORT",
+              help="Load this host instead of a stub host child (needs --control).")
+@click.option("--control", "control_url", default=None, metavar="URL", help="The host's control API URL.")
+@click.option("--control-token", envvar="POS_CONTROL_TOKEN", default=None,
+              help="Bearer token for the control API (or POS_CONTROL_TOKEN).")
+@click.option("--dialect", "dialect_name", type=click.Choice(sorted(DIALECTS)), default="intl-bcd", show_default=True)
+@click.option("--timeout", "response_timeout", type=click.FloatRange(min=0.01), default=2.0, show_default=True,
+              help="The terminals' response timeout in seconds.")
+@click.option("--journal-dir", type=click.Path(file_okay=False), default=None,
+              help="One journal file per terminal here (default: journals in memory).")
+@click.option("--host-ledger", default=None, help="Ledger file of the stub host child (default: a temporary file).")
+@click.option("--concurrency", type=click.IntRange(1), default=100, show_default=True,
+              help="Terminals signing on or settling at once.")
+@click.option("--first-tid", type=click.IntRange(1, 99_999_999), default=30000001, show_default=True,
+              help="TID of the first terminal; the others take the next numbers.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the schedule, mix, amounts, fault draws.")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False), default=None,
+              help="Write load.json and load.html (latency over time) into this directory.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: when it is a terminal).")
+@click.pass_context
+def load(ctx: click.Context, terminals: int, rate: float | None, closed: bool, duration: float | None,
+         count: int | None, mix: str, faults: str, fault_delay: float | None, host_address: str | None,
+         control_url: str | None, control_token: str | None, dialect_name: str, response_timeout: float,
+         journal_dir: str | None, host_ledger: str | None, concurrency: int, first_tid: int, seed: int,
+         report_dir: str | None, progress: bool | None) -> None:
+    """Many terminals against one host: sign on, the mix at a rate (or closed loop) with a fault mix,
+    settle every terminal, check the books (G1-G8).  Exit 1 when money was lost or doubled, a
+    terminal did not settle, or (with no fault mix) a request went unanswered."""
+    from emulator.control_client import ControlApiError, ControlApiUnreachable
+    from emulator.hostproc import HostStartError
+    from emulator.load import LoadError, LoadOptions, parse_mix, run_load
+    from emulator.load_report import format_summary, write_reports
+
+    if (rate is None) == (not closed):
+        raise click.UsageError("give --rate TPS (open loop) or --closed, one of them")
+    if duration is None and count is None:
+        raise click.UsageError("give --duration S or --count N: a load is always bounded")
+    try:
+        options = LoadOptions(terminals=terminals, rate=rate, duration_seconds=duration, count=count,
+                              mix=parse_mix(mix), faults=parse_mix(faults, option="--faults", allowed=None),
+                              fault_delay_seconds=fault_delay, dialect=dialect_name, host=host_address,
+                              control_url=control_url, control_token=control_token, host_ledger=host_ledger,
+                              journal_dir=journal_dir, timeout_seconds=response_timeout, concurrency=concurrency,
+                              seed=seed, first_tid=first_tid, mid=ctx.obj.profile.mid, settings=ctx.obj.settings)
+        options.validate()
+    except (LoadError, ValueError) as exc:
+        raise click.UsageError(str(exc)) from None
+    group = ctx.parent.params if ctx.parent is not None else {}
+    if group.get("log_level") == "warning":  # the default: the expected lost answers are not warnings here
+        configure_logging(json=bool(group.get("log_json")), level="error")
+    try:
+        result = asyncio.run(run_load(options, progress=sys.stderr.isatty() if progress is None else progress))
+    except (HostStartError, ControlApiError, ControlApiUnreachable) as exc:
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:  # the control API broke off
+        raise click.ClickException(f"--control {control_url}: {exc}") from None
+    data = result.as_dict()
+    click.echo(format_summary(data))
+    if report_dir is not None:
+        paths = write_reports(data, report_dir)
+        click.echo(f"reports: {', '.join(str(p) for p in paths.values())}")
+    if not result.ok:
+        sys.exit(1)
+
+
 @command()
 @click.option("--sales", "amounts", default="10.00,20.00,30.00", show_default=True,
               help="Comma-separated sale amounts.")

@@ -62,6 +62,8 @@ CREDIT_KINDS = frozenset({"refund"})
 #: Kinds the journal holds (a balance inquiry is never journalled).
 JOURNAL_KINDS = frozenset({"sale", "void", "refund", "preauth", "preauth_void", "completion", "completion_void",
                            "offline_sale", "adjust"})
+#: Host ledger statuses of a request that still stands (the host keeps a fully refunded sale as "refunded").
+HOST_STANDING = frozenset({"approved", "refunded"})
 #: Journal statuses of a record that still stands.
 STANDING_JOURNAL = frozenset({"", "approved", "adjusted"})
 #: Settlement-ledger results that close a batch on the host.
@@ -194,7 +196,9 @@ def _host_financial(ev: Evidence) -> list[Row]:
 
 
 def _standing(row: Row) -> bool:
-    return _s(row.get("status")) == "approved"
+    """A host row that still stands: approved, or a sale refunded in full (it stays a debit; its
+    refunds are the credits that cancel it)."""
+    return _s(row.get("status")) in HOST_STANDING
 
 
 def _journal_standing(row: Row) -> bool:

@@ -57,6 +57,14 @@ async def running_host(dialect_name: str, ledger: Ledger | None = None) -> Async
             books.close()
 
 
+@pytest.fixture
+def pytester(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    """pytester, with Locust's pytest plugin kept out of the runs it starts as it is kept out of ours
+    (``-p no:locust`` in addopts: the test extra installs locust, pytester drops our addopts)."""
+    monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:locust")
+    return pytester
+
+
 @pytest.fixture(params=["intl-ascii", "intl-bcd", "cup"])
 def dialect_name(request: pytest.FixtureRequest) -> str:
     return str(request.param)

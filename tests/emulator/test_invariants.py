@@ -314,6 +314,22 @@ def test_g6_funding_gap() -> None:
                                      "in payouts, found paid 0.00 + pending 0.00 + held 0.00 (failed 90.00)"]
 
 
+def test_a_sale_refunded_in_full_still_stands_and_its_refunds_are_the_credits() -> None:
+    """The host marks a sale whose refunds add up to its amount "refunded": it was still debited
+    (the refunds credit it back), so the journal's sale is not an orphan and the merchant's net is
+    sale minus refunds, not minus the refunds twice."""
+    host = (auth("000002", amount=1000, status="refunded", settled=1, batch="000001"),
+            auth("000003", kind="refund", amount=500, settled=1, batch="000001"),
+            auth("000004", kind="refund", amount=500, settled=1, batch="000001"))
+    journal = (jrec("000002", amount=1000), jrec("000003", kind="refund", amount=500),
+               jrec("000004", kind="refund", amount=500))
+    ev = Evidence(tid=TID, journal=journal, authorizations=host, intents={"purchase": ("000002", "000003", "000004")})
+    for result in check_all(ev, ("G1", "G2", "G3")):
+        holds(result)
+    assert host_net_minor(ev, "purchase") == 0
+    holds(check_g6(Evidence(tid=TID, authorizations=host, payouts=(payout("pending", 0),))))
+
+
 def test_g6_value_dates() -> None:
     ev = Evidence(tid=TID, authorizations=SETTLED, business_date=date(2024, 10, 8), holidays=frozenset({date(2024, 10, 1)}),
                   payouts=(payout("pending", 4000, value_date="2024-10-01"), payout("paid", 5000, value_date="2024-10-09")))
