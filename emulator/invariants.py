@@ -1,4 +1,4 @@
-"""The global invariants G1–G8 of domain.md §8, implemented once, as pure functions over :class:`Evidence`.
+"""The global invariants G1–G8 of docs/domain.md#invariants, implemented once, as pure functions over :class:`Evidence`.
 
 The runner gathers the evidence after a run: the terminal's books (journal J, pending reversals R,
 SAF queue Q, settlement state S, closed-batch totals), the host's ledgers as the control API
@@ -70,7 +70,7 @@ STANDING_JOURNAL = frozenset({"", "approved", "adjusted"})
 CLOSED_RESULTS = frozenset({"balanced", "uploaded"})
 #: Payout statuses that account for money (a failed payout does not).
 ACCOUNTED_PAYOUTS = ("paid", "pending", "held")
-#: Where the dialect uses a repeat MTI, later sends of the same message must use it (domain.md §1.4).
+#: Where the dialect uses a repeat MTI, later sends of the same message must use it (docs/domain.md#requestresponse-matching-and-timers).
 DEFAULT_REPEAT_MTIS: Mapping[str, str] = MappingProxyType({"0120": "0121", "0220": "0221", "0420": "0421"})
 
 
@@ -610,7 +610,7 @@ def check_g8(ev: Evidence) -> InvariantResult:
 
 
 def _answers(response: Mapping[str, str], request: Mapping[str, str]) -> bool:
-    """Response MTI = request MTI + 10, same STAN (11) and TID (41) (domain.md §1.4)."""
+    """Response MTI = request MTI + 10, same STAN (11) and TID (41) (docs/domain.md#requestresponse-matching-and-timers)."""
     try:
         wanted = response_mti(_s(request.get("t")))
     except ValueError:

@@ -1,4 +1,4 @@
-"""The terminal's durable state in SQLite (domain.md §3.1): counters, sign-on state and working
+"""The terminal's durable state in SQLite (docs/domain.md#crash-points): counters, sign-on state and working
 keys, the journal J, the pending reversals R, the store-and-forward queue Q, the settlement state S
 with per-record upload flags, the exception log of parked items, the closed batches with their
 totals, and the wire trace.

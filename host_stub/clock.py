@@ -4,9 +4,9 @@
 I/O shell (server, control API) reads it, and the core receives ``now`` as an argument.
 
 :class:`Calendar` is pure: it turns a business-clock instant into the *business date* (which moves
-at the cutover, 日切, not at midnight: domain.md §C18, §C26), tells whether an instant lies inside
+at the cutover, 日切, not at midnight: docs/domain.md#c18, #c26), tells whether an instant lies inside
 the cutover window (answer ``90``), and computes payout value dates over a calendar of weekends and
-holidays (T+n business days, domain.md §7).
+holidays (T+n business days, docs/domain.md#funding-and-payout-ledger).
 
 >>> cal = Calendar(cutover=time(23, 0), cutover_window_seconds=300, holidays=frozenset({date(2024, 5, 1)}))
 >>> cal.business_date(datetime(2024, 4, 30, 22, 59)), cal.business_date(datetime(2024, 4, 30, 23, 0))

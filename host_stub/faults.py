@@ -1,6 +1,6 @@
 """Deterministic fault injection: a :class:`When` selector plus an action, folded into a :class:`Plan`.
 
-Rules (style-anchors §9 rule 8, after Toxiproxy's toxics and pymodbus's manipulator):
+Rules (style-anchors docs/domain.md#fault-primitives rule 8, after Toxiproxy's toxics and pymodbus's manipulator):
 
 1. A fault is attributes only: a frozen :class:`Fault` holding a :class:`When` and one action
    dataclass.  Actions do one thing each: ``apply(plan)`` returns a new plan.  Faults that match a
@@ -22,7 +22,7 @@ be counted, drawn or matched.  It is *active* while it exists and its ``when.bet
 any) covers the business clock (:func:`refuses_connects`); the server stops listening while any is
 active and asks :meth:`FaultEngine.next_connect_boundary` when to look again.
 
-The actions (domain.md §9; ``type`` is the name used in YAML and the control API):
+The actions (docs/domain.md#fault-primitives; ``type`` is the name used in YAML and the control API):
 
 ==================================  ===================================================================
 type                                effect
@@ -857,7 +857,7 @@ _PARAMS: Mapping[str, _Param] = {
     "reason": _Param(read=_read_text, schema={"type": "string"}),
 }
 
-#: Response codes an action's ``rc`` is limited to, where it is (domain.md §9).
+#: Response codes an action's ``rc`` is limited to, where it is (docs/domain.md#fault-primitives).
 _RC_CHOICES: Mapping[str, tuple[str, ...]] = {
     "reversal_rc_for_unknown_original": ("00", "12", "25"),
     "maintenance_window": ("91", "96"),

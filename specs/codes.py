@@ -1,6 +1,6 @@
 """Response codes (ISO 8583:1987 field 39): meaning, CUP text and category, and what a terminal does.
 
-Source: domain.md §5 (ISO meanings; CUP categories A-E from the CUP response-code tables).
+Source: docs/domain.md#response-codes (ISO meanings; CUP categories A-E from the CUP response-code tables).
 
 >>> lookup(APPROVED).action
 <TerminalAction.APPROVED: 'approved'>

@@ -2,7 +2,7 @@
 
 No DES is written here: every block operation is ``psec`` (``psec.des``, ``psec.mac``,
 ``psec.pinblock``), which runs on ``cryptography``.  This module adds what the terminal and the
-stub host must agree on (domain.md §F1, §4):
+stub host must agree on (docs/domain.md#f1, #keys-and-mac):
 
 * two MAC algorithms over the MAC block (MAB = MTI .. last field before 64, :func:`mac_data`):
   ``"x9.19"`` — ANSI X9.19 retail MAC, ISO/IEC 9797-1 MAC algorithm 3 with padding method 1,
@@ -52,7 +52,7 @@ DEFAULT_TEST_TMK: bytes = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
 
 #: 0800/0810 field 60.3 (network management code) -> (key length in bytes, number of keys) in the
 #: 0810 field-62 key block: 001 = single-length PIK+MAK (24 bytes), 003 = double-length PIK+MAK
-#: (40 bytes), 004 = double-length PIK+MAK+TDK (60 bytes).  domain.md §F1, §4.
+#: (40 bytes), 004 = double-length PIK+MAK+TDK (60 bytes).  (docs/domain.md#f1, #keys-and-mac).
 KEY_BLOCK_LAYOUT: Mapping[str, tuple[int, int]] = MappingProxyType({
     "001": (8, 2),
     "003": (16, 2),
@@ -144,7 +144,7 @@ def retail_mac(key: bytes, data: bytes) -> bytes:
 
 
 def cup_ecb_mac(key: bytes, data: bytes) -> bytes:
-    """The CUP "银联ECB" MAC (domain.md §4), step by step.
+    """The CUP "银联ECB" MAC (docs/domain.md#keys-and-mac), step by step.
 
     1. right-pad the MAB with 0x00 to a multiple of 8;
     2. XOR all 8-byte blocks into one RESULT BLOCK;
