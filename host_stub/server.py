@@ -146,6 +146,7 @@ class HostServer:
         self._boundary_timer: asyncio.TimerHandle | None = None
         self._refreshes: set[asyncio.Task[None]] = set()
         self._listening_waiters: list[asyncio.Future[None]] = []
+        self._closed_waiters: list[asyncio.Future[None]] = []
 
     @property
     def listening(self) -> bool:
@@ -166,6 +167,24 @@ class HostServer:
             finally:
                 if waiter in self._listening_waiters:
                     self._listening_waiters.remove(waiter)
+
+    @property
+    def connections(self) -> int:
+        """Connections being served now."""
+        return len(self._connections)
+
+    async def until_connections_at_most(self, count: int) -> None:
+        """Return once at most ``count`` connections are being served (a test or a tool waits for the
+        host to have noticed closes without polling)."""
+        loop = asyncio.get_running_loop()
+        while len(self._connections) > count:
+            waiter: asyncio.Future[None] = loop.create_future()
+            self._closed_waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in self._closed_waiters:
+                    self._closed_waiters.remove(waiter)
 
     def _listening_changed(self) -> None:
         waiters, self._listening_waiters = self._listening_waiters, []
@@ -427,6 +446,10 @@ class HostServer:
             except (ConnectionError, asyncio.CancelledError):
                 pass
             self._connections.pop(task, None)  # last: stop() waits for connections still closing
+            waiters, self._closed_waiters = self._closed_waiters, []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     async def _serve_frame(self, frame: Frame, writer: asyncio.StreamWriter, bound: Any, peer: str) -> bool:
         """Answer one frame by its plan; returns False when the connection must close."""
