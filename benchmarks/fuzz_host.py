@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import random
@@ -190,7 +191,7 @@ class Frames:
         if kind == "split":
             frame = self.framed(self.message()) if self.rng.random() < 0.5 else self.damaged()
             cuts = sorted(self.rng.sample(range(1, len(frame)), min(len(frame) - 1, self.rng.randint(1, 5))))
-            return [frame[a:b] for a, b in zip([0, *cuts], [*cuts, len(frame)])], 1
+            return [frame[a:b] for a, b in itertools.pairwise([0, *cuts, len(frame)])], 1
         if kind == "merged":
             count = self.rng.randint(2, 4)
             return [b"".join(self.framed(self.message()) if self.rng.random() < 0.5 else self.damaged()
