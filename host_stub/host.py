@@ -885,7 +885,7 @@ class Host:
 
     def _approve(self, ctx: _Ctx, *, effect: Callable[[int], None] | None = None) -> str:
         """Post the request: RRN, approval code, settlement date; ``effect`` runs once the row exists."""
-        seq = self.ledger.next_sequence("rrn")
+        seq = ctx.row["id"] = self.ledger.reserve_authorization_id()  # the RRN comes from the row's own id
         rrn = f"{ctx.now:%y%j}{seq % 10_000_000:07d}"
         auth_code = f"{(seq * 7919) % 1_000_000:06d}"
         ctx.row.update(rrn=rrn, auth_code=auth_code, status="approved")
@@ -1126,12 +1126,12 @@ class Host:
             return None, kind  # reversed, voided, refunded or already standing: nothing to post
         mti = upload["original_mti"] or (earlier or {}).get("mti") or "0200"
         rrn, auth_code = upload["rrn"], upload["auth_code"]
+        seq = self.ledger.reserve_authorization_id()
         if not rrn:
-            seq = self.ledger.next_sequence("rrn")
             rrn, auth_code = f"{ctx.now:%y%j}{seq % 10_000_000:07d}", auth_code or f"{(seq * 7919) % 1_000_000:06d}"
         previous = earlier or {}
         row_id = self.ledger.insert_authorization(dict(
-            received_at=ctx.now.isoformat(timespec="seconds"), business_date=ctx.business_date.isoformat(),
+            id=seq, received_at=ctx.now.isoformat(timespec="seconds"), business_date=ctx.business_date.isoformat(),
             mti=mti[:3] + "0", kind=kind, tid=ctx.tid, mid=ctx.request.get("42") or previous.get("mid") or "",
             stan=upload["original_stan"], processing_code=upload["processing_code"] or previous.get("processing_code"),
             amount_minor=upload["amount_minor"], currency=previous.get("currency"),
