@@ -74,6 +74,7 @@ class Tally:
     frames: int = 0
     peak_fds: int = 0
     peak_rss_kib: int = 0
+    rss_by_quarter: list[int] = field(default_factory=list)  # RSS (KiB) as each quarter of the frames is reached
 
 
 class Host:
@@ -275,11 +276,14 @@ async def client(host: Host, dialect: Dialect, framing: Framing, builder: Frames
                 host.start()
 
 
-async def sample(host: Host, tally: Tally, done: asyncio.Event) -> None:
+async def sample(host: Host, tally: Tally, total: int, done: asyncio.Event) -> None:
     while not done.is_set():
         if host.alive():
             tally.peak_fds = max(tally.peak_fds, host.fds())
-            tally.peak_rss_kib = max(tally.peak_rss_kib, host.rss_kib())
+            rss = host.rss_kib()
+            tally.peak_rss_kib = max(tally.peak_rss_kib, rss)
+            while len(tally.rss_by_quarter) < 4 and tally.frames >= total * (len(tally.rss_by_quarter) + 1) / 4:
+                tally.rss_by_quarter.append(rss)
         try:
             await asyncio.wait_for(done.wait(), 0.5)
         except TimeoutError:
@@ -315,7 +319,7 @@ async def main(args: argparse.Namespace) -> None:
             fds_before, rss_before = host.fds(), host.rss_kib()
             half_open: list[asyncio.StreamWriter] = []
             done = asyncio.Event()
-            sampler = asyncio.create_task(sample(host, tally, done))
+            sampler = asyncio.create_task(sample(host, tally, args.frames, done))
             started = time.perf_counter()
             await asyncio.gather(*(client(host, dialect, framing, builder, args.frames, tally, half_open)
                                    for _ in range(args.connections)))
@@ -324,6 +328,8 @@ async def main(args: argparse.Namespace) -> None:
                 writer.close()
             done.set()
             await sampler
+            while len(tally.rss_by_quarter) < 4:  # a quarter the half-second sampler did not catch
+                tally.rss_by_quarter.append(host.rss_kib())
             fds_after = await settle_descriptors(host, fds_before)
             rss_after = host.rss_kib()
             alive = host.alive()
@@ -343,6 +349,9 @@ async def main(args: argparse.Namespace) -> None:
     print(f"tracebacks in the host's stderr: {tracebacks}")
     print(f"host RSS: {rss_before / 1024:.1f} MB before, {tally.peak_rss_kib / 1024:.1f} MB peak, "
           f"{rss_after / 1024:.1f} MB after")
+    print("host RSS as the frames went by: " + ", ".join(
+        f"{25 * (i + 1)}% {kib / 1024:.1f} MB" for i, kib in enumerate(tally.rss_by_quarter))
+        + " (the request journal keeps the last 10,000 entries; memory levels off once it is full)")
     print(f"host descriptors: {fds_before} before, {tally.peak_fds} peak, {fds_after} after")
 
 
