@@ -2,6 +2,7 @@
 
     python benchmarks/host_throughput.py [--terminals 8,64] [--seconds 5] [--dialect intl-bcd]
                                          [--ledger file|memory] [--repeat 1] [--steps 3000]
+                                         [--loop auto|asyncio|uvloop]
 
 Every host runs as a child process of this script and gets the same closed-loop load:
 ``--terminals`` concurrent connections (a comma list runs each count), each sending a sale, waiting
@@ -220,7 +221,7 @@ async def compare(args: argparse.Namespace, terminals: int) -> None:
         hosts.append(("iso8583sim MockHost", lambda ledger: [*script, "--iso8583sim-host", "--dialect", args.dialect]))
     hosts.append((f"pos-host (ledger {args.ledger})", lambda ledger: [
         sys.executable, "-m", "host_stub.cli", "--log-level", "warning", "serve", "--dialect", args.dialect,
-        "--port", "0", "--ledger", ledger]))
+        "--port", "0", "--ledger", ledger, "--loop", args.loop]))
     runs: list[list[dict[str, Any]]] = []
     for _ in range(args.repeat):
         run = []
@@ -374,6 +375,8 @@ if __name__ == "__main__":
     parser.add_argument("--dialect", default="intl-bcd", choices=["intl-ascii", "intl-bcd", "cup"])
     parser.add_argument("--ledger", default="file", choices=["file", "memory"])
     parser.add_argument("--repeat", type=int, default=1, help="Measure both hosts this many times; print medians.")
+    parser.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"],
+                        help="pos-host's event loop (auto: uvloop when installed).")
     parser.add_argument("--steps", type=int, default=3000, help="Requests for the per-step CPU breakdown.")
     parser.add_argument("--bare-host", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--iso8583sim-host", action="store_true", help=argparse.SUPPRESS)
