@@ -103,6 +103,25 @@ class _Throttled:
         return quiet
 
 
+async def _next_change(waiters: list[asyncio.Future[None]]) -> None:
+    """Wait for the next :func:`_changed` of ``waiters``."""
+    waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    waiters.append(waiter)
+    try:
+        await waiter
+    finally:
+        if waiter in waiters:
+            waiters.remove(waiter)
+
+
+def _changed(waiters: list[asyncio.Future[None]]) -> None:
+    """Wake everything waiting in :func:`_next_change` on ``waiters``."""
+    for waiter in waiters:
+        if not waiter.done():
+            waiter.set_result(None)
+    waiters.clear()
+
+
 class HostServer:
     """Serves one host core on one TCP port.
 
@@ -156,41 +175,19 @@ class HostServer:
     async def until_listening(self, listening: bool = True) -> None:
         """Return once the server listens (``listening``) or refuses connects (not ``listening``): lets a
         test or a tool wait for a window boundary without polling."""
-        loop = asyncio.get_running_loop()
         while self.listening is not listening:
             if listening and self._stopping:
                 raise RuntimeError("the server has stopped: it will not listen again")
-            waiter: asyncio.Future[None] = loop.create_future()
-            self._listening_waiters.append(waiter)
-            try:
-                await waiter
-            finally:
-                if waiter in self._listening_waiters:
-                    self._listening_waiters.remove(waiter)
-
-    @property
-    def connections(self) -> int:
-        """Connections being served now."""
-        return len(self._connections)
+            await _next_change(self._listening_waiters)
 
     async def until_connections_at_most(self, count: int) -> None:
         """Return once at most ``count`` connections are being served (a test or a tool waits for the
         host to have noticed closes without polling)."""
-        loop = asyncio.get_running_loop()
         while len(self._connections) > count:
-            waiter: asyncio.Future[None] = loop.create_future()
-            self._closed_waiters.append(waiter)
-            try:
-                await waiter
-            finally:
-                if waiter in self._closed_waiters:
-                    self._closed_waiters.remove(waiter)
+            await _next_change(self._closed_waiters)
 
     def _listening_changed(self) -> None:
-        waiters, self._listening_waiters = self._listening_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        _changed(self._listening_waiters)
 
     async def start(self, bind: str = "127.0.0.1", port: int = 0) -> int:
         """Start listening; returns the bound port (useful with port 0).
@@ -446,10 +443,7 @@ class HostServer:
             except (ConnectionError, asyncio.CancelledError):
                 pass
             self._connections.pop(task, None)  # last: stop() waits for connections still closing
-            waiters, self._closed_waiters = self._closed_waiters, []
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
+            _changed(self._closed_waiters)
 
     async def _serve_frame(self, frame: Frame, writer: asyncio.StreamWriter, bound: Any, peer: str) -> bool:
         """Answer one frame by its plan; returns False when the connection must close."""

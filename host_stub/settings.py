@@ -112,8 +112,9 @@ class HostSettings:
         frame_deadline_seconds: a frame must be complete this long after its first byte arrived, or
             the connection is closed (a peer trickling bytes never holds a connection for long).
         max_connections: connections this host serves at once; one more is accepted and closed at once.
-        accept_error_log_seconds: when accepting fails for want of descriptors (EMFILE), at most one
-            log line per this many seconds (the host keeps serving and accepts again when it can).
+        accept_error_log_seconds: when accepting fails for want of descriptors (EMFILE), or connections
+            are over ``max_connections``, at most one log line per this many seconds (the host keeps
+            serving and accepts again when it can).
     """
 
     strict_registry: bool = False
