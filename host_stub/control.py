@@ -250,7 +250,7 @@ def _row_schema(table: str) -> dict[str, Any]:
 
 def _settings_schema() -> dict[str, Any]:
     """The settings as answered: the keys of :meth:`HostSettings.as_dict`, typed by their defaults."""
-    types = {bool: "boolean", int: "integer", str: "string", list: "array", dict: "object"}
+    types = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "object"}
     defaults = HostSettings().as_dict()
     return {"type": "object", "required": sorted(defaults),
             "properties": {name: {"type": types[type(value)]} if value is not None else {"nullable": True}

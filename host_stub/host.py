@@ -46,10 +46,11 @@ settlement (0500)  totals compared; INTL 95 / CUP 对账应答码 2 (or 39=95); 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from host_stub.keys import INTL_KEY_LAYOUT, issue_working_keys, mac_is_valid, pin_from_block, signed
 from host_stub.ledger import Ledger
@@ -218,6 +219,26 @@ class _Ctx:
     @property
     def amount(self) -> int | None:
         return int(self.request["4"]) if "4" in self.request else None
+
+
+class ClockFields(NamedTuple):
+    """One second of the business clock as a request's answer and its row write it."""
+
+    hhmmss: str  # field 12
+    mmdd: str  # field 13
+    yyddd: str  # the RRN's prefix
+    iso: str  # received_at
+
+
+def clock_fields(now: datetime) -> ClockFields:
+    """:class:`ClockFields` of ``now`` (formatting dates costs more than the rest of a sale's checks:
+    the last few seconds are kept)."""
+    return _clock_fields(now.replace(microsecond=0))
+
+
+@functools.lru_cache(maxsize=8)
+def _clock_fields(now: datetime) -> ClockFields:
+    return ClockFields(f"{now:%H%M%S}", f"{now:%m%d}", f"{now:%y%j}", now.isoformat(timespec="seconds"))
 
 
 class Host:
@@ -883,8 +904,8 @@ class Host:
 
     def _approve(self, ctx: _Ctx, *, effect: Callable[[int], None] | None = None) -> str:
         """Post the request: RRN, approval code, settlement date; ``effect`` runs once the row exists."""
-        seq = self.ledger.next_sequence("rrn")
-        rrn = f"{ctx.now:%y%j}{seq % 10_000_000:07d}"
+        seq = ctx.row["id"] = self.ledger.reserve_authorization_id()  # the RRN comes from the row's own id
+        rrn = f"{clock_fields(ctx.now).yyddd}{seq % 10_000_000:07d}"
         auth_code = f"{(seq * 7919) % 1_000_000:06d}"
         ctx.row.update(rrn=rrn, auth_code=auth_code, status="approved")
         self._answer_approval(ctx, rrn, auth_code)
@@ -1124,12 +1145,12 @@ class Host:
             return None, kind  # reversed, voided, refunded or already standing: nothing to post
         mti = upload["original_mti"] or (earlier or {}).get("mti") or "0200"
         rrn, auth_code = upload["rrn"], upload["auth_code"]
+        seq = self.ledger.reserve_authorization_id()
         if not rrn:
-            seq = self.ledger.next_sequence("rrn")
             rrn, auth_code = f"{ctx.now:%y%j}{seq % 10_000_000:07d}", auth_code or f"{(seq * 7919) % 1_000_000:06d}"
         previous = earlier or {}
         row_id = self.ledger.insert_authorization(dict(
-            received_at=ctx.now.isoformat(timespec="seconds"), business_date=ctx.business_date.isoformat(),
+            id=seq, received_at=ctx.now.isoformat(timespec="seconds"), business_date=ctx.business_date.isoformat(),
             mti=mti[:3] + "0", kind=kind, tid=ctx.tid, mid=ctx.request.get("42") or previous.get("mid") or "",
             stan=upload["original_stan"], processing_code=upload["processing_code"] or previous.get("processing_code"),
             amount_minor=upload["amount_minor"], currency=previous.get("currency"),
@@ -1206,13 +1227,14 @@ class Host:
     def _base_response(self, request: Message, now: datetime) -> Message:
         response: Message = {"t": response_mti(request["t"])}
         response.update({k: request[k] for k in _ECHO if k in request})
-        response["12"], response["13"] = f"{now:%H%M%S}", f"{now:%m%d}"
+        stamps = clock_fields(now)
+        response["12"], response["13"] = stamps.hhmmss, stamps.mmdd
         return response
 
     def _base_row(self, ctx: _Ctx) -> dict[str, Any]:
         request = ctx.request
         cup_batch = request.get("60", "")[2:8] if self.family == "cup" and len(request.get("60", "")) >= 8 else None
-        return dict(received_at=ctx.now.isoformat(timespec="seconds"), business_date=ctx.business_date.isoformat(),
+        return dict(received_at=clock_fields(ctx.now).iso, business_date=ctx.business_date.isoformat(),
                     mti=request["t"], kind=ctx.kind, tid=request["41"], mid=request.get("42", ""),
                     stan=request["11"], processing_code=request.get("3"), amount_minor=ctx.amount,
                     currency=request.get("49"), local_date=request.get("13"), local_time=request.get("12"),

@@ -188,9 +188,6 @@ CREATE TABLE IF NOT EXISTS terminals (key TEXT PRIMARY KEY, document TEXT NOT NU
 CREATE TABLE IF NOT EXISTS cards (key TEXT PRIMARY KEY, document TEXT NOT NULL);
 """
 
-_NEXT_SEQUENCE = ("INSERT INTO sequences (name, value) VALUES (?, 1) "
-                  "ON CONFLICT(name) DO UPDATE SET value = value + 1 RETURNING value")
-
 _BOOK_TABLES = ("authorizations", "tombstones", "settlements", "uploads", "payouts", "sequences")
 _REGISTRY_TABLES = ("merchants", "terminals", "cards")
 #: Columns holding a JSON document (decoded when read): not filterable, listed as objects.
@@ -357,6 +354,7 @@ class Ledger:
         #: change the file does not.
         self.registry_cache: dict[tuple[str, str], Any] = {}
         self._insert_sql: dict[tuple[str, ...], str] = {}
+        self._next_id: int | None = None  # the next authorization id to hand out (None: read MAX(id) first)
         self._columns: dict[str, frozenset[str]] = {
             table: frozenset(r["name"] for r in self._db.execute(f"PRAGMA table_info({table})"))
             for table in (*_BOOK_TABLES, *_REGISTRY_TABLES)}
@@ -434,25 +432,43 @@ class Ledger:
         except BaseException:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
-            self.registry_cache.clear()
+            self._forget_rolled_back()
             raise
-
-    def next_sequence(self, name: str) -> int:
-        """Monotonic counter (RRNs, auth codes) that survives restarts."""
-        with self.transaction() as db:
-            return int(db.execute(_NEXT_SEQUENCE, (name,)).fetchone()[0])
 
     def reset(self, *, registry: bool = True) -> None:
         """Empty the books (and the registry unless told otherwise), atomically."""
         with self.transaction() as db:
             for table in (*_BOOK_TABLES, *(_REGISTRY_TABLES if registry else ())):
                 db.execute(f"DELETE FROM {table}")
+        self._forget_rolled_back()
+
+    def _forget_rolled_back(self) -> None:
+        """Writes were rolled back (or the books emptied): drop what was cached of them."""
         self.registry_cache.clear()
+        self._next_id = None
+
+    def reserve_authorization_id(self) -> int:
+        """The id of an authorization row about to be written (the host makes its RRN from it: one
+        statement per approval fewer than a separate counter).
+
+        Ids are handed out in order by this ledger, which alone writes the table; rows written by
+        :meth:`insert_authorization` without an ``id`` take the next one too.  After a rollback the
+        next id is read from the table again, so an id drawn by a rolled-back request (whose answer
+        carried no RRN) is handed out again; a committed one never is, also after a restart.
+        """
+        if self._next_id is None:
+            self._next_id = int(self._db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM authorizations").fetchone()[0])
+        row_id = self._next_id
+        self._next_id += 1
+        return row_id
 
     # ------------------------------------------------------------------ authorizations
 
     def insert_authorization(self, row: Mapping[str, Any]) -> int:
-        """Append one request and its fate; returns the row id."""
+        """Append one request and its fate; returns the row id (``row["id"]`` when reserved, see
+        :meth:`reserve_authorization_id`)."""
+        if "id" not in row:
+            row = {**row, "id": self.reserve_authorization_id()}
         names = tuple(row)
         sql = self._insert_sql.get(names)
         if sql is None:  # every request inserts one row, mostly with the same columns: build the SQL once
@@ -809,7 +825,7 @@ class _Transaction:
             db.execute("RELEASE request")
         else:
             db.execute("ROLLBACK")
-        ledger.registry_cache.clear()
+        ledger._forget_rolled_back()
         return False
 
 

@@ -15,6 +15,16 @@ stops the server.  For every request:
    header, 处理要求 as the core or the plan says) is written by the plan's steps (write / sleep /
    close).
 
+Connections under abuse (settings of :class:`~host_stub.settings.HostSettings`): a connection that
+sends nothing between frames for ``idle_timeout_seconds`` is closed, and so is one whose frame is
+not complete ``frame_deadline_seconds`` after its first byte (a peer trickling one byte a second
+holds its own connection only, and not for long); past ``max_connections`` a new connection is
+accepted and closed at once.  One timer sweeps every connection (the read loop only notes the time
+of each read), so the limits cost the hot path nothing.  When accept() fails because descriptors
+ran out (EMFILE), asyncio stops accepting for a second and tries again; the host logs that once
+per ``accept_error_log_seconds`` (with how many it kept quiet) instead of a traceback each time.
+Each such close is logged and journalled (``idle_timeout``, ``frame_deadline``, ``connection_limit``).
+
 Stopping (SIGTERM): no new connections; a connection in the middle of a request finishes it (its
 ledger transaction and its answer, within ``grace_seconds``); idle connections are closed.
 
@@ -31,6 +41,7 @@ and journalled (``listener_closed`` / ``listener_reopened``).
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 from dataclasses import replace
 from datetime import datetime
@@ -53,8 +64,62 @@ from specs.masking import mask_message
 log = structlog.get_logger("pos_host")
 
 READ_CHUNK_BYTES = 4096
+#: Accept errors that mean "out of descriptors or buffers": asyncio pauses accepting and retries.
+_RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+#: How many more turns of the event loop a group commit may wait while requests keep joining it.
+GROUP_COMMIT_MAX_WAITS = 3
 #: How soon to try again when the port could not be bound again (another process took it meanwhile).
 RELISTEN_RETRY_SECONDS = 1.0
+
+
+class _Connection:
+    """What the sweeper needs to know of one connection (the read loop keeps it up to date)."""
+
+    __slots__ = ("expired", "frame_started", "last_activity", "peer", "task")
+
+    def __init__(self, task: asyncio.Task[None], peer: str, now: float) -> None:
+        self.task = task
+        self.peer = peer
+        self.last_activity = now  # last byte received or last answer written (loop time)
+        self.frame_started: float | None = None  # first byte of the incomplete frame, if any
+        self.expired: str | None = None
+
+
+class _Throttled:
+    """Log a recurring problem at most once per interval, counting the occurrences kept quiet."""
+
+    __slots__ = ("last", "quiet")
+
+    def __init__(self) -> None:
+        self.last: float | None = None
+        self.quiet = 0
+
+    def due(self, now: float, interval: float) -> int | None:
+        """None: stay quiet; else how many occurrences were kept quiet since the last line."""
+        if self.last is not None and now - self.last < interval:
+            self.quiet += 1
+            return None
+        quiet, self.last, self.quiet = self.quiet, now, 0
+        return quiet
+
+
+async def _next_change(waiters: list[asyncio.Future[None]]) -> None:
+    """Wait for the next :func:`_changed` of ``waiters``."""
+    waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    waiters.append(waiter)
+    try:
+        await waiter
+    finally:
+        if waiter in waiters:
+            waiters.remove(waiter)
+
+
+def _changed(waiters: list[asyncio.Future[None]]) -> None:
+    """Wake everything waiting in :func:`_next_change` on ``waiters``."""
+    for waiter in waiters:
+        if not waiter.done():
+            waiter.set_result(None)
+    waiters.clear()
 
 
 class HostServer:
@@ -81,11 +146,18 @@ class HostServer:
         self.grace_seconds = grace_seconds
         self._server: asyncio.Server | None = None
         self.port: int | None = None
-        self._connections: set[asyncio.Task[None]] = set()
+        self._connections: dict[asyncio.Task[None], _Connection] = {}
         self._busy: set[asyncio.Task[None]] = set()
         self._idle = asyncio.Event()
         self._stopping = False
         self._commit_waiter: asyncio.Future[None] | None = None
+        self._group_size = 0  # requests waiting for the scheduled group commit
+        self._group_seen = 0  # ... as the commit callback last saw them
+        self._group_waits = 0
+        self._sweep_timer: asyncio.TimerHandle | None = None
+        self._limit_log = _Throttled()
+        self._accept_log = _Throttled()
+        self._previous_exception_handler: Any = None
         self._started = False
         self._bind = "127.0.0.1"
         self._retired: list[asyncio.Server] = []  # listeners closed by refuse_connect; their connections live on
@@ -93,6 +165,7 @@ class HostServer:
         self._boundary_timer: asyncio.TimerHandle | None = None
         self._refreshes: set[asyncio.Task[None]] = set()
         self._listening_waiters: list[asyncio.Future[None]] = []
+        self._closed_waiters: list[asyncio.Future[None]] = []
 
     @property
     def listening(self) -> bool:
@@ -102,23 +175,19 @@ class HostServer:
     async def until_listening(self, listening: bool = True) -> None:
         """Return once the server listens (``listening``) or refuses connects (not ``listening``): lets a
         test or a tool wait for a window boundary without polling."""
-        loop = asyncio.get_running_loop()
         while self.listening is not listening:
             if listening and self._stopping:
                 raise RuntimeError("the server has stopped: it will not listen again")
-            waiter: asyncio.Future[None] = loop.create_future()
-            self._listening_waiters.append(waiter)
-            try:
-                await waiter
-            finally:
-                if waiter in self._listening_waiters:
-                    self._listening_waiters.remove(waiter)
+            await _next_change(self._listening_waiters)
+
+    async def until_connections_at_most(self, count: int) -> None:
+        """Return once at most ``count`` connections are being served (a test or a tool waits for the
+        host to have noticed closes without polling)."""
+        while len(self._connections) > count:
+            await _next_change(self._closed_waiters)
 
     def _listening_changed(self) -> None:
-        waiters, self._listening_waiters = self._listening_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        _changed(self._listening_waiters)
 
     async def start(self, bind: str = "127.0.0.1", port: int = 0) -> int:
         """Start listening; returns the bound port (useful with port 0).
@@ -129,6 +198,9 @@ class HostServer:
         # Group commit saves fsyncs; throw-away books in memory have none to save.
         self.host.ledger.group_commits = self.host.ledger.path != ":memory:"
         self._bind = bind
+        loop = asyncio.get_running_loop()
+        self._previous_exception_handler = loop.get_exception_handler()
+        loop.set_exception_handler(self._loop_exception)
         self._server = await asyncio.start_server(self._serve_connection, bind, port, reuse_address=True)
         self.port = int(self._server.sockets[0].getsockname()[1])
         self._started = True
@@ -221,6 +293,9 @@ class HostServer:
         if not self._started:
             return
         self._stopping = True
+        if self._sweep_timer is not None:
+            self._sweep_timer.cancel()
+            self._sweep_timer = None
         if self._boundary_timer is not None:
             self._boundary_timer.cancel()
             self._boundary_timer = None
@@ -230,7 +305,7 @@ class HostServer:
         servers = [*self._retired, *([self._server] if self._server is not None else [])]
         if self._server is not None:
             self._server.close()
-        for task in list(self._connections - self._busy):
+        for task in list(set(self._connections) - self._busy):
             task.cancel()
         if self._busy:
             try:
@@ -251,13 +326,79 @@ class HostServer:
         self._listening_changed()
         self.host.ledger.commit_pending()
         self.host.ledger.group_commits = False
+        loop = asyncio.get_running_loop()
+        if loop.get_exception_handler() == self._loop_exception:
+            loop.set_exception_handler(self._previous_exception_handler)
+
+    # ------------------------------------------------------------------ connections under abuse
+
+    def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """The event loop's exception handler while serving: accept() out of descriptors is logged
+        once per interval (asyncio retries by itself); anything else goes to the handler before us."""
+        exc = context.get("exception")
+        if isinstance(exc, OSError) and exc.errno in _RESOURCE_ERRNOS and "accept" in str(context.get("message", "")):
+            quiet = self._accept_log.due(loop.time(), self.host.settings.accept_error_log_seconds)
+            if quiet is not None:
+                log.warning("cannot accept connections: out of descriptors; accepting again shortly",
+                            error=errno.errorcode.get(exc.errno or 0, str(exc.errno)), connections=len(self._connections),
+                            repeats_not_logged=quiet)
+            return
+        if self._previous_exception_handler is not None:
+            self._previous_exception_handler(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    def _schedule_sweep(self) -> None:
+        if self._sweep_timer is not None or self._stopping or not self._connections:
+            return
+        settings = self.host.settings
+        interval = min(1.0, max(0.01, min(settings.idle_timeout_seconds, settings.frame_deadline_seconds) / 4))
+        self._sweep_timer = asyncio.get_running_loop().call_later(interval, self._sweep)
+
+    def _sweep(self) -> None:
+        """Close the connections idle too long or stuck inside a frame (a connection being answered is left alone)."""
+        self._sweep_timer = None
+        settings = self.host.settings
+        now = asyncio.get_running_loop().time()
+        for conn in list(self._connections.values()):
+            if conn.expired or conn.task in self._busy:
+                continue
+            if conn.frame_started is not None:
+                if now - conn.frame_started >= settings.frame_deadline_seconds:
+                    self._expire(conn, "frame_deadline", f"frame not complete within {settings.frame_deadline_seconds:g} s")
+            elif now - conn.last_activity >= settings.idle_timeout_seconds:
+                self._expire(conn, "idle_timeout", f"nothing received for {settings.idle_timeout_seconds:g} s")
+        self._schedule_sweep()
+
+    def _expire(self, conn: _Connection, outcome: str, why: str) -> None:
+        conn.expired = outcome
+        log.info("closing connection: " + why, peer=conn.peer, outcome=outcome)
+        self.journal.add(at=self._at(), peer=conn.peer, outcome=outcome, error=why)
+        conn.task.cancel()
+
+    def _over_limit(self, peer: str) -> bool:
+        """True (logged at most once per interval, journalled) when a new connection exceeds ``max_connections``."""
+        limit = self.host.settings.max_connections
+        if len(self._connections) < limit:
+            return False
+        quiet = self._limit_log.due(asyncio.get_running_loop().time(), self.host.settings.accept_error_log_seconds)
+        if quiet is not None:
+            log.warning("connection limit reached: closing new connections", limit=limit, peer=peer,
+                        repeats_not_logged=quiet)
+        self.journal.add(at=self._at(), peer=peer, outcome="connection_limit", error=f"{limit} connections open")
+        return True
 
     async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._connections.add(task)
         peername = writer.get_extra_info("peername")
         peer = f"{peername[0]}:{peername[1]}" if peername else "?"
+        if self._over_limit(peer):
+            writer.close()
+            return
+        loop = asyncio.get_running_loop()
+        conn = self._connections[task] = _Connection(task, peer, loop.time())
+        self._schedule_sweep()
         bound = log.bind(peer=peer)
         frames = FrameReader(self.framing)
         try:
@@ -268,17 +409,24 @@ class HostServer:
                 return
             while not self._stopping:
                 data = await reader.read(READ_CHUNK_BYTES)
+                now = conn.last_activity = loop.time()
                 if not data:
                     frames.close()  # raises on a truncated frame
                     bound.debug("connection closed by peer")
                     return
-                for frame in frames.feed(data):
+                complete = frames.feed(data)
+                if not frames.buffered:
+                    conn.frame_started = None
+                elif complete or conn.frame_started is None:
+                    conn.frame_started = now  # a new frame began in this read
+                for frame in complete:
                     self._busy.add(task)
                     try:
                         keep_open = await self._serve_frame(frame, writer, bound, peer)
                     finally:
                         self._busy.discard(task)
                         self._idle.set()
+                        conn.last_activity = loop.time()
                     if not keep_open:
                         return
         except FramingError as exc:
@@ -294,7 +442,8 @@ class HostServer:
                 await writer.wait_closed()
             except (ConnectionError, asyncio.CancelledError):
                 pass
-            self._connections.discard(task)  # last: stop() waits for connections still closing
+            self._connections.pop(task, None)  # last: stop() waits for connections still closing
+            _changed(self._closed_waiters)
 
     async def _serve_frame(self, frame: Frame, writer: asyncio.StreamWriter, bound: Any, peer: str) -> bool:
         """Answer one frame by its plan; returns False when the connection must close."""
@@ -376,10 +525,20 @@ class HostServer:
         if self._commit_waiter is None:
             loop = asyncio.get_running_loop()
             self._commit_waiter = loop.create_future()
+            self._group_size = self._group_seen = self._group_waits = 0
             loop.call_soon(self._commit_group)
+        self._group_size += 1
         await asyncio.shield(self._commit_waiter)
 
     def _commit_group(self) -> None:
+        """Commit the group, unless it grew since the last look: then wait one more turn of the loop
+        (at most :data:`GROUP_COMMIT_MAX_WAITS`), so that requests whose bytes arrived meanwhile share
+        the fsync.  A turn costs microseconds; an fsync tens of them."""
+        if self._group_size > self._group_seen and self._group_waits < GROUP_COMMIT_MAX_WAITS:
+            self._group_seen = self._group_size
+            self._group_waits += 1
+            asyncio.get_running_loop().call_soon(self._commit_group)
+            return
         waiter, self._commit_waiter = self._commit_waiter, None
         assert waiter is not None
         try:

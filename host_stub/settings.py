@@ -28,6 +28,7 @@ from host_stub.validation import (
     want_bool,
     want_date,
     want_int,
+    want_number,
     want_str,
     want_str_list,
     want_time,
@@ -71,6 +72,8 @@ def fee_rule_at(schedule: tuple[FeeRule, ...], day: date) -> FeeRule | None:
 
 
 REVERSAL_UNKNOWN_CODES = ("25", "12", "00")
+#: Connection settings holding a number of seconds (above 0).
+_POSITIVE_SECONDS = ("idle_timeout_seconds", "frame_deadline_seconds", "accept_error_log_seconds")
 #: How the fee schedule is applied to a batch's debits: at each transaction's business date (as the
 #: published schedule promises) or at the date the batch settled (C34's flawed acquirer).
 FEE_DATE_BASES = ("transaction", "settlement")
@@ -105,6 +108,13 @@ class HostSettings:
             header 处理要求 6 (TMS download) (C07).  None: no gate.
         required_fields: per request MTI, data elements that must be present (a new rule, C33): a
             request without one is answered 30 with header 处理要求 1 (download parameters).
+        idle_timeout_seconds: a connection that sends nothing for this long between frames is closed.
+        frame_deadline_seconds: a frame must be complete this long after its first byte arrived, or
+            the connection is closed (a peer trickling bytes never holds a connection for long).
+        max_connections: connections this host serves at once; one more is accepted and closed at once.
+        accept_error_log_seconds: when accepting fails for want of descriptors (EMFILE), or connections
+            are over ``max_connections``, at most one log line per this many seconds (the host keeps
+            serving and accepts again when it can).
     """
 
     strict_registry: bool = False
@@ -124,6 +134,10 @@ class HostSettings:
     fee_date_basis: str = "transaction"
     min_software_version: str | None = None
     required_fields: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    idle_timeout_seconds: float = 300.0
+    frame_deadline_seconds: float = 10.0
+    max_connections: int = 1024
+    accept_error_log_seconds: float = 10.0
 
     def required_for(self, mti: str) -> tuple[str, ...]:
         """Fields ``required_fields`` demands in a request with this MTI (a repeat MTI counts as its original)."""
@@ -147,7 +161,9 @@ class HostSettings:
                 "holidays": [d.isoformat() for d in self.holidays], "payout_days": self.payout_days,
                 "fee_schedule": [r.as_dict() for r in self.fee_schedule], "fee_date_basis": self.fee_date_basis,
                 "min_software_version": self.min_software_version,
-                "required_fields": {mti: list(names) for mti, names in self.required_fields}}
+                "required_fields": {mti: list(names) for mti, names in self.required_fields},
+                "idle_timeout_seconds": self.idle_timeout_seconds, "frame_deadline_seconds": self.frame_deadline_seconds,
+                "max_connections": self.max_connections, "accept_error_log_seconds": self.accept_error_log_seconds}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, where: str = "settings") -> HostSettings:
@@ -171,7 +187,12 @@ class HostSettings:
                 changes[key] = want_str(data, key, where=where, choices=("flag", "rc95", "error"))
             elif key == "allowed_regions":
                 changes[key] = None if data[key] is None else want_str_list(data, key, where=where)
-            elif key in ("mac_failure_limit",):
+            elif key in _POSITIVE_SECONDS:
+                changes[key] = want_number(data, key, where=where)
+                if not changes[key] > 0:
+                    raise ConfigError(f"Key {key!r} holds {changes[key]!r}, expecting a number of seconds above 0",
+                                      key=key, where=where)
+            elif key in ("mac_failure_limit", "max_connections"):
                 changes[key] = want_int(data, key, where=where, minimum=1)
             elif key in ("cutover_window_seconds", "payout_days"):
                 changes[key] = want_int(data, key, where=where, minimum=0)

@@ -36,6 +36,8 @@ from specs.crypto import MAC_ALGORITHMS
 from specs.dialects import Dialect
 
 _SPECS: dict[str, dict[str, Any]] = {}
+#: Per dialect: the fields whose values go on the wire as they are (no ``=``/``D`` or case change).
+_PLAIN: dict[str, frozenset[str]] = {}
 
 
 def _spec(dialect: Dialect) -> dict[str, Any]:
@@ -89,9 +91,15 @@ def _encode(message: Message, dialect: Dialect, *, signing: bool) -> bytes:
     if message.get("t") not in dialect.mandatory:
         return encode(message, dialect)  # an MTI the dialect does not know: the codec says so (raises)
     formats = dialect.formats
+    plain = _PLAIN.get(dialect.name)
+    if plain is None:
+        plain = _PLAIN[dialect.name] = frozenset(
+            k for k, f in formats.items() if k != "64" and _to_wire_value("=a", f, dialect) == "=a")
     doc: dict[str, str] = {}
     for key, value in message.items():
-        if key == "t":
+        if key in plain and value.__class__ is str:
+            doc[key] = value
+        elif key == "t":
             doc["t"] = value
         elif key not in ("p", "1", "h", "64"):
             fmt = formats.get(key)

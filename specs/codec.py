@@ -133,11 +133,6 @@ def decode(data: bytes, dialect: Dialect) -> Message:
         raise CodecError(f"Field {field} is present in the bitmap but not defined in dialect {dialect.name}",
                          field=field, pos=None, mti=_peek_mti(data, dialect)) from None
     mti = doc_dec["t"]
-    positions: dict[str, int] = {}
-    offset = 0
-    for key in sorted(doc_enc, key=_field_order):
-        positions[key] = offset
-        offset += len(doc_enc[key]["len"]) + len(doc_enc[key]["data"])
     _check_mti(mti, dialect, pos=0)
     message: Message = {"t": mti}
     for number in sorted((k for k in doc_dec if k not in ("t", "p", "1", "h")), key=int):
@@ -145,10 +140,20 @@ def decode(data: bytes, dialect: Dialect) -> Message:
         value = _from_wire_value(doc_dec[number], fmt, dialect)
         problem = _value_problem(number, value, fmt)
         if problem:
-            raise CodecError(problem, field=number, pos=positions[number], mti=mti)
+            raise CodecError(problem, field=number, pos=_field_positions(doc_enc)[number], mti=mti)
         message[number] = value
     _check_mandatory(message, dialect, mti, pos=len(data))
     return message
+
+
+def _field_positions(doc_enc: Mapping[str, Mapping[str, bytes]]) -> dict[str, int]:
+    """Byte offset of each decoded part (only on the error path: a valid message never needs them)."""
+    positions: dict[str, int] = {}
+    offset = 0
+    for key in sorted(doc_enc, key=_field_order):
+        positions[key] = offset
+        offset += len(doc_enc[key]["len"]) + len(doc_enc[key]["data"])
+    return positions
 
 
 def decode_unvalidated(data: bytes, dialect: Dialect) -> Message:
