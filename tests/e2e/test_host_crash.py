@@ -79,7 +79,12 @@ def test_a_host_killed_mid_sales_restarts_on_its_ledger_and_the_terminals_reconc
             host.send_signal(signal.SIGKILL)  # the others are mid-sale
             await host.wait()
 
-        await asyncio.gather(kill(), *(sell(pos) for pos in poses))
+        try:
+            await asyncio.gather(kill(), *(sell(pos) for pos in poses))
+        finally:
+            if host.returncode is None:  # a terminal failed before the kill
+                host.send_signal(signal.SIGKILL)
+                await host.wait()
         assert host.returncode == -signal.SIGKILL
         owed.extend(r.stan for pos in poses for r in pos.books.reversals)
         assert owed, "the kill left no sale in flight"
@@ -89,13 +94,15 @@ def test_a_host_killed_mid_sales_restarts_on_its_ledger_and_the_terminals_reconc
             host, new_port = await start_host(ledger_path)  # taken meanwhile: point the terminals at the new one
             for pos in poses:
                 pos.port = new_port
-        for pos in poses:
-            idle = await pos(Idle(now=NOW))
-            assert pos.books.reversals == [], idle
-            settled = await pos(Settle(now=NOW))
-            assert settled.outcome is Outcome.BALANCED, settled
-        host.send_signal(signal.SIGTERM)
-        await host.communicate()
+        try:
+            for pos in poses:
+                idle = await pos(Idle(now=NOW))
+                assert pos.books.reversals == [], idle
+                settled = await pos(Settle(now=NOW))
+                assert settled.outcome is Outcome.BALANCED, settled
+        finally:  # a failed check must not leave the host running
+            host.send_signal(signal.SIGTERM)
+            await host.communicate()
         return poses
 
     poses = run_bounded(scenario(), 60.0)
