@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -54,12 +54,10 @@ from emulator.terminal import (
     MessageUnreadable,
     Observed,
     Operation,
-    Outcome,
     Print,
     Printed,
     PrinterFailed,
     Result,
-    Reverse,
     Send,
     StartTimer,
     Terminal,
@@ -87,6 +85,16 @@ class Endpoint:
     port: int
     connect_timeout_seconds: float = 10.0
     connect_attempts: int = 2
+
+    @classmethod
+    def for_timeout(cls, host: str, port: int, response_timeout_seconds: float) -> Endpoint:
+        """The endpoint every tool uses for a terminal with this response timeout: connecting may take
+        twice the response timeout, at least 1 s and at most 10 s (real terminals: 10 s).
+
+        >>> Endpoint.for_timeout("h", 1, 60).connect_timeout_seconds, Endpoint.for_timeout("h", 1, 0.2).connect_timeout_seconds
+        (10.0, 1.0)
+        """
+        return cls(host=host, port=port, connect_timeout_seconds=min(10.0, max(1.0, 2 * response_timeout_seconds)))
 
 
 class FrameTap(Protocol):
@@ -346,10 +354,9 @@ async def run_operation(operation: Operation, *, terminal: Terminal, journal: Jo
 async def run_invocation(operation: Operation, *, terminal: Terminal, journal: Journal, endpoint: Endpoint,
                          framing: Framing, dialect: Dialect, idle_now: Callable[[], datetime],
                          tap: FrameTap | None = None) -> Result:
-    """One operation as one ``pos-terminal`` invocation runs it: the operation, then, when it left
-    a pending reversal behind that it did not just try, that reversal at once ("at idle", with
-    ``reverse_at_idle``), its fate folded into the result (``reversal_sent``, ``reversal_cleared``,
-    ``reversal_pending``, ``idle``).
+    """One operation as one ``pos-terminal`` invocation runs it: the operation, then the reversal at
+    idle when the core says one follows (:meth:`Terminal.reverse_at_idle_after`), its fate folded into
+    the result (:meth:`Terminal.with_idle`).
 
     Args:
         idle_now: the terminal's clock for the reversal at idle, read after the operation.
@@ -357,19 +364,9 @@ async def run_invocation(operation: Operation, *, terminal: Terminal, journal: J
     """
     result = await run_operation(operation, terminal=terminal, journal=journal, endpoint=endpoint,
                                  framing=framing, dialect=dialect, tap=tap)
-    if not (terminal.settings.reverse_at_idle and terminal.books.reversals
-            and not isinstance(operation, (Reverse, Idle)) and result.outcome is not Outcome.CONNECT_FAILED
-            and not result.details.get("reversal_sent")):
+    if not terminal.reverse_at_idle_after(operation, result):
         return result
     terminal.start_next_operation()
     idle = await run_operation(Idle(now=idle_now()), terminal=terminal, journal=journal, endpoint=endpoint,
                                framing=framing, dialect=dialect, tap=tap)
-    details = dict(result.details)
-    details["reversal_sent"] = bool(idle.details.get("reversal_sent"))
-    for key in ("reversal_cleared", "reversal_rc", "reversal_parked"):
-        if key in idle.details:
-            details[key] = idle.details[key]
-    details["reversal_pending"] = not idle.details.get("reversal_cleared", False) and not idle.details.get(
-        "reversal_parked", False)
-    details["idle"] = {"outcome": idle.outcome.value, "text": idle.text, "rc": idle.rc}
-    return replace(result, details=details)
+    return terminal.with_idle(result, idle)

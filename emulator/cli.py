@@ -300,8 +300,7 @@ async def _drive(options: Options, journal: Journal, make: Callable[[datetime], 
     trace_from = journal.last_trace_seq()
     terminal = Terminal(options.profile, books, response_timeout_seconds=options.timeout, settings=options.settings)
     assert options.port is not None
-    endpoint = Endpoint(host=options.host, port=options.port,
-                        connect_timeout_seconds=min(10.0, max(options.timeout, 0.5)))
+    endpoint = Endpoint.for_timeout(options.host, options.port, options.timeout)
     operation = _operation(options, make, books)
     result = await run_invocation(operation, terminal=terminal, journal=journal, endpoint=endpoint,
                                   framing=options.framing, dialect=options.dialect,
@@ -471,7 +470,13 @@ def format_result(result: Result) -> str:
     return "  ".join(parts)
 
 
-def _card(options: Options, pan: str | None, expiry: str | None) -> Card:
+def card_of(options: Options, pan: str | None, expiry: str | None) -> Card:
+    """The card a command uses: ``--pan``/``--expiry`` checked, else the terminal's seeded,
+    Luhn-valid test card (the pytest plugin's terminals take the same).
+
+    Raises:
+        BadRequest: a card number or expiry that does not check (exit 2).
+    """
     default = seeded_card(seed=int(options.profile.tid) if options.profile.tid.isdigit() else 8583,
                           scheme="unionpay" if options.dialect.family == "cup" else "visa")
     try:
@@ -548,7 +553,7 @@ def echo(options: Options) -> None:
 def sale(options: Options, amount: str, pan: str | None, expiry: str | None, pin: str | None) -> None:
     """Sale (0200) of AMOUNT, a decimal such as 12.34."""
     minor = parse_amount(amount)
-    card = _card(options, pan, expiry)
+    card = card_of(options, pan, expiry)
     _report(options, _run(options, lambda now: Sale(now=now, amount_minor=minor, card=card, pin=pin)))
 
 
@@ -556,7 +561,7 @@ def sale(options: Options, amount: str, pan: str | None, expiry: str | None, pin
 @_card_options
 def balance(options: Options, pan: str | None, expiry: str | None, pin: str | None) -> None:
     """Balance inquiry (0200 310000)."""
-    card = _card(options, pan, expiry)
+    card = card_of(options, pan, expiry)
     _report(options, _run(options, lambda now: Balance(now=now, card=card, pin=pin)))
 
 
@@ -566,7 +571,7 @@ def balance(options: Options, pan: str | None, expiry: str | None, pin: str | No
 def preauth(options: Options, amount: str, pan: str | None, expiry: str | None, pin: str | None) -> None:
     """Pre-authorization (0100) of AMOUNT."""
     minor = parse_amount(amount)
-    card = _card(options, pan, expiry)
+    card = card_of(options, pan, expiry)
     _report(options, _run(options, lambda now: PreAuth(now=now, amount_minor=minor, card=card, pin=pin)))
 
 
@@ -609,7 +614,7 @@ def refund(options: Options, amount: str, invoice: str | None, rrn: str | None, 
            expiry: str | None) -> None:
     """Refund AMOUNT of an earlier sale (INTL 0200 200000, CUP 0220 advice 60.1=25)."""
     minor = parse_amount(amount)
-    card = _card(options, pan, expiry) if pan else None
+    card = card_of(options, pan, expiry) if pan else None
     _report(options, _run(options, lambda now: Refund(now=now, amount_minor=minor, original=_ref(invoice, rrn),
                                                       card=card)))
 
@@ -621,7 +626,7 @@ def refund(options: Options, amount: str, invoice: str | None, rrn: str | None, 
 def offline_sale(options: Options, amount: str, pan: str | None, expiry: str | None) -> None:
     """Offline sale of AMOUNT: approved by the terminal, queued as an advice (no traffic now)."""
     minor = parse_amount(amount)
-    card = _card(options, pan, expiry)
+    card = card_of(options, pan, expiry)
     _report(options, _run_offline(options, lambda now: OfflineSale(now=now, amount_minor=minor, card=card)))
 
 
@@ -886,7 +891,7 @@ def demo(options: Options, amounts: str) -> None:
             options.port = host.port
             options.journal_path = str(Path(tmp) / "terminal.sqlite")
             options.new_journal = True
-            card = _card(options, None, None)
+            card = card_of(options, None, None)
             steps: list[Callable[[datetime], Operation]] = [lambda now: SignOn(now=now)]
             steps += [lambda now, m=m: Sale(now=now, amount_minor=m, card=card) for m in minors]  # type: ignore[misc]
             steps.append(lambda now: Settle(now=now))
@@ -919,10 +924,9 @@ def _raw_config(options: Options, pan: str | None, expiry: str | None, **extra: 
         raise click.UsageError("--port is required: this command talks to the host at --host:--port")
     if not _given("journal"):
         options.journal_path = ":memory:"
-    return ProbeConfig(endpoint=Endpoint(host=options.host, port=options.port,
-                                         connect_timeout_seconds=min(10.0, max(options.timeout, 0.5))),
+    return ProbeConfig(endpoint=Endpoint.for_timeout(options.host, options.port, options.timeout),
                        dialect=options.dialect, framing=options.framing, profile=options.profile,
-                       settings=options.settings, timeout=options.timeout, card=_card(options, pan, expiry), **extra)
+                       settings=options.settings, timeout=options.timeout, card=card_of(options, pan, expiry), **extra)
 
 
 @command("probe")

@@ -554,7 +554,7 @@ async def run_load(options: LoadOptions, *, progress: bool = False) -> LoadResul
     bar = _Progress(progress)
     async with _host(options) as (address, port, control_url):
         control = ControlClient(control_url, token=options.control_token, timeout_seconds=120.0)
-        endpoint = Endpoint(host=address, port=port, connect_timeout_seconds=max(1.0, options.timeout_seconds * 2))
+        endpoint = Endpoint.for_timeout(address, port, options.timeout_seconds)
         framing = DEFAULT_FRAMING[options.dialect]
         if options.journal_dir:
             await asyncio.to_thread(Path(options.journal_dir).mkdir, parents=True, exist_ok=True)

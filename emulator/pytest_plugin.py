@@ -467,10 +467,10 @@ class PosTerminal:
     def _card(self, pan: str | None, expiry: str | None) -> Any:
         import click
 
-        from emulator.cli import _card  # the command line's default (seeded, Luhn-valid) card
+        from emulator.cli import card_of  # the command line's default (seeded, Luhn-valid) card
 
         try:
-            return _card(self.options(), pan, expiry)
+            return card_of(self.options(), pan, expiry)
         except click.ClickException as exc:
             raise ValueError(exc.format_message()) from None
 

@@ -933,8 +933,7 @@ class _Run:
     async def _operate(self, operation: Operation, settings: TerminalSettings) -> Result:
         terminal = Terminal(self.profile(), self.journal.load(), response_timeout_seconds=self.timeout,
                             settings=settings)
-        endpoint = Endpoint(host=self.host.address, port=self.host.port,
-                            connect_timeout_seconds=max(1.0, self.timeout * 2))
+        endpoint = Endpoint.for_timeout(self.host.address, self.host.port, self.timeout)
         framing = DEFAULT_FRAMING[self.dialect_name]
         try:
             # As ``pos-terminal`` runs one command: a reversal this one left behind goes at once.

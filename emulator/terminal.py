@@ -1115,6 +1115,31 @@ class Terminal:
             return []
         return [StartTimer(seconds=exchange.timeout_seconds)]
 
+    def reverse_at_idle_after(self, operation: Operation, result: Result) -> bool:
+        """Does the reversal at idle follow this operation's ``result`` ("at idle", ``reverse_at_idle``)?
+
+        Yes when a pending reversal is left behind that the operation did not just try: not after a
+        ``reverse`` or an idle run itself, nor when no link could be made (the host is not there now).
+        """
+        return bool(self.settings.reverse_at_idle and self.books.reversals
+                    and not isinstance(operation, (Reverse, Idle)) and result.outcome is not Outcome.CONNECT_FAILED
+                    and not result.details.get("reversal_sent"))
+
+    @staticmethod
+    def with_idle(result: Result, idle: Result) -> Result:
+        """``result`` with the fate of the reversal at idle that followed it folded in
+        (``reversal_sent``, ``reversal_cleared``, ``reversal_rc``, ``reversal_parked``, ``reversal_pending``,
+        ``idle``)."""
+        details = dict(result.details)
+        details["reversal_sent"] = bool(idle.details.get("reversal_sent"))
+        for key in ("reversal_cleared", "reversal_rc", "reversal_parked"):
+            if key in idle.details:
+                details[key] = idle.details[key]
+        details["reversal_pending"] = not idle.details.get("reversal_cleared", False) and not idle.details.get(
+            "reversal_parked", False)
+        details["idle"] = {"outcome": idle.outcome.value, "text": idle.text, "rc": idle.rc}
+        return replace(result, details=details)
+
     def start_next_operation(self) -> None:
         """Return to IDLE after DONE, ready for the next operation."""
         if self.state is not State.DONE:

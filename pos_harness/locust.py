@@ -123,7 +123,7 @@ class PosTerminalUser(User):
         address, port = host_address(self.host, "--host")
         worker = int(getattr(self.environment.runner, "worker_index", 0) or 0)
         tid = f"{self.first_tid + 10_000 * worker + next(_numbers):08d}"
-        endpoint = Endpoint(host=address, port=port, connect_timeout_seconds=max(1.0, 2 * self.response_timeout))
+        endpoint = Endpoint.for_timeout(address, port, self.response_timeout)
 
         async def make() -> LoadTerminal:  # made on the asyncio thread: its SQLite journal is used there
             return LoadTerminal(tid=tid, mid=DEFAULT_MID, dialect_name=self.dialect, endpoint=endpoint,

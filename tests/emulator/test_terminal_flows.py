@@ -660,3 +660,22 @@ def test_balance_inquiry_is_not_journalled_nor_reversed() -> None:
 def test_settings_reject_unknown_crash_points() -> None:
     with pytest.raises(ValueError, match="Setting crash_at is 'z', expecting one of a, b, c, d, e, f, g"):
         dataclasses.replace(settings(), crash_at="z")
+
+
+def test_the_core_decides_when_the_reversal_at_idle_follows() -> None:
+    rig = Rig("intl")
+    rig.host.rules.append(when("0200", NO_ANSWER, times=1))
+    run = sale(rig)
+    op = Sale(now=NOW, amount_minor=1000, card=card_for("intl"))
+    assert run.result.details["reversal_pending"] and rig.terminal.reverse_at_idle_after(op, run.result)
+    assert not rig.terminal.reverse_at_idle_after(Reverse(now=NOW), run.result)  # it just tried
+    connect_failed = dataclasses.replace(run.result, outcome=Outcome.CONNECT_FAILED)
+    assert not rig.terminal.reverse_at_idle_after(op, connect_failed)  # the host is not there now
+    rig.restart(settings(reverse_at_idle=False))
+    assert not rig.terminal.reverse_at_idle_after(op, run.result)
+    rig.restart()
+    idle = rig.run(Reverse(now=NOW)).result
+    folded = rig.terminal.with_idle(run.result, idle)
+    assert (folded.details["reversal_sent"], folded.details["reversal_cleared"], folded.details["reversal_pending"]) == (
+        True, True, False)
+    assert folded.details["idle"]["outcome"] == idle.outcome.value and not rig.books.reversals
