@@ -35,14 +35,16 @@ from specs.codec import CodecError, Message, _to_wire_value, encode
 from specs.crypto import MAC_ALGORITHMS
 from specs.dialects import Dialect
 
-_SPECS: dict[str, dict[str, Any]] = {}
+#: Plain-dict copies of dialect specs, by the identity of the spec they copy (held, so that the
+#: identity stays unique): dialects built from profiles may share a name.
+_SPECS: dict[int, tuple[Any, dict[str, Any]]] = {}
 
 
 def _spec(dialect: Dialect) -> dict[str, Any]:
-    spec = _SPECS.get(dialect.name)
-    if spec is None:
-        spec = _SPECS[dialect.name] = dict(dialect.spec)
-    return spec
+    entry = _SPECS.get(id(dialect.spec))
+    if entry is None:
+        entry = _SPECS[id(dialect.spec)] = (dialect.spec, dict(dialect.spec))
+    return entry[1]
 
 
 def encode_response(message: Message, dialect: Dialect) -> bytes:

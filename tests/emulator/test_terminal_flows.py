@@ -95,7 +95,7 @@ def test_cup_sign_on_adopts_the_host_batch_and_key_mode_004() -> None:
     rig.host.rules.append(when("0800", lambda r: {**rig.host.approve(r), "60": "00" + "000042" + "004"}))
     run = rig.run(SignOn(now=NOW))
     assert run.sent[0]["60"] == "00000001004" and run.result.outcome is Outcome.APPROVED
-    assert rig.books.batch == 42 and sale(rig).sent[-1]["60"] == "22000042000"
+    assert rig.books.batch == 42 and sale(rig).sent[-1]["60"] == "2200004200050"  # 60.1 60.2 60.3 + 60.4 read capability 5, 60.5 IC condition 0
 
 
 @pytest.mark.parametrize("family", FAMILIES)
