@@ -125,6 +125,9 @@ class Link:
         self.frames = FrameReader(framing)
         self._pending: list[Frame] = []
         self._mac: tuple[bytes, str] | None = None
+        #: Whether any byte arrived since the last request was written (a close before any is a hint
+        #: that the host could not read the request: another dialect or framing).
+        self._heard = False
 
     @classmethod
     async def open(cls, endpoint: Endpoint, framing: Framing, dialect: Dialect, tpdu: Tpdu | None,
@@ -141,6 +144,7 @@ class Link:
     async def send(self, request: Prepared) -> None:
         """Write one prepared request; its MAC key then verifies the answer's MAC."""
         self._mac = request.mac
+        self._heard = False
         self.writer.write(request.data)
         await self.writer.drain()
 
@@ -152,7 +156,8 @@ class Link:
                     data = await self.reader.read(READ_CHUNK_BYTES)
                     if not data:
                         self.frames.close()
-                        return ConnectionLost(reason="closed by host")
+                        return ConnectionLost(reason="closed by host" if self._heard else self.mismatch_hint())
+                    self._heard = True
                     self._pending.extend(self.frames.feed(data))
         except TimeoutError:
             return TimerExpired()
@@ -168,6 +173,11 @@ class Link:
         mac_valid = verify(message, self.dialect, *self._mac) if self._mac is not None else None
         return MessageReceived(message=message, mac_valid=mac_valid,
                                processing_requirement=frame.header.processing_requirement if frame.header else None)
+
+    def mismatch_hint(self) -> str:
+        """What a close without any answer most often means, and what this terminal sent."""
+        return ("the host closed the connection without answering: check --dialect / --tpdu / --length-prefix "
+                f"(this terminal sends {self.dialect.describe()} with {self.framing.describe()})")
 
     async def close(self) -> None:
         self.writer.close()

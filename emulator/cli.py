@@ -78,9 +78,9 @@ from emulator.terminal import (
     Void,
 )
 from specs.cards import Card, seeded_card
-from specs.cliopts import database_open_problem, framing_options, resolve_framing
+from specs.cliopts import database_open_problem, framing_options, resolve_wire, wire_options
 from specs.crypto import check_pin
-from specs.dialects import DIALECTS, get_dialect
+from specs.dialects import DIALECTS
 from specs.logs import configure_logging
 from specs.masking import mask_pan
 
@@ -154,11 +154,11 @@ class Options:
         _validate_identity(o["tid"], o["mid"])
         self.host: str = o["host"]
         self.port: int | None = o["port"]
-        self.dialect = get_dialect(o["dialect"])
-        self.framing = resolve_framing(o["dialect"], o["length_prefix"], o["tpdu"], o["cup_header"],
-                                       o["max_frame_bytes"])
+        self.dialect, self.framing = resolve_wire(o["dialect"], o.get("profile"), o.get("packager"), o["length_prefix"],
+                                                  o["tpdu"], o["cup_header"], o["max_frame_bytes"])
         self.journal_path: str = o["journal"]
-        self.profile = Profile(tid=o["tid"], mid=o["mid"], family=self.dialect.family, nii=o["nii"])
+        self.profile = Profile(tid=o["tid"], mid=o["mid"], family=self.dialect.family, nii=o["nii"],
+                               wire=self.dialect.profile)
         self.timeout: float = o["timeout"]
         self.json: bool = bool(o["json_output"])
         operator = o.get("operator")
@@ -180,6 +180,12 @@ class Options:
         except SettingsError as exc:
             raise click.BadParameter(str(exc), param_hint="--config/--set") from None
         self.settings: TerminalSettings = settings
+
+    @property
+    def wire_args(self) -> tuple[str, ...]:
+        """``--profile`` / ``--packager`` as given, for a stub host started to match this terminal."""
+        return (*(("--profile", self.raw["profile"]) if self.raw.get("profile") else ()),
+                *(("--packager", self.raw["packager"]) if self.raw.get("packager") else ()))
 
 
 class BadRequest(click.ClickException):
@@ -228,6 +234,7 @@ def _top_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 @framing_options
+@wire_options
 @click.pass_context
 def main(ctx: click.Context, /, log_json: bool, log_level: str, **options: Any) -> None:
     """Emulated ISO 8583 POS terminal."""
@@ -675,8 +682,8 @@ def demo(options: Options, amounts: str) -> None:
     minors = [parse_amount(a.strip()) for a in amounts.split(",") if a.strip()]
     with tempfile.TemporaryDirectory(prefix="pos-harness-demo-") as tmp:
         try:
-            host = start_host("serve", "--dialect", options.dialect.name, "--port", "0",
-                              "--ledger", str(Path(tmp) / "host.sqlite"),
+            host = start_host("serve", "--dialect", options.dialect.profile.base, "--port", "0",
+                              "--ledger", str(Path(tmp) / "host.sqlite"), *options.wire_args,
                               "--length-prefix", options.framing.length_prefix,
                               "--tpdu" if options.framing.tpdu else "--no-tpdu",
                               "--cup-header" if options.framing.cup_header else "--no-cup-header")

@@ -41,10 +41,11 @@ from specs.profile import BASE_DIALECTS, WireProfile, default_profile, load_prof
 FieldKind = Literal["n", "an", "ans", "z", "b"]
 LengthType = Literal["fixed", "LL", "LLL"]
 Family = Literal["intl", "cup"]
-#: How a field's data is carried: ASCII text, packed BCD nibbles (n and z only) or raw bytes (b only).
-Encoding = Literal["ascii", "bcd", "binary"]
-#: How an LL/LLL length prefix is carried: ASCII digits, BCD, or a big-endian binary count.
-LengthEncoding = Literal["ascii", "bcd", "binary"]
+#: How a field's data is carried: ASCII text, packed BCD nibbles (n and z only), raw bytes (b only)
+#: or EBCDIC text (code page 500).
+Encoding = Literal["ascii", "bcd", "binary", "ebcdic"]
+#: How an LL/LLL length prefix is carried: ASCII digits, BCD, a big-endian binary count, or EBCDIC digits.
+LengthEncoding = Literal["ascii", "bcd", "binary", "ebcdic"]
 #: Where an odd number of BCD digits sits in its bytes: left (pad nibble after) or right (pad before).
 Alignment = Literal["left", "right"]
 
@@ -224,9 +225,9 @@ def pyiso_field(fmt: FieldFormat) -> dict[str, Any]:
     characters on the wire.
     """
     len_type = {"fixed": 0, "LL": 2, "LLL": 3}[fmt.length]
-    if fmt.length_encoding != "ascii":  # BCD or binary lengths: one byte for LL, two for LLL
+    if fmt.length_encoding in ("bcd", "binary"):  # packed lengths: one byte for LL, two for LLL
         len_type = {"fixed": 0, "LL": 1, "LLL": 2}[fmt.length]
-    len_enc = {"ascii": "ascii", "bcd": "bcd", "binary": "b"}[fmt.length_encoding]
+    len_enc = {"ascii": "ascii", "bcd": "bcd", "binary": "b", "ebcdic": "cp500"}[fmt.length_encoding]
     spec: dict[str, Any] = {"desc": fmt.desc, "len_enc": len_enc, "len_type": len_type}
     if fmt.encoding == "binary":
         spec.update(data_enc="b", max_len=fmt.max_len)
@@ -236,7 +237,7 @@ def pyiso_field(fmt: FieldFormat) -> dict[str, Any]:
         spec.update(data_enc="b", max_len=fmt.max_len, len_count="nibbles")
         spec["left_pad" if fmt.align == "right" else "right_pad"] = fmt.pad
     else:
-        spec.update(data_enc="ascii", max_len=fmt.max_len)
+        spec.update(data_enc="cp500" if fmt.encoding == "ebcdic" else "ascii", max_len=fmt.max_len)
     return spec
 
 
@@ -262,18 +263,20 @@ class Dialect:
     def describe(self) -> str:
         """The dialect in one phrase, for logs and hints: ``cup`` or ``cup (profile acme from acme.yaml)``."""
         p = self.profile
-        if p.name == self.name:
+        if not p.source and not p.packager:
             return self.name
-        return f"{p.base} (profile {p.name}" + (f" from {p.source}" if p.source else "") + ")"
+        text = f"{p.base} (profile {p.name}" + (f" from {p.source}" if p.source else "")
+        return text + (f", packager {p.packager}" if p.packager else "") + ")"
 
 
-def _header_spec(mti_bcd: bool, bitmap_binary: bool) -> dict[str, Any]:
+def _header_spec(mti_encoding: str, bitmap_binary: bool) -> dict[str, Any]:
+    mti_bcd = mti_encoding == "bcd"
     return {
         "h": {"data_enc": "ascii", "len_enc": "ascii", "len_type": 0, "max_len": 0,
               "desc": "Message header (none; TPDU and CUP header are framing)"},
         "t": ({"data_enc": "b", "len_enc": "ascii", "len_type": 0, "max_len": 2, "desc": "Message type indicator (BCD)"}
-              if mti_bcd else {"data_enc": "ascii", "len_enc": "ascii", "len_type": 0, "max_len": 4,
-                               "desc": "Message type indicator"}),
+              if mti_bcd else {"data_enc": "cp500" if mti_encoding == "ebcdic" else "ascii", "len_enc": "ascii",
+                               "len_type": 0, "max_len": 4, "desc": "Message type indicator"}),
         "p": ({"data_enc": "b", "len_enc": "ascii", "len_type": 0, "max_len": 8, "desc": "Primary bitmap (binary)"}
               if bitmap_binary else {"data_enc": "ascii", "len_enc": "ascii", "len_type": 0, "max_len": 16,
                                      "desc": "Primary bitmap (hex)"}),
@@ -301,8 +304,8 @@ def _format_problem(fmt: FieldFormat) -> str | None:
         return f"encoding bcd needs type n or z, found type {fmt.kind}"
     if fmt.encoding == "binary" and fmt.kind != "b":
         return f"encoding binary needs type b, found type {fmt.kind}"
-    if fmt.kind == "b" and fmt.encoding == "bcd":
-        return "type b is sent as binary or ascii (hex text), found bcd"
+    if fmt.kind == "b" and fmt.encoding in ("bcd", "ebcdic"):
+        return f"type b is sent as binary or ascii (hex text), found {fmt.encoding}"
     limit = {"fixed": 999, "LL": 99, "LLL": 999}[fmt.length]
     if fmt.max_len > limit:
         return f"max_len {fmt.max_len} does not fit a {fmt.length} length (at most {limit})"
@@ -356,15 +359,15 @@ def build_dialect(profile: WireProfile) -> Dialect:
         undefined = sorted((f for f in added if f not in formats), key=int)
         if undefined:
             raise profile.error(f"messages.{mti}", f"field {undefined[0]} is not defined in this profile's fields")
-    mti_bcd = (profile.mti_encoding or ("ascii" if base == "intl-ascii" else "bcd")) != "ascii"
+    mti_encoding = profile.mti_encoding or ("ascii" if base == "intl-ascii" else "bcd")
     bitmap_binary = (profile.bitmap_encoding or ("ascii" if base == "intl-ascii" else "binary")) != "ascii"
-    spec: dict[str, Any] = _header_spec(mti_bcd, bitmap_binary)
+    spec: dict[str, Any] = _header_spec(mti_encoding, bitmap_binary)
     for number, fmt in formats.items():
         spec[number] = pyiso_field(fmt)
     return Dialect(
         name=profile.name,
         family=family,
-        bcd=mti_bcd,
+        bcd=mti_encoding == "bcd",
         formats=MappingProxyType(formats),
         mandatory=MappingProxyType(mandatory),
         spec=MappingProxyType({k: MappingProxyType(dict(v)) for k, v in spec.items()}),

@@ -60,7 +60,7 @@ INTL_TOTALS_LAYOUTS = ("pax90", "short30")
 BATCH_FIELDS = ("60", "62")
 FIELD_KINDS = ("n", "an", "ans", "z", "b")
 LENGTH_TYPES = ("fixed", "LL", "LLL")
-ENCODINGS = ("ascii", "bcd", "binary")
+ENCODINGS = ("ascii", "bcd", "binary", "ebcdic")
 ALIGNMENTS = ("left", "right")
 #: Optional fields a profile may add to a request, with what the terminal puts in them.
 ADDABLE_FIELDS: Mapping[str, str] = MappingProxyType({
@@ -97,6 +97,7 @@ class WireProfile:
         batch_field: INTL field carrying the batch number of the 0500 (60, or 62).
         framing: framing defaults (``length_prefix``, ``tpdu``, ``cup_header``).
         source: the file it was read from ("" for the built-in defaults).
+        packager: the jPOS GenericPackager file the fields came from, if any.
         lines: line of each key path in ``source`` (for errors found after loading).
     """
 
@@ -115,6 +116,8 @@ class WireProfile:
     batch_field: str = "60"
     framing: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     source: str = ""
+    #: The jPOS packager file the field layout came from ("" for none).
+    packager: str = ""
     lines: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
