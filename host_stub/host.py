@@ -1280,9 +1280,14 @@ class Host:
     def _seal(self, ctx: _Ctx) -> Message:
         """The MAC (when the request carried a good one), then the damage faults ask for.
 
+        Fields the host's layout does not define (a packager file that has no field 15, say) are left out.
+
         The damage comes after the MAC, as from a host whose bug sits between its MAC and its socket:
         a response with a shifted STAN or a missing 41 then also fails the terminal's MAC check.
         """
+        formats = self.dialect.formats
+        if any(k != "t" and k not in formats for k in ctx.response):  # a packager's layout without 15, 32 ...
+            ctx.response = {k: v for k, v in ctx.response.items() if k == "t" or k in formats}
         response = ctx.response
         directives = ctx.directives
         terminal = ctx.terminal

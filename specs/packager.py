@@ -12,7 +12,8 @@ A GenericPackager file lists one ``isofield`` per data element::
 The class names the field's family: ``IFA_`` ASCII (digits and ASCII length prefixes), ``IFB_``
 binary (BCD digits, BCD length prefixes, raw bytes), ``IFE_`` EBCDIC, ``IF_CHAR`` fixed ASCII
 text; ``LL``/``LLL`` a variable length, ``H`` in ``IFB_LLH*`` a binary length byte.  For BCD
-numerics ``pad="true"`` means padded on the left (right-aligned), as jPOS reads it.  Field 0 sets
+numerics ``pad="true"`` means padded on the left (right-aligned), as jPOS reads it, and the pad
+nibble is 0.  Field 0 sets
 how the MTI is carried, field 1 the bitmap; the other fields become the dialect's field formats,
 and only they exist (a field the file does not define cannot be sent).  What a field *holds*
 (digits, track data, text) is kept from the base dialect where the class allows it: a numeric
@@ -174,7 +175,7 @@ def read_packager(path: str) -> tuple[dict[str, dict[str, Any]], str, str]:
         if encoding == "bcd":
             padded_left = attrs.get("pad", "false").lower() == "true"
             fmt["align"] = "right" if padded_left else "left"
-            fmt["pad"] = "F" if kind == "z" else "0"
+            fmt["pad"] = "0"  # jPOS's BCD interpreters pad with 0, track data too
         formats[number] = fmt
     if not formats:
         raise ProfileError("no isofield elements, expecting one per data element", file=file, line=1, key=None)
