@@ -84,8 +84,7 @@ from emulator.terminal import (
     Void,
 )
 from specs.cards import Card, seeded_card
-from specs.dialects import get_dialect
-from specs.framing import DEFAULT_FRAMING
+from specs.cliopts import link_of
 from specs.logs import configure_logging
 from specs.masking import mask_message, mask_pan, mask_value
 from specs.scenario import (
@@ -528,21 +527,21 @@ class HostPool:
     def __init__(self, session: aiohttp.ClientSession, options: MatrixOptions) -> None:
         self.session = session
         self.options = options
-        self._hosts: dict[tuple[int, str], HostHandle] = {}
+        self._hosts: dict[tuple[int, str, str | None], HostHandle] = {}
         self._lock = asyncio.Lock()
 
-    async def get(self, worker: int, dialect: str) -> HostHandle:
+    async def get(self, worker: int, dialect: str, profile: str | None = None) -> HostHandle:
         o = self.options
         if o.host is not None:
             address, port = host_address(o.host)
             assert o.control_url is not None
             return HostHandle(dialect=dialect, address=address, port=port,
                               control=HostControl(self.session, o.control_url))
-        key = (worker, dialect)
+        key = (worker, dialect, profile)
         if key not in self._hosts:
             async with self._lock:  # two children starting at once would only compete for the CPU
                 process = await asyncio.to_thread(start_host, "serve", "--dialect", dialect, "--port", "0",
-                                                  "--control-port", "0")
+                                                  "--control-port", "0", *(("--profile", profile) if profile else ()))
             control = HostControl(self.session, f"http://127.0.0.1:{process.ready['control_port']}")
             self._hosts[key] = HostHandle(dialect=dialect, address="127.0.0.1", port=process.port, control=control,
                                           process=process)
@@ -646,7 +645,8 @@ class _Run:
                  work_dir: Path) -> None:
         self.scenario = scenario
         self.dialect_name = dialect
-        self.dialect = get_dialect(dialect)
+        # a scenario's host profile (checked when the file was loaded) shapes both sides' wire
+        self.dialect, self.framing = link_of(dialect, scenario.profile)
         self.family = self.dialect.family
         self.name = name
         self.variant = "broken" if name.startswith("broken") else "fixed"
@@ -728,7 +728,7 @@ class _Run:
                 if getattr(settings, f.name) != getattr(default, f.name)}
 
     def profile(self) -> Profile:
-        return Profile(tid=self.tid, mid=self.mid, family=self.family)
+        return Profile(tid=self.tid, mid=self.mid, family=self.family, wire=self.dialect.profile)
 
     def now(self) -> datetime:
         """The host's business clock as the terminal follows it (synced from 12/13 at sign-on)."""
@@ -920,7 +920,7 @@ class _Run:
                             settings=settings)
         endpoint = Endpoint(host=self.host.address, port=self.host.port,
                             connect_timeout_seconds=max(1.0, self.timeout * 2))
-        framing = DEFAULT_FRAMING[self.dialect_name]
+        framing = self.framing
         try:
             # As ``pos-terminal`` runs one command: a reversal this one left behind goes at once.
             return await run_invocation(operation, terminal=terminal, journal=self.journal, endpoint=endpoint,
@@ -1040,6 +1040,7 @@ class _Run:
         books_before = self.journal.load()
         command = [sys.executable, "-m", "emulator.cli", "--log-level", "error",
                    "--host", self.host.address, "--port", str(self.host.port), "--dialect", self.dialect_name,
+                   *(("--profile", self.scenario.profile) if self.scenario.profile else ()),
                    "--journal", self.journal_path, "--tid", self.tid, "--mid", self.mid,
                    "--timeout", str(self.timeout), "--config", str(config_path), "--crash-at", step.point,
                    "--now", self.now().isoformat(timespec="seconds"), "--json",
@@ -1579,7 +1580,7 @@ async def run_matrix(options: MatrixOptions, *, progress: Callable[[str], None] 
                         unit = queue.get_nowait()
                     except asyncio.QueueEmpty:
                         return
-                    host = await pool.get(number, unit.dialect)
+                    host = await pool.get(number, unit.dialect, unit.scenario.profile)
                     await run_unit(unit, host, options, work_dir, on_run)
 
             try:

@@ -53,10 +53,21 @@ def resolve_wire(dialect: str, profile: str | None, packager: str | None, length
         click.BadParameter: a malformed profile or packager file (file, line and key named).
     """
     try:
-        wire = load_dialect(dialect, profile, packager)
+        return link_of(dialect, profile, packager, length_prefix, tpdu, cup_header, max_frame_bytes)
     except ProfileError as exc:
         hint = "--packager" if packager and exc.file.endswith(".xml") else "--profile"
         raise click.BadParameter(str(exc), param_hint=hint) from None
+
+
+def link_of(dialect: str, profile: str | None = None, packager: str | None = None, length_prefix: str | None = None,
+            tpdu: bool | None = None, cup_header: bool | None = None,
+            max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> tuple[Dialect, Framing]:
+    """:func:`resolve_wire` for callers that are not a command line.
+
+    Raises:
+        ProfileError: a malformed profile or packager file.
+    """
+    wire = load_dialect(dialect, profile, packager)
     base = wire.profile.framing
     framing = resolve_framing(wire.profile.base, length_prefix or base.get("length_prefix"),
                               base.get("tpdu") if tpdu is None else tpdu,
