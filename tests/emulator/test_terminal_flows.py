@@ -28,7 +28,7 @@ from emulator.terminal import (
     Void,
 )
 from specs.crypto import DEFAULT_TEST_TMK, build_key_block
-from specs.totals import parse_cup_upload_field_48, parse_intl_field_63
+from specs.totals import cup_field_48, parse_cup_upload_field_48, parse_intl_field_63
 from tests.emulator.helpers import (
     CLOSE,
     MAK,
@@ -654,3 +654,26 @@ def test_balance_inquiry_is_not_journalled_nor_reversed() -> None:
 def test_settings_reject_unknown_crash_points() -> None:
     with pytest.raises(ValueError, match="Setting crash_at is 'z', expecting one of a, b, c, d, e, f, g"):
         dataclasses.replace(settings(), crash_at="z")
+
+
+def test_cup_foreign_imbalance_is_an_imbalance_even_when_the_domestic_part_agrees() -> None:
+    rig = Rig("cup")
+    sale(rig)
+    totals = rig.books.open_batch_totals()
+    rig.host.rules.append(when("0500", lambda r: {**rig.host.approve(r),
+                                                  "48": cup_field_48(totals, flag="1", foreign_flag="2")}))
+    run = rig.run(Settle(now=NOW))
+    assert run.mtis() == ["0500", "0320", "0320"] and run.sent[-1]["60"][8:] == "202"
+
+
+def test_cup_refunds_and_offline_sales_are_uploaded_one_per_full_0320() -> None:
+    rig = Rig("cup")
+    sale(rig, 1000)
+    rig.run(Refund(now=NOW, amount_minor=200))
+    rig.run(OfflineSale(now=NOW, amount_minor=300, card=card_for("cup")))
+    rig.host.balanced = False
+    run = rig.run(Settle(now=NOW))
+    uploads = [m for m in run.sent if m["t"] == "0320"]
+    assert [(m["60"][:2], "48" in m, m.get("4")) for m in uploads] == [
+        ("00", True, None), ("25", False, "000000000200"), ("30", False, "000000000300"), ("00", True, None)]
+    assert len(parse_cup_upload_field_48(uploads[0]["48"])) == 1 and uploads[-1]["48"] == "0003"
