@@ -1,6 +1,6 @@
 """Message dialects: pyiso8583 spec dicts plus the per-MTI mandatory fields.
 
-A dialect is the *encoding* switch of ``DESIGN.md`` (how fields become bytes).  Framing (length
+A dialect is the *encoding* switch (how fields become bytes).  Framing (length
 prefix, TPDU, CUP header) is a separate switch in :mod:`specs.framing`; settlement and reversal
 conventions are separate switches too.  Three dialects exist:
 
@@ -9,11 +9,15 @@ conventions are separate switches too.  Three dialects exist:
     hex text.  Handy for traces and for hosts that speak ASCII throughout.
 ``intl-bcd``
     What real INTL ("EDC") terminals send: BCD MTI and numerics, binary bitmap, BCD LL/LLL length
-    prefixes, ASCII an/ans fields (domain.md §1.3).
+    prefixes, ASCII an/ans fields.
 ``cup``
-    The China UnionPay terminal layout (domain.md §1.3, §2.4, §4): BCD like ``intl-bcd`` but field
-    48 is numeric totals, 60/61 are BCD numerics with sub-fields, 62 carries binary key blocks and
-    63 the operator code.
+    The China UnionPay terminal layout: BCD like ``intl-bcd`` but field 48 is numeric totals,
+    60/61 are BCD numerics with sub-fields, 62 carries binary key blocks and 63 the operator code;
+    field 22 is left-aligned BCD (``012`` is sent ``01 20``), 23 right-aligned.
+
+Each dialect is built from a :class:`specs.profile.WireProfile` (:func:`build_dialect`); a host
+profile file or a jPOS packager file (:func:`load_dialect`) builds one that matches a given host,
+and the dialect carries it (``dialect.profile``) for the questions that differ between hosts.
 
 Whatever the dialect, a decoded message is a plain ``dict[str, str]``: ``"t"`` is the MTI and
 ``"2"``..``"128"`` are data elements.  Numeric fields are digit strings, binary fields are
@@ -126,7 +130,7 @@ _CUP: dict[str, tuple[FieldKind, LengthType, int, str]] = {
 
 # Per-MTI mandatory data elements (presence only; conditional fields are checked by the flows).
 # Every request and response carries 11 and 41: responses are matched on MTI+10, 11 and 41
-# (domain.md §1.4; jPOS QMUX key "41, 11").
+# (jPOS QMUX key "41, 11").
 _MANDATORY_INTL: dict[str, frozenset[str]] = {
     "0100": frozenset({"3", "4", "11", "22", "41", "42"}),
     "0110": frozenset({"3", "11", "39", "41"}),
@@ -171,7 +175,7 @@ _MANDATORY_CUP: dict[str, frozenset[str]] = {
 
 
 #: Repeat (retransmission) MTIs, last digit 1, and the first transmission whose rules they follow
-#: (domain.md §1.4: 0220 -> 0221, 0400 -> 0401, 0420 -> 0421; jPOS ``setRetransmissionMTI``).
+#: (0220 -> 0221, 0400 -> 0401, 0420 -> 0421; jPOS ``setRetransmissionMTI``).
 REPEAT_OF: Mapping[str, str] = MappingProxyType({"0121": "0120", "0221": "0220", "0401": "0400", "0421": "0420"})
 
 
