@@ -152,6 +152,9 @@ class Link:
         self.local_port = int(sockname[1]) if sockname else 0
         if tap is not None:
             tap.connected(self.local_port, int(peername[1]) if peername else 0)
+        #: Whether any byte arrived since the last request was written (a close before any is a hint
+        #: that the host could not read the request: another dialect or framing).
+        self._heard = False
 
     @classmethod
     async def open(cls, endpoint: Endpoint, framing: Framing, dialect: Dialect, tpdu: Tpdu | None,
@@ -168,6 +171,7 @@ class Link:
     async def send(self, request: Prepared) -> None:
         """Write one prepared request; its MAC key then verifies the answer's MAC."""
         self._mac = request.mac
+        self._heard = False
         self.writer.write(request.data)
         if self.tap is not None:
             self.tap.frame(self.local_port, sent=True, data=request.data)
@@ -181,7 +185,8 @@ class Link:
                     data = await self.reader.read(READ_CHUNK_BYTES)
                     if not data:
                         self.frames.close()
-                        return ConnectionLost(reason="closed by host")
+                        return ConnectionLost(reason="closed by host" if self._heard else self.mismatch_hint())
+                    self._heard = True
                     frames = self.frames.feed(data)
                     if self.tap is not None:
                         for each in frames:
@@ -201,6 +206,11 @@ class Link:
         mac_valid = verify(message, self.dialect, *self._mac) if self._mac is not None else None
         return MessageReceived(message=message, mac_valid=mac_valid,
                                processing_requirement=frame.header.processing_requirement if frame.header else None)
+
+    def mismatch_hint(self) -> str:
+        """What a close without any answer most often means, and what this terminal sent."""
+        return ("the host closed the connection without answering: check --dialect / --tpdu / --length-prefix "
+                f"(this terminal sends {self.dialect.describe()} with {self.framing.describe()})")
 
     async def close(self) -> None:
         if self.tap is not None:

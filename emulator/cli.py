@@ -82,9 +82,9 @@ from emulator.terminal import (
     Void,
 )
 from specs.cards import Card, seeded_card
-from specs.cliopts import CONTROL_TOKEN_ENV, database_open_problem, framing_options, resolve_framing
+from specs.cliopts import CONTROL_TOKEN_ENV, database_open_problem, framing_options, resolve_wire, wire_options
 from specs.crypto import DEFAULT_TEST_TMK, check_pin
-from specs.dialects import DIALECTS, get_dialect
+from specs.dialects import DIALECTS
 from specs.logs import configure_logging
 from specs.masking import mask_pan
 from specs.vocabulary import CRASH_POINTS
@@ -175,14 +175,14 @@ class Options:
         _validate_identity(o["tid"], o["mid"])
         self.host: str = o["host"]
         self.port: int | None = o["port"]
-        self.dialect = get_dialect(o["dialect"])
-        self.framing = resolve_framing(o["dialect"], o["length_prefix"], o["tpdu"], o["cup_header"],
-                                       o["max_frame_bytes"])
+        self.dialect, self.framing = resolve_wire(o["dialect"], o.get("profile"), o.get("packager"), o["length_prefix"],
+                                                  o["tpdu"], o["cup_header"], o["max_frame_bytes"])
         self.journal_path: str = o["journal"]
         self.new_journal: bool = bool(o.get("new_journal"))
         self.move_journal: bool = bool(o.get("move_journal"))
         self.journal_wait: float = float(o.get("journal_wait") or 0.0)
-        self.profile = Profile(tid=o["tid"], mid=o["mid"], family=self.dialect.family, nii=o["nii"])
+        self.profile = Profile(tid=o["tid"], mid=o["mid"], family=self.dialect.family, nii=o["nii"],
+                               wire=self.dialect.profile)
         self.timeout: float = o["timeout"]
         self.json: bool = bool(o["json_output"])
         self.pcap: str | None = o.get("pcap")
@@ -205,6 +205,12 @@ class Options:
         except SettingsError as exc:
             raise click.BadParameter(str(exc), param_hint="--config/--set") from None
         self.settings: TerminalSettings = settings
+
+    @property
+    def wire_args(self) -> tuple[str, ...]:
+        """``--profile`` / ``--packager`` as given, for a stub host started to match this terminal."""
+        return (*(("--profile", self.raw["profile"]) if self.raw.get("profile") else ()),
+                *(("--packager", self.raw["packager"]) if self.raw.get("packager") else ()))
 
 
 class BadRequest(click.ClickException):
@@ -259,6 +265,7 @@ def _top_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 @framing_options
+@wire_options
 @click.pass_context
 def main(ctx: click.Context, /, log_json: bool, log_level: str, **options: Any) -> None:
     """Emulated ISO 8583 POS terminal."""
@@ -879,8 +886,8 @@ def demo(options: Options, amounts: str) -> None:
     minors = [parse_amount(a.strip()) for a in amounts.split(",") if a.strip()]
     with tempfile.TemporaryDirectory(prefix="pos-harness-demo-") as tmp:
         try:
-            host = start_host("serve", "--dialect", options.dialect.name, "--port", "0",
-                              "--ledger", str(Path(tmp) / "host.sqlite"),
+            host = start_host("serve", "--dialect", options.dialect.profile.base, "--port", "0",
+                              "--ledger", str(Path(tmp) / "host.sqlite"), *options.wire_args,
                               "--length-prefix", options.framing.length_prefix,
                               "--tpdu" if options.framing.tpdu else "--no-tpdu",
                               "--cup-header" if options.framing.cup_header else "--no-cup-header")

@@ -11,7 +11,7 @@ cannot drift apart.  What this module adds is which data elements each request c
   60.3 = 002 / 301;
 * financial requests: 2/14 (manual entry, 22 = 012, or 011 with a PIN in 52), 3, 4, 11, 12, 13,
   25, 41, 42; INTL adds 24 = NII and 62 = invoice; CUP adds 49 = currency,
-  60 = 60.1 + batch + "000" and 63 = operator (63.1);
+  60 = 60.1 + batch + "000" + 60.4 read capability + 60.5 IC condition and 63 = operator (63.1);
 * references to an original (void, completion void, pre-auth void, completion, refund, adjust):
   37 = original RRN, 38 = original approval code; CUP also 61 = original batch N6 + original STAN
   N6 + original date MMDD N4;
@@ -21,14 +21,19 @@ cannot drift apart.  What this module adds is which data elements each request c
 * settlement: INTL ``0500`` 3 = 920000 (960000 after batch upload), 60 = batch, 63 = totals;
   CUP ``0500`` 48 = totals, 60 = "00" + batch + "201", 63 = operator;
 * batch upload: INTL ``0320`` per record (3 = original code ending in 1, 60 = original MTI +
-  STAN + 12 spaces, 62 = invoice); CUP ``0320`` 60.3 = 201 with up to 8 records in 48, then the
-  end ``0320`` 60.3 = 202 (unbalanced) or 207 (balanced) with 48 = records uploaded, N4.
+  STAN + 12 spaces, 62 = invoice); CUP ``0320`` 60.3 = 201 with up to 8 online sales in 48, and
+  one full ``0320`` per refund or offline record (:func:`cup_record_upload`), then the end
+  ``0320`` 60.3 = 202 (unbalanced) or 207 (balanced) with 48 = records uploaded, N4.
+
+What differs between hosts of one family (the INTL sign-on form, the totals layout, the batch
+field, optional fields per MTI) is asked of the wire profile (:class:`specs.profile.WireProfile`)
+the terminal's :class:`Profile` carries.
 
 >>> p = Profile(family="cup")
 >>> sale = financial_request(p, "sale", stan="000002", batch="000001", now=datetime(2026, 11, 22, 9, 30),
 ...                          amount_minor=1234, pan="6229141777631700", expiry="3012", invoice="000001")
 >>> sale["t"], sale["3"], sale["25"], sale["60"]
-('0200', '000000', '00', '22000001000')
+('0200', '000000', '00', '2200000100050')
 >>> rev = reversal_request({**sale, "52": "00" * 8, "64": "11" * 8}, "cup", reason="98")
 >>> rev["t"], rev["11"], rev["39"], "52" in rev, "64" in rev
 ('0400', '000002', '98', False, False)
@@ -40,6 +45,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from specs.codec import Message
+from specs.profile import WireProfile, default_profile
 from specs.totals import (
     CUP_UPLOAD_DATA,
     CUP_UPLOAD_END_BALANCED,
@@ -48,7 +54,7 @@ from specs.totals import (
     UploadRecord,
     cup_field_48,
     cup_upload_field_48,
-    intl_field_63,
+    intl_totals_field,
     intl_upload_field_60,
     intl_upload_processing_code,
 )
@@ -67,6 +73,17 @@ class Profile:
     nii: str = DEFAULT_NII
     currency: str = "156"
     operator: str = "001"
+    #: CUP 60.4 terminal read capability (5: contact IC and magstripe) and 60.5 IC condition code
+    #: (0: no IC fallback) of financial requests.
+    read_capability: str = "5"
+    ic_condition: str = "0"
+    #: The host's wire profile; None: the family's built-in layout.
+    wire: WireProfile | None = None
+
+    @property
+    def layout(self) -> WireProfile:
+        """The wire profile in force (the family's default when none was given)."""
+        return self.wire or default_profile("cup" if self.family == "cup" else "intl-bcd")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -85,8 +102,10 @@ CUP_SIGN_OFF = "002"
 CUP_ECHO = "301"
 #: INTL field 70 network management codes.
 INTL_NMIC = {"sign_on": "001", "sign_off": "002", "echo": "301"}
-#: INTL settlement processing codes (domain.md §F9).
+#: INTL settlement processing codes; 920000 is also the sign-on code of hosts that sign on with
+#: field 3 instead of field 70 (profile ``intl_sign_on: "3=920000"``).
 INTL_SETTLE_FIRST = "920000"
+INTL_SIGN_ON_BY_CODE = "3=920000"
 INTL_SETTLE_AFTER_UPLOAD = "960000"
 
 
@@ -96,6 +115,13 @@ def _base(profile: Profile, mti: str, stan: str, now: datetime) -> Message:
     if profile.family == "intl":
         message["24"] = profile.nii
     return message
+
+
+def _shaped(profile: Profile, message: Message, now: datetime) -> Message:
+    """The optional fields the host's profile adds to (or omits from) this MTI."""
+    values = {"12": f"{now:%H%M%S}", "13": f"{now:%m%d}", "24": profile.nii, "42": profile.mid,
+              "49": profile.currency}
+    return profile.layout.shape(message, values)
 
 
 def device_info(profile: Profile, software_version: str) -> str:
@@ -126,10 +152,13 @@ def network_request(profile: Profile, purpose: str, *, stan: str, batch: str, no
             message["63"] = operator or profile.operator
             if device is not None:
                 message["62"] = device
-        return message
+        return _shaped(profile, message, now)
     message = _base(profile, "0800", stan, now)
-    message["70"] = INTL_NMIC[purpose]
-    return message
+    if purpose == "sign_on" and profile.layout.intl_sign_on == INTL_SIGN_ON_BY_CODE:
+        message["3"] = INTL_SETTLE_FIRST  # hosts that sign on with processing code 920000
+    else:
+        message["70"] = INTL_NMIC[purpose]
+    return _shaped(profile, message, now)
 
 
 def financial_request(profile: Profile, kind: str, *, stan: str, batch: str, now: datetime,
@@ -171,13 +200,15 @@ def financial_request(profile: Profile, kind: str, *, stan: str, batch: str, now
     if auth_code is not None:
         message["38"] = auth_code
     if profile.family == "cup":
-        message.update({"49": profile.currency, "60": f"{lay.cup_type}{batch}000", "63": operator or profile.operator})
+        message.update({"49": profile.currency,
+                        "60": f"{lay.cup_type}{batch}000{profile.read_capability}{profile.ic_condition}",
+                        "63": operator or profile.operator})
     else:
         if invoice is not None:
             message["62"] = invoice
         if original_amount_minor is not None:
             message["60"] = f"{original_amount_minor:012d}"
-    return message
+    return _shaped(profile, message, now)
 
 
 def reversal_request(original_request: Message, family: str, *, reason: str) -> Message:
@@ -207,8 +238,10 @@ def settlement_request(profile: Profile, totals: Totals, *, stan: str, batch: st
         message.update({"48": cup_field_48(totals), "49": profile.currency, "60": "00" + batch + CUP_UPLOAD_DATA,
                         "63": operator or profile.operator})
     else:
-        message.update({"3": processing_code, "60": batch, "63": intl_field_63(totals)})
-    return message
+        layout_ = profile.layout
+        message.update({"3": processing_code, layout_.batch_field: batch,
+                        "63": intl_totals_field(totals, layout_.intl_totals)})
+    return _shaped(profile, message, now)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -219,6 +252,7 @@ class UploadItem:
     processing_code: str
     stan: str
     invoice: str
+    kind: str
     amount_minor: int
     pan: str
     expiry: str
@@ -240,7 +274,7 @@ def intl_upload_request(profile: Profile, item: UploadItem, *, stan: str, now: d
         message["37"] = item.rrn
     if item.auth_code:
         message["38"] = item.auth_code
-    return message
+    return _shaped(profile, message, now)
 
 
 def cup_card_org(pan: str) -> str:
@@ -255,7 +289,26 @@ def cup_upload_request(profile: Profile, items: list[UploadItem], *, stan: str, 
     records = [UploadRecord(stan=i.stan, pan=i.pan, amount_minor=i.amount_minor, card_org=cup_card_org(i.pan))
                for i in items]
     message.update({"48": cup_upload_field_48(records), "60": "00" + batch + CUP_UPLOAD_DATA})
-    return message
+    return _shaped(profile, message, now)
+
+
+def cup_record_upload(profile: Profile, item: UploadItem, *, stan: str, batch: str, original_batch: str,
+                      now: datetime) -> Message:
+    """CUP 0320 60.3 = 201 for one refund or offline record, as a full message (the field-48 list
+    holds online sales only): 2, 3, 4, 14, 22, 25 and 37/38 of the original, 12/13 its local time
+    and date, 49, 60.1 = the original's transaction type, 61 = original batch + STAN + date."""
+    lay = layout(item.kind, "cup")
+    message = _base(profile, "0320", stan, now)
+    message.update({"2": item.pan, "3": item.processing_code, "4": f"{item.amount_minor:012d}",
+                    "12": item.local_time, "13": item.local_date, "14": item.expiry, "22": "012",
+                    "25": item.condition, "49": profile.currency,
+                    "60": f"{lay.cup_type}{batch}{CUP_UPLOAD_DATA}",
+                    "61": original_batch + item.stan + item.local_date})
+    if item.rrn:
+        message["37"] = item.rrn
+    if item.auth_code:
+        message["38"] = item.auth_code
+    return _shaped(profile, message, now)
 
 
 def cup_upload_end(profile: Profile, *, stan: str, batch: str, now: datetime, balanced: bool,
@@ -264,4 +317,4 @@ def cup_upload_end(profile: Profile, *, stan: str, batch: str, now: datetime, ba
     code = CUP_UPLOAD_END_BALANCED if balanced else CUP_UPLOAD_END_UNBALANCED
     message = _base(profile, "0320", stan, now)
     message.update({"48": f"{uploaded:04d}", "60": "00" + batch + code})
-    return message
+    return _shaped(profile, message, now)

@@ -372,7 +372,7 @@ def _totals_text(t: Totals) -> str:
 def _upload_item(sale: _Sale) -> UploadItem:
     request, response = sale.request, sale.exchange.response or {}
     return UploadItem(mti=request["t"], processing_code=request["3"], stan=request["11"],
-                      invoice=request.get("62", ""), amount_minor=int(request["4"]), pan=request["2"],
+                      invoice=request.get("62", ""), kind="sale", amount_minor=int(request["4"]), pan=request["2"],
                       expiry=request["14"], rrn=response.get("37", ""),
                       auth_code=response.get("38", "") or request.get("38", ""), local_date=request["13"],
                       local_time=request["12"], condition=request["25"])

@@ -10,7 +10,12 @@ Fixtures, for a team's own tests:
   sub-second response timeout (``--pos-timeout``).  Each method is one ``pos-terminal`` command run
   through the command line's own code path (:func:`emulator.cli.run_command`) and returns the
   :class:`~emulator.terminal.Result` whose ``as_dict()`` is what ``--json`` prints.
-* ``make_pos_terminal(**settings)`` — more terminals, or one with fix toggles off from the start.
+* ``make_pos_terminal(**settings)`` — more terminals, or one with fix toggles off from the start
+  (``profile=`` gives one terminal another host profile than its host's).
+
+A host profile (``--pos-profile FILE|NAME`` for the session, ``@pytest.mark.pos_profile(ref)`` for
+one test) is loaded by both ``pos_host`` and ``pos_terminal``; its dialect replaces the dialect.
+A scenario file names its own profile (its ``profile`` key).
 
 Scenario files as test items (opt-in, so a suite whose test paths hold scenario files does not
 run them by accident):
@@ -71,6 +76,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--pos-dialect", choices=sorted(DIALECTS), default=None,
                     help=f"Dialect of pos_host (default {DEFAULT_DIALECT}; a test's pos_dialect marker wins); "
                          "when given, scenario items run in this dialect only.")
+    group.addoption("--pos-profile", metavar="FILE|NAME", default=None,
+                    help="Host profile (YAML file or shipped name) of pos_host and pos_terminal (a test's "
+                         "pos_profile marker wins); its dialect replaces --pos-dialect for them.")
     group.addoption("--pos-host", metavar="HOST:PORT", default=None,
                     help="Use this host (serving the stub's control API) instead of stub host children; "
                          "needs --pos-control.")
@@ -97,6 +105,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "pos_dialect(name): the dialect of this test's pos_host and pos_terminal "
                                        f"({', '.join(sorted(DIALECTS))}).")
+    config.addinivalue_line("markers", "pos_profile(ref): the host profile (YAML file or shipped name) of this "
+                                       "test's pos_host and pos_terminal.")
     host, control = config.getoption("--pos-host"), config.getoption("--pos-control")
     if (host is None) != (control is None):
         raise pytest.UsageError("--pos-host and --pos-control go together")
@@ -112,6 +122,11 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("--pos-jobs") < 1:
         raise pytest.UsageError("--pos-jobs must be at least 1")
     config.stash[_STATE] = state = _State.from_config(config)
+    if state.profile is not None:
+        try:
+            state.profile = _checked_profile(state.profile, Path(config.invocation_params.dir))
+        except ValueError as exc:
+            raise pytest.UsageError(f"--pos-profile: {exc}") from None
     for directory in state.directories:
         if not directory.is_dir():
             raise pytest.UsageError(f"--pos-scenarios {directory} is not a directory")
@@ -153,6 +168,7 @@ class _State:
     patterns: list[str]
     rootpath: Path
     dialect: str | None
+    profile: str | None
     external_host: str | None
     control_url: str | None
     control_token: str | None
@@ -166,8 +182,8 @@ class _State:
                    directories=[Path(config.invocation_params.dir, d).resolve()
                                 for d in config.getoption("--pos-scenarios")],
                    patterns=list(config.getini("pos_scenarios")), rootpath=config.rootpath,
-                   dialect=config.getoption("--pos-dialect"), external_host=config.getoption("--pos-host"),
-                   control_url=config.getoption("--pos-control"),
+                   dialect=config.getoption("--pos-dialect"), profile=config.getoption("--pos-profile"),
+                   external_host=config.getoption("--pos-host"), control_url=config.getoption("--pos-control"),
                    control_token=config.getoption("--pos-control-token"), timeout_seconds=config.getoption("--pos-timeout"),
                    jobs=config.getoption("--pos-jobs"))
 
@@ -196,6 +212,21 @@ class _State:
 _STATE = pytest.StashKey[_State]()
 
 
+def _checked_profile(ref: str, base: Path) -> str:
+    """A profile reference as both sides can open it: a file (relative to ``base``) as an absolute
+    path, or a shipped name; loaded once here so that a bad file fails early.
+
+    Raises:
+        ValueError: the profile's error (file, line, key), or no such file or shipped name.
+    """
+    from specs.profile import load_profile
+
+    path = base / ref
+    resolved = str(path.resolve()) if path.is_file() else ref
+    load_profile(resolved)  # ProfileError is a ValueError
+    return resolved
+
+
 # ============================================================================ the control API, synchronously
 
 
@@ -209,12 +240,14 @@ class PosHost(ControlClient):
         control_url: the control API, e.g. ``http://127.0.0.1:40123``.
         dialect: the dialect the host speaks.
         control_token: sent as a bearer token on every call (default: ``POS_HOST_CONTROL_TOKEN``).
+        profile: its host profile (a file's absolute path or a shipped name), None for none.
     """
 
     def __init__(self, *, host: str, port: int, control_url: str, dialect: str,
-                 response_timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS, control_token: str | None = None) -> None:
+                 response_timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS, control_token: str | None = None,
+                 profile: str | None = None) -> None:
         super().__init__(control_url, timeout_seconds=CONTROL_TIMEOUT_SECONDS, token=control_token)
-        self.host, self.port, self.dialect = host, port, dialect
+        self.host, self.port, self.dialect, self.profile = host, port, dialect, profile
         #: The terminals' response timeout (``--pos-timeout``): ``timeout_multiple`` in a fault scales with it.
         self.response_timeout_seconds = response_timeout_seconds
 
@@ -284,29 +317,31 @@ def _entry_value(entry: Mapping[str, Any], key: str) -> Any:
 
 
 class _HostPool:
-    """Stub host children, one per dialect, started on first use and stopped at the session's end."""
+    """Stub host children, one per dialect and profile, started on first use and stopped at the session's end."""
 
     def __init__(self, state: _State) -> None:
         self.state = state
-        self._children: dict[str, tuple[HostProcess, PosHost]] = {}
+        self._children: dict[tuple[str, str | None], tuple[HostProcess, PosHost]] = {}
 
-    def get(self, dialect: str) -> PosHost:
+    def get(self, dialect: str, profile: str | None = None) -> PosHost:
         s = self.state
         if s.external_host is not None:
             assert s.control_url is not None
             from emulator.hostproc import host_address
 
             address, port = host_address(s.external_host, "--pos-host")
-            return PosHost(host=address, port=port, control_url=s.control_url, dialect=dialect,
+            return PosHost(host=address, port=port, control_url=s.control_url, dialect=dialect, profile=profile,
                            response_timeout_seconds=s.timeout_seconds, control_token=s.control_token)
-        if dialect not in self._children:
+        key = (dialect, profile)
+        if key not in self._children:
             from emulator.hostproc import start_host
 
-            process = start_host("serve", "--dialect", dialect, "--port", "0", "--control-port", "0")
-            self._children[dialect] = (process, PosHost(
+            process = start_host("serve", "--dialect", dialect, "--port", "0", "--control-port", "0",
+                                 *(("--profile", profile) if profile else ()))
+            self._children[key] = (process, PosHost(
                 host="127.0.0.1", port=process.port, dialect=dialect, response_timeout_seconds=s.timeout_seconds,
-                control_url=f"http://127.0.0.1:{process.ready['control_port']}"))
-        return self._children[dialect][1]
+                control_url=f"http://127.0.0.1:{process.ready['control_port']}", profile=profile))
+        return self._children[key][1]
 
     def close(self) -> None:
         for process, _ in self._children.values():
@@ -327,15 +362,27 @@ def _pos_host_pool(pytestconfig: pytest.Config) -> Iterator[_HostPool]:
 def pos_host(request: pytest.FixtureRequest, _pos_host_pool: _HostPool) -> PosHost:
     """A stub host, freshly reset: ``.host``, ``.port``, ``.control_url``, ``.dialect`` and control helpers.
 
-    The dialect is the test's ``@pytest.mark.pos_dialect("cup")``, else ``--pos-dialect``, else intl-bcd.
+    The dialect is the test's ``@pytest.mark.pos_dialect("cup")``, else ``--pos-dialect``, else intl-bcd;
+    a host profile (``@pytest.mark.pos_profile(ref)``, else ``--pos-profile``) brings its own dialect.
     """
+    state = request.config.stash[_STATE]
     marker = request.node.get_closest_marker("pos_dialect")
-    dialect = str(marker.args[0]) if marker and marker.args else (
-        request.config.stash[_STATE].dialect or DEFAULT_DIALECT)
+    dialect = str(marker.args[0]) if marker and marker.args else (state.dialect or DEFAULT_DIALECT)
     if dialect not in DIALECTS:
         pytest.fail(f"pos_dialect({dialect!r}) is not a dialect, expecting one of {', '.join(sorted(DIALECTS))}",
                     pytrace=False)
-    host = _pos_host_pool.get(dialect)
+    profile_marker = request.node.get_closest_marker("pos_profile")
+    profile = state.profile
+    if profile_marker and profile_marker.args:
+        try:
+            profile = _checked_profile(str(profile_marker.args[0]), request.path.parent)
+        except ValueError as exc:
+            pytest.fail(f"pos_profile({profile_marker.args[0]!r}): {exc}", pytrace=False)
+    if profile is not None:
+        from specs.profile import load_profile
+
+        dialect = load_profile(profile).base
+    host = _pos_host_pool.get(dialect, profile)
     host.reset()
     return host
 
@@ -365,7 +412,8 @@ class PosTerminal:
     """
 
     def __init__(self, host: PosHost, journal_path: Path, *, timeout_seconds: float, tid: str | None = None,
-                 mid: str | None = None, settings: Mapping[str, Any] | None = None) -> None:
+                 mid: str | None = None, settings: Mapping[str, Any] | None = None,
+                 profile: str | None = None) -> None:
         from emulator.messages import DEFAULT_MID, DEFAULT_TID
         from emulator.runner import FAST_BACKOFF
 
@@ -374,6 +422,8 @@ class PosTerminal:
         self.settings_path = self.journal_path.with_name(self.journal_path.stem + "-settings.yaml")
         self.timeout_seconds = timeout_seconds
         self.tid, self.mid = tid or DEFAULT_TID, mid or DEFAULT_MID  # pos-terminal's defaults
+        #: The host profile the terminal speaks (default: its host's).
+        self.profile = profile or host.profile
         #: The operator of every command (CUP 63.1), unless a command names one.
         self.operator: str | None = None
         #: Business time the terminal uses instead of its clock (None: synced from the host at sign-on).
@@ -420,7 +470,8 @@ class PosTerminal:
                "config": str(self.settings_path), "overrides": (), "crash_at": None,
                "operator": operator or self.operator, "now": self.now.isoformat() if self.now else None,
                "json_output": True, "nii": DEFAULT_NII, "length_prefix": None, "tpdu": None, "cup_header": None,
-               "max_frame_bytes": DEFAULT_MAX_FRAME_BYTES, "new_journal": True}
+               "max_frame_bytes": DEFAULT_MAX_FRAME_BYTES, "new_journal": True, "profile": self.profile,
+               "packager": None}
         try:
             return Options(**raw)
         except click.ClickException as exc:
@@ -622,16 +673,17 @@ class PosTerminal:
 def make_pos_terminal(pos_host: PosHost, tmp_path: Path, pytestconfig: pytest.Config) -> Callable[..., PosTerminal]:
     """A factory of terminals bound to ``pos_host``: ``make_pos_terminal(tid="10000002", reversal_first=False)``.
 
-    Keyword arguments other than ``tid``, ``mid`` and ``timeout_seconds`` are terminal settings.
+    Keyword arguments other than ``tid``, ``mid``, ``timeout_seconds`` and ``profile`` (a host profile,
+    YAML file or shipped name; default: ``pos_host``'s) are terminal settings.
     """
     _configure_logging()
     made: list[PosTerminal] = []
 
     def make(*, tid: str | None = None, mid: str | None = None, timeout_seconds: float | None = None,
-             **settings: Any) -> PosTerminal:
+             profile: str | None = None, **settings: Any) -> PosTerminal:
         terminal = PosTerminal(pos_host, tmp_path / f"terminal-{len(made) + 1}.sqlite",
                                timeout_seconds=timeout_seconds or pytestconfig.stash[_STATE].timeout_seconds,
-                               tid=tid, mid=mid, settings=settings)
+                               tid=tid, mid=mid, settings=settings, profile=profile)
         made.append(terminal)
         return terminal
 

@@ -86,8 +86,7 @@ from emulator.terminal import (
     Void,
 )
 from specs.cards import Card, seeded_card
-from specs.dialects import get_dialect
-from specs.framing import DEFAULT_FRAMING
+from specs.cliopts import link_of
 from specs.logs import configure_logging
 from specs.masking import mask_message, mask_pan, mask_value
 from specs.scenario import (
@@ -515,21 +514,21 @@ class HostPool:
 
     def __init__(self, options: MatrixOptions) -> None:
         self.options = options
-        self._hosts: dict[tuple[int, str], HostHandle] = {}
+        self._hosts: dict[tuple[int, str, str | None], HostHandle] = {}
         self._lock = asyncio.Lock()
 
-    async def get(self, worker: int, dialect: str) -> HostHandle:
+    async def get(self, worker: int, dialect: str, profile: str | None = None) -> HostHandle:
         o = self.options
         if o.host is not None:
             address, port = host_address(o.host)
             assert o.control_url is not None
             return HostHandle(dialect=dialect, address=address, port=port,
                               control=ControlClient(o.control_url, token=o.control_token))
-        key = (worker, dialect)
+        key = (worker, dialect, profile)
         if key not in self._hosts:
             async with self._lock:  # two children starting at once would only compete for the CPU
                 process = await asyncio.to_thread(start_host, "serve", "--dialect", dialect, "--port", "0",
-                                                  "--control-port", "0")
+                                                  "--control-port", "0", *(("--profile", profile) if profile else ()))
             control = ControlClient(f"http://127.0.0.1:{process.ready['control_port']}")
             self._hosts[key] = HostHandle(dialect=dialect, address="127.0.0.1", port=process.port, control=control,
                                           process=process)
@@ -633,7 +632,8 @@ class _Run:
                  work_dir: Path) -> None:
         self.scenario = scenario
         self.dialect_name = dialect
-        self.dialect = get_dialect(dialect)
+        # a scenario's host profile (checked when the file was loaded) shapes both sides' wire
+        self.dialect, self.framing = link_of(dialect, scenario.profile)
         self.family = self.dialect.family
         self.name = name
         self.variant = "broken" if name.startswith("broken") else "fixed"
@@ -663,7 +663,7 @@ class _Run:
             options.pcap_dir.mkdir(parents=True, exist_ok=True)
             path = options.pcap_dir / f"{scenario.id}-{dialect}-{name}.pcap"
             path.unlink(missing_ok=True)  # one file per run, not appended to an earlier matrix's
-            self.pcap = PcapWriter(path, dialect=self.dialect, framing=DEFAULT_FRAMING[dialect])
+            self.pcap = PcapWriter(path, dialect=self.dialect, framing=self.framing)
         self.records: dict[str, StepRecord] = {}
         self.trace_seq = 0
         self.expect_checks: list[CheckResult] = []
@@ -721,7 +721,7 @@ class _Run:
                 if getattr(settings, f.name) != getattr(default, f.name)}
 
     def profile(self) -> Profile:
-        return Profile(tid=self.tid, mid=self.mid, family=self.family)
+        return Profile(tid=self.tid, mid=self.mid, family=self.family, wire=self.dialect.profile)
 
     def now(self) -> datetime:
         """The host's business clock as the terminal follows it (synced from 12/13 at sign-on)."""
@@ -934,7 +934,7 @@ class _Run:
         terminal = Terminal(self.profile(), self.journal.load(), response_timeout_seconds=self.timeout,
                             settings=settings)
         endpoint = Endpoint.for_timeout(self.host.address, self.host.port, self.timeout)
-        framing = DEFAULT_FRAMING[self.dialect_name]
+        framing = self.framing
         try:
             # As ``pos-terminal`` runs one command: a reversal this one left behind goes at once.
             return await run_invocation(operation, terminal=terminal, journal=self.journal, endpoint=endpoint,
@@ -1054,6 +1054,7 @@ class _Run:
         books_before = self.journal.load()
         command = [sys.executable, "-m", "emulator.cli", "--log-level", "error",
                    "--host", self.host.address, "--port", str(self.host.port), "--dialect", self.dialect_name,
+                   *(("--profile", self.scenario.profile) if self.scenario.profile else ()),
                    "--journal", self.journal_path, "--tid", self.tid, "--mid", self.mid,
                    "--timeout", str(self.timeout), "--config", str(config_path), "--crash-at", step.point,
                    "--now", self.now().isoformat(timespec="seconds"), "--json",
@@ -1636,7 +1637,7 @@ async def run_matrix(options: MatrixOptions, *, progress: Callable[[str], None] 
                     unit = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     return
-                host = await pool.get(number, unit.dialect)
+                host = await pool.get(number, unit.dialect, unit.scenario.profile)
                 await run_unit(unit, host, options, work_dir, on_run)
 
         try:

@@ -56,6 +56,7 @@ from emulator.messages import (
     Original,
     Profile,
     UploadItem,
+    cup_record_upload,
     cup_upload_end,
     cup_upload_request,
     device_info,
@@ -73,7 +74,15 @@ from specs.codec import Message
 from specs.crypto import KEY_BLOCK_LAYOUT, check_pin, default_mac_algorithm, parse_key_block, pin_block
 from specs.dialects import response_mti
 from specs.masking import mask_pan
-from specs.totals import CUP_BALANCED, CUP_UPLOAD_MAX_RECORDS, SETTLEMENT_CLASS, Totals, parse_cup_field_48, totals_of
+from specs.totals import (
+    CUP_BALANCED,
+    CUP_UPLOAD_MAX_RECORDS,
+    SETTLEMENT_CLASS,
+    Totals,
+    parse_cup_field_48,
+    parse_cup_field_48_foreign,
+    totals_of,
+)
 from specs.transactions import layout
 
 #: CUP header 处理要求 values asking for a download (parameters, IC parameters, TMS software).
@@ -1333,8 +1342,11 @@ class Terminal:
     def _batch(self) -> str:
         return f"{self.books.batch:06d}"
 
-    def _exchange_of(self, request: Message, purpose: str, *, mac: bool = True, timeout_factor: float = 1.0,
+    def _exchange_of(self, request: Message, purpose: str, *, mac: bool | None = None, timeout_factor: float = 1.0,
                      before: tuple[Action, ...] = (), after: tuple[Action, ...] = ()) -> _Exchange:
+        """One request/answer exchange; ``mac`` None: the host profile says whether this MTI carries 64."""
+        if mac is None:
+            mac = self.profile.layout.carries_mac(request["t"])
         return _Exchange(request=request, purpose=purpose, mac=mac, before_send=before, after_send=after,
                          timeout_seconds=self.response_timeout_seconds * timeout_factor)
 
@@ -1442,8 +1454,7 @@ class Terminal:
         purpose = "sign_off" if isinstance(op, SignOff) else "echo"
         stan = self._take_stan()
         request = network_request(self.profile, purpose, stan=stan, batch=self._batch, now=op.now)
-        answer = yield from self._exchange_once(self._exchange_of(request, purpose, mac=False,
-                                                                  before=(self._counters(),)))
+        answer = yield from self._exchange_once(self._exchange_of(request, purpose, before=(self._counters(),)))
         if not isinstance(answer, _Answered):
             return self._failure(op, answer)
         approved = answer.rc == codes.APPROVED
@@ -2023,24 +2034,37 @@ class Terminal:
         if self.profile.family == "cup":
             try:
                 _, flag = parse_cup_field_48(answer.message.get("48", ""))
+                _, foreign_flag = parse_cup_field_48_foreign(answer.message.get("48", ""))
             except ValueError:
                 flag = "3"  # unreadable totals: 对账错
-            return "balanced" if flag == CUP_BALANCED else "unbalanced"
+                foreign_flag = "3"
+            # balanced when the domestic part is, and the foreign part is too (or was not compared: 0)
+            return "balanced" if flag == CUP_BALANCED and foreign_flag in ("0", CUP_BALANCED) else "unbalanced"
         return "balanced"
 
     def _upload_items(self) -> list[JournalRecord]:
         return [r for r in self.books.records if r.counts and not r.uploaded]
 
+    def _upload_groups(self) -> list[list[JournalRecord]]:
+        """The records to upload, one group per 0320: INTL one record each; CUP online sales and
+        completions up to 8 in the field-48 list, then each refund and offline record on its own."""
+        pending = self._upload_items()
+        if self.profile.family == "intl":
+            return [[r] for r in pending]
+        listed = [r for r in pending if not _cup_full_upload(r)]
+        groups = [listed[i:i + CUP_UPLOAD_MAX_RECORDS] for i in range(0, len(listed), CUP_UPLOAD_MAX_RECORDS)]
+        return groups + [[r] for r in pending if _cup_full_upload(r)]
+
     def _upload(self, op: Settle, state: SettlementState) -> Generator[_Wait, Any, SettlementState | Result]:
         """Batch upload of every counting record without an upload flag (flag set after its 0330)."""
-        pending = self._upload_items()
-        chunk = 1 if self.profile.family == "intl" else CUP_UPLOAD_MAX_RECORDS
-        while pending:
-            batch_items, pending = pending[:chunk], pending[chunk:]
+        for batch_items in self._upload_groups():
             stan = self._take_stan()
             items = [_upload_item(r) for r in batch_items]
             if self.profile.family == "intl":
                 request = intl_upload_request(self.profile, items[0], stan=stan, now=op.now)
+            elif _cup_full_upload(batch_items[0]):
+                request = cup_record_upload(self.profile, items[0], stan=stan, batch=state.batch,
+                                            original_batch=batch_items[0].batch, now=op.now)
             else:
                 request = cup_upload_request(self.profile, items, stan=stan, batch=state.batch, now=op.now)
             answer = yield from self._exchange_once(self._exchange_of(request, "upload", before=(self._counters(),)))
@@ -2197,8 +2221,13 @@ def _original_edits(kind: str, original: JournalRecord | None) -> tuple[Edit, ..
     return ((original.invoice, {"status": _ORIGINAL_BECOMES[kind]}),)
 
 
+def _cup_full_upload(r: JournalRecord) -> bool:
+    """CUP uploads refunds and offline records as full 0320 messages, not in the field-48 list."""
+    return r.offline or SETTLEMENT_CLASS.get(r.kind) == "credit" or r.kind == "offline_sale"
+
+
 def _upload_item(r: JournalRecord) -> UploadItem:
-    return UploadItem(mti=r.mti, processing_code=r.processing_code, stan=r.stan, invoice=r.invoice,
+    return UploadItem(mti=r.mti, processing_code=r.processing_code, stan=r.stan, invoice=r.invoice, kind=r.kind,
                       amount_minor=r.amount_minor, pan=r.pan, expiry=r.expiry, rrn=r.rrn, auth_code=r.auth_code,
                       local_date=r.local_date, local_time=r.local_time, condition=r.condition)
 

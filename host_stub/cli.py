@@ -2,6 +2,7 @@
 
     pos-host serve --dialect intl-bcd --port 0 --ledger host.sqlite
     pos-host serve --dialect cup --port 0 --control-port 0 --config host.yaml
+    pos-host serve --profile acme.yaml --packager acme.xml --port 0
 
 When listening it prints one JSON line on stdout, ``{"event": "ready", "port": <port>, ...}`` (with
 ``"control_port"`` when the control API is served), so that a parent process can start it on
@@ -25,8 +26,8 @@ import structlog
 
 from host_stub.runtime import HostRuntime, read_config_file
 from host_stub.validation import ConfigError
-from specs.cliopts import CONTROL_TOKEN_ENV, database_open_problem, framing_options, resolve_framing
-from specs.dialects import DIALECTS, get_dialect
+from specs.cliopts import CONTROL_TOKEN_ENV, database_open_problem, framing_options, resolve_wire, wire_options
+from specs.dialects import DIALECTS
 from specs.logs import configure_logging
 
 log = structlog.get_logger("pos_host")
@@ -60,19 +61,20 @@ def main(log_json: bool, log_level: str) -> None:
               help="Event loop: uvloop (faster; pip install 'pos-harness[fast]'), the standard asyncio loop, or "
                    "auto: uvloop when it is installed.")
 @framing_options
+@wire_options
 def serve(dialect: str, bind: str, port: int, ledger_path: str, control_port: int | None, control_bind: str | None,
           control_token: str | None, config_path: str | None, grace_seconds: float, loop_name: str,
-          length_prefix: str | None,
-          tpdu: bool | None, cup_header: bool | None, max_frame_bytes: int) -> None:
+          length_prefix: str | None, tpdu: bool | None, cup_header: bool | None, max_frame_bytes: int,
+          profile: str | None, packager: str | None) -> None:
     """Serve terminals until SIGTERM or SIGINT."""
-    framing = resolve_framing(dialect, length_prefix, tpdu, cup_header, max_frame_bytes)
+    wire, framing = resolve_wire(dialect, profile, packager, length_prefix, tpdu, cup_header, max_frame_bytes)
     control_bind = control_bind or "127.0.0.1"
     if control_port is not None and not control_token and not _loopback(control_bind):
         raise click.UsageError(f"--control-bind {control_bind} is not a loopback address: anyone who can reach it "
                                "could drive the host, so --control-token (or POS_HOST_CONTROL_TOKEN) is required")
     try:
         config = read_config_file(config_path) if config_path else {}
-        runtime = HostRuntime(dialect=get_dialect(dialect), framing=framing, ledger_path=ledger_path, config=config,
+        runtime = HostRuntime(dialect=wire, framing=framing, ledger_path=ledger_path, config=config,
                               grace_seconds=grace_seconds)
     except ConfigError as exc:
         raise click.BadParameter(str(exc), param_hint="--config") from None
@@ -124,7 +126,8 @@ async def _serve(runtime: HostRuntime, bind: str, port: int, control_port: int |
         await runtime.stop()
         raise
     framing = runtime.framing
-    ready = {"event": "ready", "port": runtime.port, "bind": bind, "dialect": runtime.dialect.name,
+    ready = {"event": "ready", "port": runtime.port, "bind": bind, "dialect": runtime.dialect.profile.base,
+             "wire": runtime.dialect.describe(),
              "framing": {"length_prefix": framing.length_prefix, "tpdu": framing.tpdu,
                          "cup_header": framing.cup_header},
              "ledger": runtime.ledger.path, "pid": os.getpid(), "loop": _loop_kind()}
@@ -136,7 +139,7 @@ async def _serve(runtime: HostRuntime, bind: str, port: int, control_port: int |
     log.warning("test keys in use: working keys are derived from the TID and sign-on count and sent under each "
                 "terminal's TMK (the public test TMK unless the registry gives one), and the ledger keeps them; "
                 "fit for tests only, never for real cards")
-    log.info("listening", port=runtime.port, control_port=runtime.control_port, dialect=runtime.dialect.name,
+    log.info("listening", port=runtime.port, control_port=runtime.control_port, dialect=runtime.dialect.describe(),
              faults=len(runtime.faults))
     await stopping.wait()
     log.info("stopping")

@@ -82,13 +82,16 @@ from specs.totals import (
     Totals,
     cup_field_48,
     parse_cup_field_48,
+    parse_cup_field_48_foreign,
     parse_cup_upload_field_48,
     parse_intl_field_63,
     parse_intl_upload_field_60,
     totals_of,
 )
-from specs.transactions import identify
+from specs.transactions import identify, kind_of_cup_type, layout
 
+#: CUP 0810 field 32: the stub acquirer's institution identification code.
+ACQUIRER_ID = "00010000"
 #: Request fields a response echoes (the rest are the host's own or must not come back: 2, 35, 52, 55).
 _ECHO = ("3", "4", "11", "24", "25", "41", "42", "49", "60", "70")
 
@@ -175,6 +178,8 @@ def classify(request: Message, dialect: Dialect) -> str:
             if mti == "0800":
                 return "sign_on" if nmic in ("001", "003", "004") else "unsupported"
             return {"002": "sign_off", "301": "echo"}.get(nmic, "unsupported")
+        if mti == "0800" and "70" not in request and request.get("3") == "920000":
+            return "sign_on"  # hosts that sign on by processing code (profile intl_sign_on "3=920000")
         return {"001": "sign_on", "002": "sign_off", "301": "echo"}.get(request.get("70", ""), "unsupported")
     if mti == "0500":
         return "settlement" if dialect.family == "cup" or request.get("3") in ("920000", "960000") else "unsupported"
@@ -477,7 +482,8 @@ class Host:
             ctx.mac_state = "locked"
             return
         if "64" not in ctx.request:
-            if self.settings.require_mac and terminal.keys_valid and terminal.mak and ctx.request["t"][:2] != "08":
+            if (self.settings.require_mac and terminal.keys_valid and terminal.mak
+                    and self.dialect.profile.carries_mac(ctx.request["t"])):
                 ctx.mac_state = "missing"  # the terminal holds a MAK and did not use it
             return
         good = bool(terminal.keys_valid and terminal.mak and self._mac_valid(ctx, terminal.mak))
@@ -545,6 +551,9 @@ class Host:
         if self.family == "cup":
             request_60 = ctx.request.get("60", "")
             ctx.response["60"] = request_60[:2] + f"{terminal.batch:06d}" + request_60[8:]
+            # the CUP 0810 names the acquirer (32) and carries a retrieval reference (37)
+            ctx.response["32"] = ACQUIRER_ID
+            ctx.response["37"] = self._next_rrn(ctx)
         return codes.APPROVED
 
     def _sign_off(self, ctx: _Ctx) -> str:
@@ -904,8 +913,8 @@ class Host:
 
     def _approve(self, ctx: _Ctx, *, effect: Callable[[int], None] | None = None) -> str:
         """Post the request: RRN, approval code, settlement date; ``effect`` runs once the row exists."""
-        seq = ctx.row["id"] = self.ledger.reserve_authorization_id()  # the RRN comes from the row's own id
-        rrn = f"{clock_fields(ctx.now).yyddd}{seq % 10_000_000:07d}"
+        rrn = self._next_rrn(ctx)  # the RRN comes from the row's own id
+        seq = ctx.row["id"]
         auth_code = f"{(seq * 7919) % 1_000_000:06d}"
         ctx.row.update(rrn=rrn, auth_code=auth_code, status="approved")
         self._answer_approval(ctx, rrn, auth_code)
@@ -927,12 +936,13 @@ class Host:
         request, terminal = ctx.request, ctx.terminal
         assert terminal is not None
         cup = self.family == "cup"
-        batch = request.get("60", "")[2:8] if cup else request.get("60", "")[:6]
+        batch = request.get("60", "")[2:8] if cup else request.get(self.dialect.profile.batch_field, "")[:6]
         ctx.row["batch"] = batch
         try:
             if not (len(batch) == 6 and batch.isdigit()):
                 raise ValueError(f"batch {batch!r}")
             theirs = parse_cup_field_48(request.get("48", ""))[0] if cup else parse_intl_field_63(request.get("63", ""))
+            their_foreign = parse_cup_field_48_foreign(request.get("48", ""))[0] if cup else Totals()
         except ValueError:  # answer 30 and keep the request on the books
             ctx.row["reason"] = "bad_totals"
             if cup:
@@ -952,7 +962,7 @@ class Host:
             ctx.row["reason"] = "settlement_of_closed_batch"
             if cup:
                 settled = closed["uploaded_totals"] or closed["host_totals"]
-                ctx.response["48"] = cup_field_48(Totals(**settled), flag=CUP_BALANCED)
+                ctx.response["48"] = cup_field_48(Totals(**settled), flag=CUP_BALANCED, foreign_flag=CUP_BALANCED)
             self.ledger.update_settlement(closed["id"], attempts=closed["attempts"] + 1)
             return codes.APPROVED
         if not cup and request.get("3") == "960000":
@@ -963,7 +973,10 @@ class Host:
             mode = self.settings.cup_unbalanced_mode
             rc = codes.RECONCILE_ERROR if mode == "rc95" and not balanced else codes.APPROVED
             flag = CUP_BALANCED if balanced else CUP_ERROR if mode == "error" else CUP_UNBALANCED
-            ctx.response["48"] = cup_field_48(ours, flag=flag)
+            # every card of the stub counts as domestic: the foreign totals are zero on the host's side,
+            # and the foreign 对账应答码 says whether the terminal's foreign totals agree with that
+            foreign_flag = CUP_BALANCED if their_foreign == Totals() else CUP_UNBALANCED
+            ctx.response["48"] = cup_field_48(ours, flag=flag, foreign_flag=foreign_flag)
         else:
             rc = codes.APPROVED if balanced else codes.RECONCILE_ERROR
         at = ctx.now.isoformat(timespec="seconds")
@@ -1016,10 +1029,13 @@ class Host:
                 nmic = request.get("60", "")[8:11]
                 if nmic in (CUP_UPLOAD_END_UNBALANCED, CUP_UPLOAD_END_BALANCED):
                     return self._cup_upload_end(ctx, batch, nmic, settlement_id)
-                if nmic != CUP_UPLOAD_DATA:  # IC / offline upload formats: acknowledged, not interpreted
+                if nmic != CUP_UPLOAD_DATA:  # IC upload formats: acknowledged, not interpreted
                     ctx.row["reason"] = f"upload_{nmic}_not_interpreted"
                     return codes.APPROVED
-                for record in parse_cup_upload_field_48(request.get("48", "")):
+                if "48" not in request:  # one refund or offline record as a full message
+                    self.ledger.upsert_upload(self._cup_record_upload(ctx, batch, settlement_id, at))
+                    ctx.row["reason"] = "upload_record"
+                for record in parse_cup_upload_field_48(request["48"]) if "48" in request else ():
                     self.ledger.upsert_upload(dict(
                         settlement_id=settlement_id, tid=ctx.tid, batch=batch, original_stan=record.stan,
                         upload_stan=request["11"], amount_minor=record.amount_minor, pan_masked=mask_pan(record.pan),
@@ -1043,6 +1059,27 @@ class Host:
         if settlement_id is not None:
             self.ledger.update_settlement(settlement_id, upload_count=len(self.ledger.uploads_of(tid=ctx.tid, batch=batch)))
         return codes.APPROVED
+
+    def _cup_record_upload(self, ctx: _Ctx, batch: str, settlement_id: int | None, at: str) -> dict[str, Any]:
+        """The upload row of a CUP 0320 carrying one record in full: kind from 60.1, original STAN from
+        61.2, amount, card, RRN and approval code from 4, 2, 37 and 38.
+
+        Raises:
+            ValueError: 61 is not original batch N6 + STAN N6 + date N4, or 60.1 names no upload kind.
+        """
+        request = ctx.request
+        original = request.get("61", "")
+        if len(original) < 16 or not original[:16].isdigit():
+            raise ValueError(f"field 61 {original!r} is not original batch N6 + STAN N6 + date N4")
+        kind = kind_of_cup_type(request["60"][:2])
+        if kind is None or SETTLEMENT_CLASS.get(kind) is None:
+            raise ValueError(f"60.1 {request['60'][:2]!r} names no settlement record")
+        pan = request.get("2")
+        mti = layout(kind, "cup").mti
+        return dict(settlement_id=settlement_id, tid=ctx.tid, batch=batch, original_mti=mti, original_stan=original[6:12],
+                    upload_stan=request["11"], processing_code=request.get("3"), kind=kind, amount_minor=ctx.amount,
+                    pan_masked=mask_pan(pan) if pan else None, pan_token=self.ledger.pan_token(pan) if pan else None,
+                    rrn=request.get("37"), auth_code=request.get("38"), received_at=at)
 
     def _intl_upload_batch(self, ctx: _Ctx) -> str:
         """The batch an INTL 0320 belongs to when no settlement waits for an upload: the batch just
@@ -1084,7 +1121,8 @@ class Host:
 
         Returns the rebuilt totals and the records ``(kind, amount, business date)`` the payout is
         computed from.  CUP magstripe uploads (60.3 201) carry debit records only, so the host's
-        own credit-class records stay in the CUP batch as the host has them.
+        own credit-class records stay in the CUP batch as the host has them unless the terminal
+        uploaded them (one full 0320 per refund).
         """
         host_records = {r["stan"]: r for r in self.ledger.open_records(ctx.tid)}
         cup = self.family == "cup"
@@ -1224,6 +1262,11 @@ class Host:
 
     # ------------------------------------------------------------------ recording and answering
 
+    def _next_rrn(self, ctx: _Ctx) -> str:
+        """The RRN of this request's row: made from the id the ledger hands the row (no counter of its own)."""
+        seq = ctx.row["id"] = self.ledger.reserve_authorization_id()
+        return f"{clock_fields(ctx.now).yyddd}{seq % 10_000_000:07d}"
+
     def _base_response(self, request: Message, now: datetime) -> Message:
         response: Message = {"t": response_mti(request["t"])}
         response.update({k: request[k] for k in _ECHO if k in request})
@@ -1258,9 +1301,14 @@ class Host:
     def _seal(self, ctx: _Ctx) -> Message:
         """The MAC (when the request carried a good one), then the damage faults ask for.
 
+        Fields the host's layout does not define (a packager file that has no field 15, say) are left out.
+
         The damage comes after the MAC, as from a host whose bug sits between its MAC and its socket:
         a response with a shifted STAN or a missing 41 then also fails the terminal's MAC check.
         """
+        formats = self.dialect.formats
+        if any(k != "t" and k not in formats for k in ctx.response):  # a packager's layout without 15, 32 ...
+            ctx.response = {k: v for k, v in ctx.response.items() if k == "t" or k in formats}
         response = ctx.response
         directives = ctx.directives
         terminal = ctx.terminal

@@ -430,7 +430,7 @@ class HostServer:
                     if not keep_open:
                         return
         except FramingError as exc:
-            bound.warning("bad frame, closing connection", error=str(exc))
+            bound.warning("bad frame, closing connection", error=str(exc), expected=self.expects)
             self.journal.add(at=self._at(), peer=peer, outcome="bad_frame", error=str(exc))
         except (ConnectionError, asyncio.IncompleteReadError) as exc:
             bound.info("connection lost", error=repr(exc))
@@ -451,7 +451,7 @@ class HostServer:
         try:
             request = decode(frame.message, self.dialect)
         except CodecError as exc:
-            bound.warning("undecodable message", error=str(exc))
+            bound.warning("undecodable message", error=str(exc), expected=self.expects)
             answer = self._format_error(frame, exc, now, peer)
             if answer is None:
                 return False
@@ -586,6 +586,12 @@ class HostServer:
         interim = {k: v for k, v in response.items() if k not in ("15", "37", "38", "54", "62", "64")}
         interim["39"] = codes.REQUEST_IN_PROGRESS
         return self._frame(interim, request_frame, plan)
+
+    @property
+    def expects(self) -> str:
+        """What this port reads, for the log of a frame or message it could not: a terminal with
+        another dialect or framing is the usual cause."""
+        return f"{self.dialect.describe()} with {self.framing.describe()}"
 
     def _at(self) -> str:
         return self.clock.now().isoformat(timespec="seconds")

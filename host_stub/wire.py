@@ -35,16 +35,19 @@ from specs.codec import CodecError, Message, _to_wire_value, encode
 from specs.crypto import MAC_ALGORITHMS
 from specs.dialects import Dialect
 
-_SPECS: dict[str, dict[str, Any]] = {}
-#: Per dialect: the fields whose values go on the wire as they are (no ``=``/``D`` or case change).
-_PLAIN: dict[str, frozenset[str]] = {}
+#: Plain-dict copies of dialect specs, by the identity of the spec they copy (held, so that the
+#: identity stays unique): dialects built from profiles may share a name.
+_SPECS: dict[int, tuple[Any, dict[str, Any]]] = {}
+#: Per dialect spec (same keying): the fields whose values go on the wire as they are (no ``=``/``D`` or
+#: case change).
+_PLAIN: dict[int, tuple[Any, frozenset[str]]] = {}
 
 
 def _spec(dialect: Dialect) -> dict[str, Any]:
-    spec = _SPECS.get(dialect.name)
-    if spec is None:
-        spec = _SPECS[dialect.name] = dict(dialect.spec)
-    return spec
+    entry = _SPECS.get(id(dialect.spec))
+    if entry is None:
+        entry = _SPECS[id(dialect.spec)] = (dialect.spec, dict(dialect.spec))
+    return entry[1]
 
 
 def encode_response(message: Message, dialect: Dialect) -> bytes:
@@ -91,10 +94,11 @@ def _encode(message: Message, dialect: Dialect, *, signing: bool) -> bytes:
     if message.get("t") not in dialect.mandatory:
         return encode(message, dialect)  # an MTI the dialect does not know: the codec says so (raises)
     formats = dialect.formats
-    plain = _PLAIN.get(dialect.name)
-    if plain is None:
-        plain = _PLAIN[dialect.name] = frozenset(
-            k for k, f in formats.items() if k != "64" and _to_wire_value("=a", f, dialect) == "=a")
+    cached = _PLAIN.get(id(dialect.spec))
+    if cached is None:
+        cached = _PLAIN[id(dialect.spec)] = (dialect.spec, frozenset(
+            k for k, f in formats.items() if k != "64" and _to_wire_value("=a", f, dialect) == "=a"))
+    plain = cached[1]
     doc: dict[str, str] = {}
     for key, value in message.items():
         if key in plain and value.__class__ is str:

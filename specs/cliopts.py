@@ -1,7 +1,9 @@
-"""What both command-line tools share: the framing switches of a link, and how a bad database path is told.
+"""What both command-line tools share: the wire switches of a link, and how a bad database path is told.
 
-The dialect picks a default framing (:data:`specs.framing.DEFAULT_FRAMING`); each switch here
-overrides one part of it, because real links mix them (domain.md §1.2).
+The dialect picks a default framing (:data:`specs.framing.DEFAULT_FRAMING`); a host profile
+(``--profile``) may change that default, and each framing switch here overrides one part of it,
+because real links mix them.  ``--profile`` and ``--packager`` change the field layout (see
+:mod:`specs.profile` and :mod:`specs.packager`); terminal and host given the same files agree.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from typing import Any
 
 import click
 
+from specs.dialects import Dialect, load_dialect
 from specs.framing import DEFAULT_FRAMING, DEFAULT_MAX_FRAME_BYTES, Framing
+from specs.profile import ProfileError, shipped_profiles
 from specs.storage import WrongBooks
 
 #: The environment variable holding the stub host's control API token: ``pos-host serve`` reads it
@@ -31,6 +35,48 @@ def framing_options(func: Callable[..., Any]) -> Callable[..., Any]:
     func = click.option("--max-frame-bytes", type=click.IntRange(16, 65535), default=DEFAULT_MAX_FRAME_BYTES,
                         show_default=True, help="Reject a frame whose declared length is larger.")(func)
     return func
+
+
+def wire_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--profile FILE|NAME`` and ``--packager FILE.xml``."""
+    func = click.option("--packager", default=None, metavar="FILE.xml",
+                        help="jPOS GenericPackager XML file: the host's field layout (only its fields exist).")(func)
+    func = click.option("--profile", default=None, metavar="FILE|NAME",
+                        help="Host profile (YAML file, or a shipped one: " + ", ".join(shipped_profiles())
+                             + "); its dialect replaces --dialect.")(func)
+    return func
+
+
+def resolve_wire(dialect: str, profile: str | None, packager: str | None, length_prefix: str | None,
+                 tpdu: bool | None, cup_header: bool | None,
+                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> tuple[Dialect, Framing]:
+    """The dialect (``--dialect``, or the profile's, with the packager's fields) and its framing:
+    the dialect's default, then the profile's framing, then the framing switches.
+
+    Raises:
+        click.BadParameter: a malformed profile or packager file (file, line and key named).
+    """
+    try:
+        return link_of(dialect, profile, packager, length_prefix, tpdu, cup_header, max_frame_bytes)
+    except ProfileError as exc:
+        hint = "--packager" if packager and exc.file.endswith(".xml") else "--profile"
+        raise click.BadParameter(str(exc), param_hint=hint) from None
+
+
+def link_of(dialect: str, profile: str | None = None, packager: str | None = None, length_prefix: str | None = None,
+            tpdu: bool | None = None, cup_header: bool | None = None,
+            max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> tuple[Dialect, Framing]:
+    """:func:`resolve_wire` for callers that are not a command line.
+
+    Raises:
+        ProfileError: a malformed profile or packager file.
+    """
+    wire = load_dialect(dialect, profile, packager)
+    base = wire.profile.framing
+    framing = resolve_framing(wire.profile.base, length_prefix or base.get("length_prefix"),
+                              base.get("tpdu") if tpdu is None else tpdu,
+                              base.get("cup_header") if cup_header is None else cup_header, max_frame_bytes)
+    return wire, framing
 
 
 def resolve_framing(dialect: str, length_prefix: str | None, tpdu: bool | None, cup_header: bool | None,

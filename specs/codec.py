@@ -126,8 +126,7 @@ def decode(data: bytes, dialect: Dialect) -> Message:
     try:
         doc_dec, doc_enc = iso8583.decode(data, dialect.spec)
     except DecodeError as exc:
-        mti = exc.doc_dec.get("t") if exc.doc_dec else None
-        raise CodecError(exc.msg, field=exc.field, pos=exc.pos, mti=mti) from None
+        raise _decode_failure(exc, dialect) from None
     except KeyError as exc:  # a bitmap bit for a field the dialect does not define
         field = str(exc.args[0])
         raise CodecError(f"Field {field} is present in the bitmap but not defined in dialect {dialect.name}",
@@ -154,6 +153,30 @@ def _field_positions(doc_enc: Mapping[str, Mapping[str, bytes]]) -> dict[str, in
         positions[key] = offset
         offset += len(doc_enc[key]["len"]) + len(doc_enc[key]["data"])
     return positions
+
+
+def _decode_failure(exc: DecodeError, dialect: Dialect) -> CodecError:
+    """The error for a message pyiso8583 could not decode, naming the field that really failed.
+
+    A field sent in another layout than the dialect's (a BCD field 39 where ASCII is expected)
+    shifts every field after it, and pyiso8583 stops only where the shifted bytes run out, often
+    many fields later.  The first field already decoded whose content does not fit its format is
+    where the layouts parted; it is named, with where decoding stopped.
+    """
+    doc_dec, doc_enc = exc.doc_dec or {}, exc.doc_enc or {}
+    mti = doc_dec.get("t")
+    offset = 0
+    for key in sorted(doc_enc, key=_field_order):
+        start = offset
+        offset += len(doc_enc[key].get("len", b"")) + len(doc_enc[key].get("data", b""))
+        if key in ("h", "t", "p", "1") or key not in doc_dec or key == exc.field or key not in dialect.formats:
+            continue
+        fmt = dialect.formats[key]
+        problem = _value_problem(key, _from_wire_value(doc_dec[key], fmt, dialect), fmt)
+        if problem:
+            return CodecError(f"{problem}; the bytes after it do not decode either (stopped at field {exc.field}: "
+                              f"{exc.msg})", field=key, pos=start, mti=mti)
+    return CodecError(exc.msg, field=exc.field, pos=exc.pos, mti=mti)
 
 
 def decode_unvalidated(data: bytes, dialect: Dialect) -> Message:
@@ -223,7 +246,7 @@ def _value_problem(number: str, value: object, fmt: FieldFormat) -> str | None:
 
 
 def _to_wire_value(value: str, fmt: FieldFormat, dialect: Dialect) -> str:
-    if fmt.kind == "z" and dialect.bcd:
+    if fmt.kind == "z" and fmt.encoding == "bcd":
         return value.replace("=", "D")
     if fmt.kind == "b":
         return value.upper()
@@ -231,7 +254,7 @@ def _to_wire_value(value: str, fmt: FieldFormat, dialect: Dialect) -> str:
 
 
 def _from_wire_value(value: str, fmt: FieldFormat, dialect: Dialect) -> str:
-    if fmt.kind == "z" and dialect.bcd:
+    if fmt.kind == "z" and fmt.encoding == "bcd":
         return value.upper().replace("D", "=")
     if fmt.kind == "b":
         return value.upper()

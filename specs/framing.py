@@ -121,6 +121,15 @@ class Framing:
     def prefix_size(self) -> int:
         return 2 if self.length_prefix == "binary2" else 4
 
+    def describe(self) -> str:
+        """The framing in words, for hints and logs.
+
+        >>> Framing(tpdu=True).describe()
+        '2-byte binary length, TPDU, no CUP header'
+        """
+        length = "2-byte binary length" if self.length_prefix == "binary2" else "4-digit ASCII length"
+        return f"{length}, {'TPDU' if self.tpdu else 'no TPDU'}, {'CUP header' if self.cup_header else 'no CUP header'}"
+
     @property
     def overhead(self) -> int:
         """Bytes between the length prefix and the ISO message."""

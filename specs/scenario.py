@@ -818,6 +818,8 @@ class Scenario:
     merges: tuple[Merge, ...] = ()
     related: tuple[str, ...] = ()
     dialects: tuple[str, ...] = ()
+    #: Host profile both sides run with: a shipped profile's name or a file's absolute path.
+    profile: str | None = None
     host: HostSetup = field(default_factory=HostSetup)
     terminal_settings: Mapping[str, Any] = field(default_factory=_frozen)
     steps: tuple[Step, ...] = ()
@@ -1283,11 +1285,11 @@ class _Reader:
 
 _TOP_COMMON = ("id", "title", "reported_as", "reports", "scope", "status", "related")
 TOP_KEYS = {
-    "runnable": frozenset(_TOP_COMMON + ("merges", "dialects", "host", "terminal", "steps", "broken", "fix", "expect",
-                                         "runbook")),
+    "runnable": frozenset(_TOP_COMMON + ("merges", "dialects", "profile", "host", "terminal", "steps", "broken", "fix",
+                                         "expect", "runbook")),
     "outside": frozenset(_TOP_COMMON + ("reason", "runbook")),
     "merged": frozenset(_TOP_COMMON + ("merged_into",)),
-    "regression": frozenset(_TOP_COMMON + ("dialects", "host", "terminal", "steps", "expect", "runbook")),
+    "regression": frozenset(_TOP_COMMON + ("dialects", "profile", "host", "terminal", "steps", "expect", "runbook")),
 }
 TOP_REQUIRED = {
     "runnable": ("dialects", "steps", "fix", "expect"),
@@ -1318,8 +1320,9 @@ class _StepScope:
 
 
 class _Parser(_Reader):
-    def __init__(self, file: str) -> None:
+    def __init__(self, file: str, directory: Path | None = None) -> None:
         super().__init__(file)
+        self.directory = directory
         self.families: tuple[str, ...] = ()
 
     def scenario(self, root: _Y) -> Scenario:
@@ -1418,6 +1421,7 @@ class _Parser(_Reader):
         dialects = self.unique(e["dialects"], "dialects", self.str_or_list(
             e["dialects"], "dialects", lambda it, p: self.choice(it, p, tuple(DIALECT_FAMILIES))))
         self.families = tuple(dict.fromkeys(DIALECT_FAMILIES[d] for d in dialects))
+        profile = self.profile_ref(e["profile"], dialects) if "profile" in e else None
         host = self.host(e["host"]) if "host" in e else HostSetup()
         terminal_settings: Mapping[str, Any] = _frozen()
         if "terminal" in e:
@@ -1427,7 +1431,8 @@ class _Parser(_Reader):
                                                   "terminal settings")
         base = _StepScope(cards=set(host.registry.cards), fault_ids={f.id for f in host.faults if f.id})
         steps, scope = self.steps(e["steps"], "steps", base)
-        return dict(dialects=dialects, host=host, terminal_settings=terminal_settings, steps=steps), base, scope
+        return (dict(dialects=dialects, profile=profile, host=host, terminal_settings=terminal_settings, steps=steps),
+                base, scope)
 
     def runnable(self, e: dict[str, _Y], common: dict[str, Any]) -> Scenario:
         merges = self.merges(e["merges"], common["id"]) if "merges" in e else ()
@@ -1443,6 +1448,23 @@ class _Parser(_Reader):
         body, _, scope = self.body(e)
         expect = self.run_expectation(e["expect"], "expect", scope, broken=False)
         return Scenario(**common, **body, expect=Expectations(broken=None, fixed=expect))
+
+    def profile_ref(self, y: _Y, dialects: tuple[str, ...]) -> str:
+        """A host profile: a file next to the scenario file (its absolute path), or a shipped name.
+        It is loaded and checked here, and must start from the scenario's one dialect."""
+        from specs.profile import load_profile  # specs.profile reads YAML with this module
+
+        text = self.text(y, "profile", what="a profile name or file")
+        local = self.directory / text if self.directory is not None else None
+        ref = str(local.resolve()) if local is not None and local.is_file() else text
+        try:
+            wire = load_profile(ref)
+        except ScenarioError as exc:
+            self.fail(y, "profile", f"profile {text}: {exc}")
+        if any(d != wire.base for d in dialects):
+            self.expected(y, "profile", f"a profile of the scenario's dialect (profile {text} starts from "
+                                        f"{wire.base}, dialects are {', '.join(dialects)})")
+        return ref
 
     def merges(self, y: _Y, own: str) -> tuple[Merge, ...]:
         out = []
@@ -2060,17 +2082,18 @@ class _Parser(_Reader):
 # ============================================================================ entry points
 
 
-def parse_scenario(text: str, *, name: str) -> Scenario:
+def parse_scenario(text: str, *, name: str, directory: Path | None = None) -> Scenario:
     """Validate one scenario given as text.
 
     Args:
         text: the YAML document.
         name: the file name used in errors and checked against ``id`` (``"C07.yaml"``).
+        directory: where the file lives (a ``profile`` file is looked for there).
 
     Raises:
         ScenarioError: naming the file, line and key of the first problem.
     """
-    return _Parser(name).scenario(_compose(text, name))
+    return _Parser(name, directory).scenario(_compose(text, name))
 
 
 def load_scenario(path: str | Path) -> Scenario:
@@ -2081,7 +2104,7 @@ def load_scenario(path: str | Path) -> Scenario:
         OSError: the file cannot be read.
     """
     path = Path(path)
-    return parse_scenario(path.read_text(encoding="utf-8"), name=path.name)
+    return parse_scenario(path.read_text(encoding="utf-8"), name=path.name, directory=path.parent)
 
 
 def load_files(paths: Iterable[str | Path]) -> list[Scenario]:

@@ -272,6 +272,7 @@ def json_schema() -> dict[str, Any]:
         "merges": {"type": "array", "items": _object({"id": _enum(s.CAUSE_IDS), "citation": _TEXT},
                                                      keys=keys["merge"], required=("id", "citation"))},
         "dialects": _one_or_many(_enum(s.DIALECT_FAMILIES)),
+        "profile": {**_TEXT, "description": "a host profile: a shipped name or a YAML file beside this one"},
         "host": {"$ref": "#/$defs/host"},
         "terminal": _object({"settings": {"$ref": "#/$defs/terminal_settings"}}, keys=keys["terminal"]),
         "steps": {"$ref": "#/$defs/steps"},

@@ -82,9 +82,29 @@ def parse_intl_field_63(value: str) -> Totals:
                   credit_count=int(value[15:18]), credit_minor=int(value[18:30]))
 
 
-def cup_field_48(t: Totals, *, flag: str = "0") -> str:
-    domestic = f"{t.debit_minor:012d}{t.debit_count:03d}{t.credit_minor:012d}{t.credit_count:03d}{flag}"
-    return domestic + "0" * 30 + flag
+def intl_totals_field(t: Totals, layout: str = "pax90") -> str:
+    """INTL 0500 field 63 in a host's layout: ``pax90`` (the 30 digits and 60 zeros, PAX EDC) or
+    ``short30`` (the 30 digits alone).
+
+    >>> len(intl_totals_field(Totals(), "pax90")), len(intl_totals_field(Totals(), "short30"))
+    (90, 30)
+    """
+    full = intl_field_63(t)
+    return full if layout == "pax90" else full[:30]
+
+
+def _cup_part(t: Totals, flag: str) -> str:
+    return f"{t.debit_minor:012d}{t.debit_count:03d}{t.credit_minor:012d}{t.credit_count:03d}{flag}"
+
+
+def cup_field_48(t: Totals, *, flag: str = "0", foreign: Totals | None = None, foreign_flag: str = "0") -> str:
+    """CUP field 48 totals: domestic part (``t``, ``flag``) then the foreign part, each with its own
+    对账应答码 (the foreign one comes from comparing the foreign totals, never from the domestic).
+
+    >>> cup_field_48(Totals(debit_count=1, debit_minor=100), flag="1", foreign_flag="1")[30::31]
+    '11'
+    """
+    return _cup_part(t, flag) + _cup_part(foreign or Totals(), foreign_flag)
 
 
 def parse_cup_field_48(value: str) -> tuple[Totals, str]:
@@ -93,8 +113,23 @@ def parse_cup_field_48(value: str) -> tuple[Totals, str]:
     Raises:
         ValueError: naming the length or the non-digit found.
     """
+    return _parse_cup_part(value[:31], "domestic")
+
+
+def parse_cup_field_48_foreign(value: str) -> tuple[Totals, str]:
+    """Read the foreign part of CUP field 48 (offsets 31-61) and its 对账应答码; zeros and '0' when
+    the field stops after the domestic part.
+
+    Raises:
+        ValueError: naming the non-digit found.
+    """
+    part = value[31:62]
+    return _parse_cup_part(part, "foreign") if part else (Totals(), "0")
+
+
+def _parse_cup_part(value: str, which: str) -> tuple[Totals, str]:
     if len(value) < 31 or not value[:31].isdigit():
-        raise ValueError(f"Field 48 totals {value[:31]!r} are not 31 digits (N12 N3 N12 N3 N1)")
+        raise ValueError(f"Field 48 {which} totals {value[:31]!r} are not 31 digits (N12 N3 N12 N3 N1)")
     return (Totals(debit_minor=int(value[0:12]), debit_count=int(value[12:15]),
                    credit_minor=int(value[15:27]), credit_count=int(value[27:30])), value[30])
 

@@ -129,6 +129,15 @@ def identify(message: Mapping[str, str], family: str) -> str | None:
     return candidates[0]
 
 
+def kind_of_cup_type(cup_type: str) -> str | None:
+    """The transaction kind a CUP 60.1 names (60.1 alone tells them apart), or None.
+
+    >>> kind_of_cup_type("25"), kind_of_cup_type("99")
+    ('refund', None)
+    """
+    return next((kind for kind, (_, _, k_type, _, _) in _CUP.items() if k_type == cup_type), None)
+
+
 def _same_class(mti: str, layout_mti: str) -> bool:
     """0221 (repeat) is the same message class as 0220."""
     return mti[:3] == layout_mti[:3]

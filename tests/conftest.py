@@ -17,8 +17,8 @@ from host_stub.clock import BusinessClock
 from host_stub.host import Host
 from host_stub.ledger import Ledger
 from host_stub.server import HostServer
-from specs.dialects import get_dialect
-from specs.framing import DEFAULT_FRAMING
+from specs.dialects import Dialect, get_dialect
+from specs.framing import DEFAULT_FRAMING, Framing
 
 T = TypeVar("T")
 
@@ -42,11 +42,15 @@ def run_bounded(coro: Awaitable[T], timeout_seconds: float = ASYNC_TEST_TIMEOUT_
 
 
 @asynccontextmanager
-async def running_host(dialect_name: str, ledger: Ledger | None = None) -> AsyncIterator[HostServer]:
-    """An in-process stub host on 127.0.0.1 port 0; ``server.port`` is the bound port."""
-    dialect = get_dialect(dialect_name)
+async def running_host(dialect_name: str, ledger: Ledger | None = None, *, dialect: Dialect | None = None,
+                       framing: Framing | None = None) -> AsyncIterator[HostServer]:
+    """An in-process stub host on 127.0.0.1 port 0; ``server.port`` is the bound port.
+
+    ``dialect`` and ``framing`` (a profile's or a packager's) replace the built-in ones of ``dialect_name``.
+    """
+    dialect = dialect or get_dialect(dialect_name)
     books = ledger or Ledger(":memory:")
-    server = HostServer(Host(books, dialect), dialect=dialect, framing=DEFAULT_FRAMING[dialect_name],
+    server = HostServer(Host(books, dialect), dialect=dialect, framing=framing or DEFAULT_FRAMING[dialect_name],
                         clock=BusinessClock())
     await server.start("127.0.0.1", 0)
     try:

@@ -21,8 +21,8 @@ from emulator.terminal import Books, Operation, Result, Terminal
 from host_stub.faults import Fault
 from host_stub.ledger import Ledger
 from host_stub.server import HostServer
-from specs.dialects import get_dialect
-from specs.framing import DEFAULT_FRAMING
+from specs.dialects import Dialect, get_dialect
+from specs.framing import DEFAULT_FRAMING, Framing
 
 TID = "10000001"
 NOW = datetime(2026, 11, 22, 9, 30, 15)
@@ -40,15 +40,18 @@ class Pos:
     settings: TerminalSettings = FAST
     timeout: float = 0.5
     tid: str = TID
+    #: A dialect and framing built from a profile or packager (None: the built-in ones of dialect_name).
+    wire: Dialect | None = None
+    framing: Framing | None = None
 
     async def __call__(self, operation: Operation, **changes: Any) -> Result:
-        dialect = get_dialect(self.dialect_name)
+        dialect = self.wire or get_dialect(self.dialect_name)
         settings = self.settings if not changes else _with(self.settings, **changes)
-        terminal = Terminal(Profile(family=dialect.family, tid=self.tid), self.journal.load(),
+        terminal = Terminal(Profile(family=dialect.family, tid=self.tid, wire=dialect.profile), self.journal.load(),
                             response_timeout_seconds=self.timeout, settings=settings)
         return await run_operation(operation, terminal=terminal, journal=self.journal,
                                    endpoint=Endpoint(host="127.0.0.1", port=self.port, connect_timeout_seconds=1.0),
-                                   framing=DEFAULT_FRAMING[self.dialect_name], dialect=dialect)
+                                   framing=self.framing or DEFAULT_FRAMING[self.dialect_name], dialect=dialect)
 
     @property
     def books(self) -> Books:

@@ -29,7 +29,7 @@ from emulator.terminal import (
 )
 from specs.crypto import DEFAULT_TEST_TMK, build_key_block
 from specs.masking import mask_pan
-from specs.totals import parse_cup_upload_field_48, parse_intl_field_63
+from specs.totals import cup_field_48, parse_cup_upload_field_48, parse_intl_field_63
 from tests.emulator.helpers import (
     CLOSE,
     MAK,
@@ -96,7 +96,7 @@ def test_cup_sign_on_adopts_the_host_batch_and_key_mode_004() -> None:
     rig.host.rules.append(when("0800", lambda r: {**rig.host.approve(r), "60": "00" + "000042" + "004"}))
     run = rig.run(SignOn(now=NOW))
     assert run.sent[0]["60"] == "00000001004" and run.result.outcome is Outcome.APPROVED
-    assert rig.books.batch == 42 and sale(rig).sent[-1]["60"] == "22000042000"
+    assert rig.books.batch == 42 and sale(rig).sent[-1]["60"] == "2200004200050"  # 60.1 60.2 60.3 + 60.4 read capability 5, 60.5 IC condition 0
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -679,3 +679,26 @@ def test_the_core_decides_when_the_reversal_at_idle_follows() -> None:
     assert (folded.details["reversal_sent"], folded.details["reversal_cleared"], folded.details["reversal_pending"]) == (
         True, True, False)
     assert folded.details["idle"]["outcome"] == idle.outcome.value and not rig.books.reversals
+
+
+def test_cup_foreign_imbalance_is_an_imbalance_even_when_the_domestic_part_agrees() -> None:
+    rig = Rig("cup")
+    sale(rig)
+    totals = rig.books.open_batch_totals()
+    rig.host.rules.append(when("0500", lambda r: {**rig.host.approve(r),
+                                                  "48": cup_field_48(totals, flag="1", foreign_flag="2")}))
+    run = rig.run(Settle(now=NOW))
+    assert run.mtis() == ["0500", "0320", "0320"] and run.sent[-1]["60"][8:] == "202"
+
+
+def test_cup_refunds_and_offline_sales_are_uploaded_one_per_full_0320() -> None:
+    rig = Rig("cup")
+    sale(rig, 1000)
+    rig.run(Refund(now=NOW, amount_minor=200))
+    rig.run(OfflineSale(now=NOW, amount_minor=300, card=card_for("cup")))
+    rig.host.balanced = False
+    run = rig.run(Settle(now=NOW))
+    uploads = [m for m in run.sent if m["t"] == "0320"]
+    assert [(m["60"][:2], "48" in m, m.get("4")) for m in uploads] == [
+        ("00", True, None), ("25", False, "000000000200"), ("30", False, "000000000300"), ("00", True, None)]
+    assert len(parse_cup_upload_field_48(uploads[0]["48"])) == 1 and uploads[-1]["48"] == "0003"

@@ -192,9 +192,9 @@ def mac_message(message: Message, dialect: Dialect, mak: bytes) -> Message:
     return {**message, "64": MAC_ALGORITHMS[algorithm](mak, block).hex().upper()}
 
 
-def _needs_mac(message: Message) -> bool:
-    """A request a terminal holding keys MACs: not network management, not already MACed."""
-    return "64" not in message and not message.get("t", "").startswith("08")
+def _needs_mac(message: Message, dialect: Dialect) -> bool:
+    """A request a terminal holding keys MACs: one its wire profile MACs, not already MACed."""
+    return "64" not in message and dialect.profile.carries_mac(message.get("t", ""))
 
 
 def make_terminal(dialect_name: str, **kwargs: Any) -> FakeTerminal:
@@ -220,7 +220,8 @@ def ask(host: Host, message: Message, *, now: datetime = NOW, directives: Direct
     """One request through the pure core; a terminal that signed on MACs it (field 64 under the MAK
     the host issued it) unless it already carries a MAC or ``mac`` is False."""
     registered = host.registry.terminal(message.get("41", ""))
-    if mac and _needs_mac(message) and registered is not None and registered.keys_valid and registered.mak:
+    if (mac and _needs_mac(message, host.dialect) and registered is not None and registered.keys_valid
+            and registered.mak):
         message = mac_message(message, host.dialect, bytes.fromhex(registered.mak))
     return host.handle(message, now=now, directives=directives or Directives())
 
@@ -258,7 +259,7 @@ class WireClient:
     async def send(self, message: Message) -> None:
         """Write one request; one of a TID that signed on here is MACed first (``auto_mac``)."""
         mak = self.maks.get(message.get("41", ""))
-        if self.auto_mac and mak is not None and _needs_mac(message):
+        if self.auto_mac and mak is not None and _needs_mac(message, self.dialect):
             message = mac_message(message, self.dialect, mak)
         await self.send_raw(self.frame_bytes(message))
 

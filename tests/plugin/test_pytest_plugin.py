@@ -230,3 +230,57 @@ def test_the_guarded_host_is_driven(pos_host, pos_terminal):
                 "--pos-control", f"http://127.0.0.1:{host.ready['control_port']}"]
         pytester.runpytest(*args).assert_outcomes(errors=1)  # no token: the reset before the test is refused
         pytester.runpytest(*args, "--pos-control-token", "t0ken").assert_outcomes(passed=1)
+
+
+PROFILE_TESTS = '''
+import pytest
+
+
+@pytest.mark.pos_profile("intl-pcode-signon")
+def test_a_shipped_profile_shapes_both_sides(pos_host, pos_terminal):
+    assert pos_host.profile == "intl-pcode-signon" and pos_host.dialect == "intl-bcd"
+    sign_on = pos_terminal.signon()
+    assert sign_on.outcome.value == "approved"
+    sent = [e["message"] for e in sign_on.details["trace"] if e["kind"] == "sent"]
+    assert sent[0]["3"] == "920000" and "70" not in sent[0]
+    assert pos_terminal.sale("3.00").outcome.value == "approved"
+    assert pos_terminal.settle().outcome.value == "balanced"
+
+
+@pytest.mark.pos_profile("acme.yaml")
+def test_a_profile_file_next_to_the_test(pos_host, make_pos_terminal):
+    terminal = make_pos_terminal()
+    assert pos_host.dialect == "cup" and terminal.options().dialect.describe().startswith("cup (profile acme")
+    assert terminal.signon().outcome.value == "approved"
+    mismatched = make_pos_terminal(tid="10000002", profile="intl-currency-ascii4")
+    assert "check --dialect / --tpdu / --length-prefix" in mismatched.signon().text
+'''
+
+
+def test_profiles_in_a_teams_tests(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_profiles=PROFILE_TESTS)
+    pytester.path.joinpath("acme.yaml").write_text("dialect: cup\ndescription: ACME\n", encoding="utf-8")
+    pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=2)
+    bad = pytester.runpytest("--pos-profile", "nosuch.yaml", "--co")
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR
+    bad.stderr.fnmatch_lines(["*--pos-profile: nosuch.yaml line 1: no such file, and not a shipped profile*"])
+
+
+def test_a_scenario_file_runs_with_its_host_profile(tmp_path: Path) -> None:
+    text = (SCENARIO_DIR / "C40.yaml").read_text(encoding="utf-8")
+    text = text.replace("dialects: [intl-bcd, cup]", "dialects: [intl-bcd]\nprofile: edc.yaml")
+    (tmp_path / "edc.yaml").write_text('dialect: intl-bcd\nintl_sign_on: "3=920000"\n', encoding="utf-8")
+    (tmp_path / "C40.yaml").write_text(text, encoding="utf-8")
+    scenario = load_scenario(tmp_path / "C40.yaml")
+    assert scenario.profile == str((tmp_path / "edc.yaml").resolve())
+    result = run(MatrixOptions(scenarios=(scenario,), response_timeout_seconds=0.5))
+    row, = result.rows
+    assert row.symptom_reproduced and row.resolved, row.as_dict()
+    sign_ons = [t.message for d in row.dialects for r in d.runs.values() for t in r.trace
+                if t.kind == "sent" and t.message and t.message.get("t") == "0800"]
+    assert sign_ons and all(m.get("3") == "920000" and "70" not in m for m in sign_ons)
+
+    (tmp_path / "C40.yaml").write_text(text.replace("dialects: [intl-bcd]", "dialects: [cup]"), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"C40.yaml line \d+: key 'profile': expected a profile of the scenario's "
+                                         r"dialect \(profile edc.yaml starts from intl-bcd, dialects are cup\)"):
+        load_scenario(tmp_path / "C40.yaml")

@@ -152,3 +152,26 @@ def test_codec_error_survives_pickling() -> None:
     err = CodecError("Field 4 holds 'x'", field="4", pos=3, mti="0200")
     again = pickle.loads(pickle.dumps(err))
     assert (str(again), again.field, again.pos, again.mti) == (str(err), "4", 3, "0200")
+
+
+def test_a_bcd_field_39_is_reported_at_field_39_not_where_decoding_ran_out() -> None:
+    """A peer that sends 39 as one BCD byte shifts every field after it; pyiso8583 stops at field
+    70, where the bytes run out, but the layouts parted at 39."""
+    wire = (b"\x08\x10" b"\x80\x20\x00\x00\x02\x80\x00\x00" b"\x04\x00\x00\x00\x00\x00\x00\x00"  # 11 | 39 41 | 70
+            b"\x00\x00\x01" b"\x00"  # 39 as BCD 00, where 2 ASCII characters belong
+            b"10000001" b"\x00\x01")
+    with pytest.raises(CodecError) as exc_info:
+        decode(wire, get_dialect("intl-bcd"))
+    assert (exc_info.value.field, exc_info.value.pos, exc_info.value.mti) == ("39", 21, "0810")
+    assert str(exc_info.value) == (
+        "Field 39 holds '\\x001', expecting letters, digits and spaces only (an 2); the bytes after it do not "
+        "decode either (stopped at field 70: Field data is 2 nibbles, expecting 3): field 39 pos 21 mti 0810")
+
+
+def test_a_cup_answer_with_a_bcd_field_39_names_field_39() -> None:
+    wire = (b"\x02\x10" b"\x20\x20\x00\x00\x02\xC0\x00\x10" b"\x00\x00\x00" b"\x00\x00\x02"
+            b"\x00"  # 39 as BCD
+            b"10000001" b"123456789012345" b"\x00\x11\x22\x00\x00\x01\x00\x00")
+    with pytest.raises(CodecError) as exc_info:
+        decode(wire, get_dialect("cup"))
+    assert exc_info.value.field == "39" and exc_info.value.pos == 16

@@ -100,7 +100,7 @@ CASES = [
      b"\x02\x00"
      b"\x70\x24\x04\x80\x00\xC0\x80\x10"  # bits 2 3 4 | 11 14 | 22 | 25 | 41 42 | 49 | 60
      b"\x16\x62\x29\x14\x17\x77\x63\x17\x00"
-     b"\x00\x00\x00" b"\x00\x00\x00\x00\x12\x34" b"\x00\x00\x02" b"\x31\x06" b"\x00\x12" b"\x00"
+     b"\x00\x00\x00" b"\x00\x00\x00\x00\x12\x34" b"\x00\x00\x02" b"\x31\x06" b"\x01\x20" b"\x00"  # 22 left-aligned
      b"10000001" b"123456789012345" b"156" b"\x00\x11\x22\x00\x00\x01\x00\x00"),
     ("cup", "0210 approval",
      {"t": "0210", "3": "000000", "4": "000000001234", "11": "000002", "12": "093015", "13": "1122",
@@ -117,7 +117,7 @@ CASES = [
      b"\x04\x00"
      b"\x70\x24\x04\x80\x02\xC0\x80\x11"  # ... 39 | 41 42 | 49 | 60 64
      b"\x16\x62\x29\x14\x17\x77\x63\x17\x00"
-     b"\x00\x00\x00" b"\x00\x00\x00\x00\x12\x34" b"\x00\x00\x02" b"\x31\x06" b"\x00\x12" b"\x00"
+     b"\x00\x00\x00" b"\x00\x00\x00\x00\x12\x34" b"\x00\x00\x02" b"\x31\x06" b"\x01\x20" b"\x00"  # 22 left-aligned
      b"98" b"10000001" b"123456789012345" b"156" b"\x00\x11\x22\x00\x00\x01\x00\x00"
      b"\x01\x02\x03\x04\x05\x06\x07\x08"),
     ("cup", "0500 settlement",
@@ -128,6 +128,26 @@ CASES = [
      b"\x00\x00\x05" b"10000001" b"123456789012345"
      b"\x00\x62" + bytes.fromhex(CUP_48) +
      b"156" b"\x00\x11\x00\x00\x00\x01\x20\x10" b"\x00\x03" b"001"),
+    ("cup", "0200 alignments: 19-digit PAN, 22 left, 23 right, 60 with 60.4/60.5",
+     {"t": "0200", "2": "6229141777631700123", "3": "000000", "4": "000000001234", "11": "000002", "22": "051",
+      "23": "001", "25": "00", "41": "10000001", "42": "123456789012345", "49": "156", "60": "2200000100050"},
+     b"\x02\x00"
+     b"\x70\x20\x06\x80\x00\xC0\x80\x10"  # bits 2 3 4 | 11 | 22 23 | 25 | 41 42 | 49 | 60
+     b"\x19\x62\x29\x14\x17\x77\x63\x17\x00\x12\x30"  # LLVAR: left-aligned, pad 0 after
+     b"\x00\x00\x00" b"\x00\x00\x00\x00\x12\x34" b"\x00\x00\x02"
+     b"\x05\x10"  # 22 服务点输入方式码 N3: left-aligned (左靠)
+     b"\x00\x01"  # 23 卡序列号 N3: right-aligned (右靠)
+     b"\x00" b"10000001" b"123456789012345" b"156"
+     b"\x00\x13\x22\x00\x00\x01\x00\x05\x00"),  # 13 nibbles: 22 000001 000 5 0, pad 0 after
+    ("cup", "0810 sign-on answer with 32 and 37",
+     {"t": "0810", "11": "000007", "12": "093015", "13": "1122", "32": "12345", "37": "263260000001", "39": "00",
+      "41": "10000001", "42": "123456789012345", "60": "00000001003", "62": "0102"},
+     b"\x08\x10"
+     b"\x00\x38\x00\x01\x0A\xC0\x00\x14"  # bits 11 12 13 | 32 | 37 39 | 41 42 | 60 62
+     b"\x00\x00\x07" b"\x09\x30\x15" b"\x11\x22"
+     b"\x05\x12\x34\x50"  # 32 N..11: 5 digits, left-aligned
+     b"263260000001" b"00" b"10000001" b"123456789012345"
+     b"\x00\x11\x00\x00\x00\x01\x00\x30" b"\x00\x02\x01\x02"),
 ]
 
 
@@ -183,3 +203,22 @@ def test_repeat_mti_is_a_message_of_its_own() -> None:
     wire = b"0221" b"3020000000C00000" b"000000" b"000000000100" b"000007" b"10000001" b"123456789012345"
     assert encode(fields, get_dialect("intl-ascii")) == wire
     assert decode(wire, get_dialect("intl-ascii")) == fields
+
+
+def test_every_odd_length_cup_numeric_has_the_cup_alignment() -> None:
+    """22 is left-aligned and 23 right-aligned (the CUP field table: 左靠 / 右靠); every variable
+    BCD numeric (2, 32, 48, 60, 61) and the track data (35, 36) are left-aligned, padded after."""
+    spec = get_dialect("cup").spec
+    assert spec["22"].get("right_pad") == "0" and "left_pad" not in spec["22"]
+    assert spec["23"].get("left_pad") == "0" and "right_pad" not in spec["23"]
+    for number in ("2", "32", "48", "60", "61"):
+        assert spec[number].get("right_pad") == "0" and "left_pad" not in spec[number], number
+    for number in ("35", "36"):
+        assert spec[number].get("right_pad") == "F", number
+
+
+def test_a_real_cup_terminal_s_entry_mode_reads_as_sent() -> None:
+    """``01 20`` in field 22 is "012" (manual entry, no PIN), not "120"."""
+    wire = (b"\x02\x00" b"\x20\x20\x04\x80\x00\xC0\x80\x10" b"\x00\x00\x00" b"\x00\x00\x02" b"\x01\x20"
+            b"\x00" b"10000001" b"123456789012345" b"156" b"\x00\x11\x22\x00\x00\x01\x00\x00")
+    assert decode(wire, get_dialect("cup"))["22"] == "012"

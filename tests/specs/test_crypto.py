@@ -168,7 +168,7 @@ def test_mac_data_of_a_cup_sale_is_mti_to_field_60() -> None:
     assert mac_data(CUP_SALE, get_dialect("cup")) == (
         b"\x02\x00"
         b"\x30\x20\x04\x80\x00\xC0\x80\x11"  # bits 3 4 | 11 | 22 | 25 | 41 42 | 49 | 60 64
-        b"\x00\x00\x00" b"\x00\x00\x00\x00\x12\x34" b"\x00\x00\x02" b"\x00\x22" b"\x00"
+        b"\x00\x00\x00" b"\x00\x00\x00\x00\x12\x34" b"\x00\x00\x02" b"\x02\x20" b"\x00"  # 22 left-aligned
         b"10000001" b"123456789012345" b"156" b"\x00\x08" b"\x22\x00\x00\x01")
 
 
