@@ -241,7 +241,7 @@ def _now_iso() -> str:
 
 
 def crash_now(point: str) -> None:
-    """Die like a power cut: no cleanup of any kind (domain.md §3.1 crash points)."""
+    """Die like a power cut: no cleanup of any kind (docs/domain.md#crash-points crash points)."""
     os.write(2, f"pos-terminal: crashed at point {point} (--crash-at)\n".encode())
     os._exit(CRASH_EXIT_CODE)
 

@@ -136,7 +136,7 @@ def _common_options(func: Callable[..., Any], *, top: bool) -> Callable[..., Any
         click.option("--set", "overrides", multiple=True, metavar="NAME=VALUE",
                      help="Override one setting (repeatable), e.g. --set final_reversal_codes=00,12,25."),
         click.option("--crash-at", type=click.Choice(sorted(CRASH_POINTS)), default=None,
-                     help="Die like a power cut at this crash point (domain.md §3.1 a-g)."),
+                     help="Die like a power cut at this crash point (docs/domain.md#crash-points a-g)."),
         click.option("--operator", default=None, metavar="ID",
                      help="Operator doing the command (3 digits, CUP 63.1); default: the first supervisor of the "
                           "operators setting, or 001."),

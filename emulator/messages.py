@@ -3,7 +3,7 @@
 The MTI, processing code, CUP 60.1 and field 25 of every transaction come from
 :func:`specs.transactions.layout`, the table the host recognises requests with, so the two sides
 cannot drift apart.  What this module adds is which data elements each request carries
-(domain.md §F1-§F10 and the wire contract shared with the host):
+(docs/domain.md#message-flows, F1-F10 and the wire contract shared with the host):
 
 * network management: INTL ``0800`` 70 = 001 sign-on / 002 sign-off / 301 echo, 24 = NII;
   CUP sign-on ``0800`` 60 = "00" + batch + 001|003|004, 63 = operator, 62 = device information
@@ -97,7 +97,7 @@ class Original:
     local_date: str  # MMDD
 
 
-#: CUP 0800/0820 60.3 network management codes (domain.md §2.2).
+#: CUP 0800/0820 60.3 network management codes (docs/domain.md#message-flows).
 CUP_SIGN_OFF = "002"
 CUP_ECHO = "301"
 #: INTL field 70 network management codes.
@@ -264,7 +264,7 @@ class UploadItem:
 
 
 def intl_upload_request(profile: Profile, item: UploadItem, *, stan: str, now: datetime) -> Message:
-    """INTL 0320 for one record (domain.md §F9 step 5)."""
+    """INTL 0320 for one record (docs/domain.md#f9 step 5)."""
     message = _base(profile, "0320", stan, now)
     message.update({"2": item.pan, "3": intl_upload_processing_code(item.processing_code),
                     "4": f"{item.amount_minor:012d}", "12": item.local_time, "13": item.local_date,
@@ -284,7 +284,7 @@ def cup_card_org(pan: str) -> str:
 
 def cup_upload_request(profile: Profile, items: list[UploadItem], *, stan: str, batch: str,
                        now: datetime) -> Message:
-    """CUP 0320 60.3 = 201 carrying up to 8 records in field 48 (domain.md §F10 step 3)."""
+    """CUP 0320 60.3 = 201 carrying up to 8 records in field 48 (docs/domain.md#f10 step 3)."""
     message = _base(profile, "0320", stan, now)
     records = [UploadRecord(stan=i.stan, pan=i.pan, amount_minor=i.amount_minor, card_org=cup_card_org(i.pan))
                for i in items]

@@ -1,7 +1,7 @@
 """The terminal's settings: fix toggles, limits, keys and terminal-side faults.
 
 Every protective behaviour is a named toggle, default on, so that a scenario can run the flawed
-terminal real fleets have (``DESIGN.md``: "Terminal: durable state and fix toggles").  Settings
+terminal real fleets have (``docs/architecture.md``: how to add a terminal setting).  Settings
 come from a YAML file (``--config FILE``) and from ``--set name=value`` (repeatable, applied after
 the file), and are checked eagerly: an unknown name or a value of the wrong kind is an error that
 names the setting and what was expected.

@@ -10,15 +10,15 @@ Rules (after h11 ``_state.py``):
    that the shell performs *in the order given*.  The order of actions is the crash-safety
    contract: the pending reversal is stored before the request that needs it is sent, an approval
    is journalled before the receipt is printed, the batch is closed only after the host closed it.
-   :class:`CrashPoint` markers sit at the points of domain.md §3.1 where a power cut is
+   :class:`CrashPoint` markers sit at the points of docs/domain.md#crash-points where a power cut is
    interesting; the shell dies there when told to (``--crash-at``).
 3. Local misuse raises :class:`TerminalUsageError` (starting an operation while one is running).
    Anything the host, the network or the printer does is an input and never raises: a stray, late
    or foreign answer is :class:`ResponseStray`, garbage is :class:`MessageUnreadable`.
 
 Theory of operation.  The table below is about *waiting*: which inputs each state accepts and where
-they lead.  An operation (sale, settle, ...) is a *flow*: a generator that reads like domain.md
-§F4-§F10 — "send pending reversals; sign on if told to; store R; send the 0200; on 00 commit, then
+they lead.  An operation (sale, settle, ...) is a *flow*: a generator that reads like the flows
+F4-F10 of docs/domain.md — "send pending reversals; sign on if told to; store R; send the 0200; on 00 commit, then
 print; trickle one advice".  Each time a flow needs the outside world it yields what it waits for:
 
 * an exchange (a request and its answer)  -> CONNECTING / AWAITING_RESPONSE
@@ -31,10 +31,10 @@ dropped after any exchange that failed (timeout, lost link, garbage), so a late 
 reach a later exchange.
 
 A response matches when its MTI is the request MTI + 10 and fields 11 (STAN) and 41 (TID) equal
-the request's (domain.md §1.4, jPOS QMUX key "41, 11").  Anything else is stray: ignored here and
+the request's (docs/domain.md#requestresponse-matching-and-timers, jPOS QMUX key "41, 11").  Anything else is stray: ignored here and
 never taken for an approval; the timer keeps running.
 
-What the flows guarantee (domain.md §8): no pending reversal is left behind when a financial
+What the flows guarantee (docs/domain.md#invariants): no pending reversal is left behind when a financial
 request goes out (G5: reversals first, and a new STAN for every request); a financial request is
 never sent twice (only reversals, advices and uploads are repeated); an approval whose MAC fails
 is never committed and is reversed with reason A0; queued advices and pending reversals are gone
@@ -185,7 +185,7 @@ def purged(record: JournalRecord) -> JournalRecord:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class PendingReversal:
-    """R: a reversal owed to the host for one financial request (domain.md §F7)."""
+    """R: a reversal owed to the host for one financial request (docs/domain.md#f7)."""
 
     stan: str
     kind: str
@@ -204,7 +204,7 @@ Edit = tuple[str, Mapping[str, Any]]
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Advice:
-    """Q: one store-and-forward advice (0220 / 0120), repeated with the repeat MTI (domain.md §F6)."""
+    """Q: one store-and-forward advice (0220 / 0120), repeated with the repeat MTI (docs/domain.md#f6)."""
 
     stan: str
     kind: str
@@ -233,7 +233,7 @@ class SettlementStage(enum.Enum):
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class SettlementState:
-    """S: an unfinished settlement (domain.md §3.1); blocks new transactions until closed."""
+    """S: an unfinished settlement (docs/domain.md#crash-points); blocks new transactions until closed."""
 
     batch: str
     stage: SettlementStage
@@ -685,7 +685,7 @@ class Print:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class CrashPoint:
-    """A crash point of domain.md §3.1 ("a".."g"): the shell dies here when armed for it."""
+    """A crash point of docs/domain.md#crash-points ("a".."g"): the shell dies here when armed for it."""
 
     point: str
 
@@ -1692,7 +1692,7 @@ class Terminal:
         return eligible[-1] if eligible else None
 
     def _local_refusal(self, op: Financial, kind: str, amount: int) -> str | None:
-        """Reasons to refuse without any traffic (domain.md §F4 pre-conditions)."""
+        """Reasons to refuse without any traffic (docs/domain.md#f4 pre-conditions)."""
         s, books = self.settings, self.books
         if books.settlement is not None and s.block_sales_while_settling:
             return (f"settlement of batch {books.settlement.batch} is pending ({books.settlement.stage.value}): "

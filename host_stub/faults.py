@@ -1,6 +1,6 @@
 """Deterministic fault injection: a :class:`When` selector plus an action, folded into a :class:`Plan`.
 
-Rules (style-anchors docs/domain.md#fault-primitives rule 8, after Toxiproxy's toxics and pymodbus's manipulator):
+Rules (after Toxiproxy's toxics and pymodbus's manipulator):
 
 1. A fault is attributes only: a frozen :class:`Fault` holding a :class:`When` and one action
    dataclass.  Actions do one thing each: ``apply(plan)`` returns a new plan.  Faults that match a

@@ -21,7 +21,7 @@ per-kind rules below.  Approvals get an RRN (37), an approval code (38) and the 
 (15) from the business calendar.
 
 =================  ============================================================================
-kind               rules (domain.md §3, §5; wire contract in ``host_stub/__init__.py``)
+kind               rules (docs/domain.md#message-flows, docs/domain.md#response-codes; wire contract in ``host_stub/__init__.py``)
 =================  ============================================================================
 sale, preauth      card (14 Luhn/unknown, 62/57/59 status, 54 expiry, 55/99 PIN), per-transaction
                    cap 13, daily count 65 / amount 61 per merchant, terminal and card, balance 51;
@@ -160,7 +160,7 @@ class Answer:
     mac_key: str | None = None
 
 
-#: CUP header 处理要求 values the core sets (domain.md §1.2).
+#: CUP header 处理要求 values the core sets (docs/domain.md#frame-layout).
 DOWNLOAD_PARAMETERS = "1"
 TMS_DOWNLOAD = "6"
 
@@ -441,7 +441,7 @@ class Host:
         return None
 
     def _check_parties(self, ctx: _Ctx) -> str | None:
-        """Terminal and merchant registration, status and region (domain.md C06, C15, C19)."""
+        """Terminal and merchant registration, status and region (docs/domain.md#c06, #c15, #c19)."""
         terminal, merchant = ctx.terminal, ctx.merchant
         if terminal is None:
             ctx.row["reason"] = "unknown_terminal"
@@ -473,7 +473,7 @@ class Host:
 
     def _check_mac(self, ctx: _Ctx) -> None:
         """Verify field 64 when present (required with ``require_mac``); count consecutive failures
-        (domain.md F1 host side, C08)."""
+        (docs/domain.md#f1 host side, #c08)."""
         terminal = ctx.terminal
         if terminal is None:
             ctx.mac_state = "bad" if "64" in ctx.request else "absent"

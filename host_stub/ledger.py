@@ -1,6 +1,6 @@
 """The host's books in SQLite: authorizations, settlements and uploads, payouts, tombstones, registry.
 
-Tables (domain.md §7):
+Tables (docs/domain.md#funding-and-payout-ledger):
 
 ``authorizations``
     One row per request received (network management, settlement and uploads included) and its

@@ -1,4 +1,4 @@
-"""Host policy switches: acquirer conventions that differ between real hosts (domain.md §9, §10).
+"""Host policy switches: acquirer conventions that differ between real hosts (docs/domain.md#fault-primitives, docs/domain.md).
 
 These are *settings*, not faults: they describe how a host behaves all the time (how it answers
 a reversal whose original it never saw, how CUP imbalance is signalled, whether unknown terminals
@@ -37,7 +37,7 @@ from host_stub.validation import (
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class FeeRule:
-    """A merchant discount rate in force from ``effective_from`` (domain.md §C34)."""
+    """A merchant discount rate in force from ``effective_from`` (docs/domain.md#c34)."""
 
     effective_from: date
     rate_bps: int = 0
@@ -87,7 +87,7 @@ class HostSettings:
         strict_registry: unknown TID -> 97, unknown MID -> 03, unknown card -> 14.  Off: unknown
             terminals and merchants are enrolled on first sight, unknown cards are accepted.
         strict_batch: CUP financial request whose 60.2 differs from the host's batch -> 77
-            (domain.md §4, C09 ``force_batch``).
+            (docs/domain.md#dialects-and-framing, C09 ``force_batch``).
         require_daily_signon: financial request from a terminal not signed on this business day -> 22.
         reversal_unknown_rc: answer to a reversal whose original is unknown (C40): 25, 12 or 00.
         late_original_rc: answer to an original that arrives after its reversal (never posted).

@@ -1,6 +1,6 @@
 """Framing: length prefix, optional TPDU, optional CUP 6-byte header, around one ISO message.
 
-Wire layout (domain.md §1.1, §4)::
+Wire layout (docs/domain.md#frame-layout, docs/domain.md#dialects-and-framing)::
 
     [length: 2-byte big-endian | 4 ASCII digits][TPDU 60 dest src][CUP header 6 bytes][ISO message]
 
@@ -77,7 +77,7 @@ class Tpdu:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class CupHeader:
-    """The CUP 6-byte message header (报文头), 12 BCD digits (domain.md §1.2).
+    """The CUP 6-byte message header (报文头), 12 BCD digits (docs/domain.md#frame-layout).
 
     Attributes:
         app_type: 应用类别定义 N2: 60 magstripe financial, 61 IC financial.

@@ -1,6 +1,6 @@
 """Masking of card data and keys for logs, traces, journals shown to people, and reports.
 
-Rules (domain.md; jPOS ``ProtectedLogListener protect="2 35 45 55"``):
+Rules (docs/domain.md; jPOS ``ProtectedLogListener protect="2 35 45 55"``):
 
 * the PAN (field 2, or any ``pan`` value) keeps its first 6 and last 4 digits;
 * track data (35, 36, 45), the PIN block (52), ICC data (55) and working keys (field 62 of the

@@ -1,6 +1,6 @@
 """The cause-and-fix matrix as data: schema, loader and validation of ``specs/scenarios/C01.yaml`` ….
 
-One YAML file per cause of domain.md §6 (C01–C42).  A *runnable* file says how to reproduce the cause
+One YAML file per cause of docs/domain.md#cause-matrix (C01–C42).  A *runnable* file says how to reproduce the cause
 (host registry, faults and settings, terminal settings, the operator's steps), which settings make
 the terminal flawed (``broken``) and which fix it (``fix``), and what must be observed in each of the
 two runs (``expect.broken``: the symptom; ``expect.fixed``: the invariants G1–G8 that must hold).  An
@@ -60,11 +60,11 @@ from specs.vocabulary import CRASH_POINTS, OPERATOR_ROLES, SUBFIELDS
 
 # ============================================================================ vocabularies
 
-#: Every cause of domain.md §6.
+#: Every cause of docs/domain.md#cause-matrix
 CAUSE_IDS: tuple[str, ...] = tuple(f"C{n:02d}" for n in range(1, 43))
-#: The five merchant problem reports of domain.md §6.0.
+#: The five merchant problem reports of docs/domain.md#cause-matrix
 REPORT_IDS = ("000", "001", "002", "003", "004")
-#: Scope tags of domain.md §6.1: protocol, protocol-adjacent, outside the protocol.
+#: Scope tags of docs/domain.md#cause-matrix: protocol, protocol-adjacent, outside the protocol.
 SCOPES = ("P", "PA", "OUT")
 STATUSES = ("runnable", "outside", "merged", "regression")
 #: A team scenario's own id (``ACME-7``): a letter, then letters, digits, ``-``, ``_`` or ``.``; at most 40.
@@ -161,7 +161,7 @@ TERMINAL_SETTINGS: Mapping[str, str] = MappingProxyType({
     "operators": "operators",
 })
 
-#: Names the scenarios need that the terminal does not offer yet (the runner's wish list, README §8).
+#: Names the scenarios need that the terminal does not offer yet (the runner's wish list, specs/scenarios/README.md §8).
 PROPOSED_TERMINAL_SETTINGS: frozenset[str] = frozenset()
 #: Terminal identity: ``pos-terminal --tid/--mid`` options rather than settings.
 TERMINAL_IDENTITY_SETTINGS = frozenset({"tid", "mid"})
@@ -186,7 +186,7 @@ HOST_SETTINGS: Mapping[str, str] = MappingProxyType({
     "required_fields": "required_fields",
     "fee_date_basis": "fee_date_basis",
 })
-#: Host settings the scenarios need that the host does not offer yet (README §8).
+#: Host settings the scenarios need that the host does not offer yet (specs/scenarios/README.md §8).
 PROPOSED_HOST_SETTINGS: frozenset[str] = frozenset()
 
 MERCHANT_STATUSES = ("active", "frozen", "frozen_payout", "disabled")
@@ -199,7 +199,7 @@ CARD_SCHEMES = ("visa", "mastercard", "unionpay")
 FAULT_KINDS: tuple[str, ...] = (*TRANSACTION_KINDS, "sign_on", "sign_off", "echo", "settlement", "upload",
                                 "reversal")
 
-# Fault action type -> {param: value kind}, and the params that must be given (domain.md §9).
+# Fault action type -> {param: value kind}, and the params that must be given (docs/domain.md#fault-primitives).
 ACTION_PARAMS: dict[str, tuple[dict[str, str], frozenset[str]]] = {
     "drop_response": ({}, frozenset()),
     "close_before_processing": ({}, frozenset()),
@@ -345,7 +345,7 @@ class ReportedAs:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Merge:
-    """Another cause this file also covers, and where domain.md says it is the same mechanism."""
+    """Another cause this file also covers, and where docs/domain.md says it is the same mechanism."""
 
     id: str
     citation: str
@@ -462,7 +462,7 @@ _NO_SELECTOR = When()
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class FaultAction:
-    """What a fault does: ``type`` as in domain.md §9 and ``host_stub.faults``, and its parameters.
+    """What a fault does: ``type`` as in docs/domain.md#fault-primitives and ``host_stub.faults``, and its parameters.
 
     Money parameters are stored in minor units under ``<name>_minor`` (``debit_amount`` ->
     ``debit_amount_minor``); delays may be given as multiples of the terminal's response timeout.
@@ -1473,7 +1473,8 @@ class _Parser(_Reader):
             m = self.mapping(item, p, allowed=MAPPING_KEYS["merge"], required=("id", "citation"), what="a merge")
             citation = self.text(m["citation"], f"{p}.citation")
             if "domain.md" not in citation:
-                self.expected(m["citation"], f"{p}.citation", "a sentence citing domain.md (e.g. 'domain.md §6 C37: ...')")
+                self.expected(m["citation"], f"{p}.citation",
+                              "a sentence citing docs/domain.md (e.g. 'docs/domain.md#c37: ...')")
             out.append(Merge(id=self.cause_id(m["id"], f"{p}.id", exclude=own), citation=citation))
         return tuple(out)
 

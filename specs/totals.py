@@ -1,12 +1,12 @@
 """Settlement totals: which transactions count, and how each dialect carries the totals.
 
 Terminal and host must count the same way, or every settlement is unbalanced by construction
-(domain.md §F10: "make the debit/credit class mapping a dialect parameter used identically by
+(docs/domain.md#f10: "make the debit/credit class mapping a dialect parameter used identically by
 terminal and host").  Both import this module.
 
-* INTL 0500 field 63 (domain.md §F9): sale count N3 + sale amount N12 + refund count N3 +
+* INTL 0500 field 63 (docs/domain.md#f9): sale count N3 + sale amount N12 + refund count N3 +
   refund amount N12, then 60 zeros (90 characters).
-* CUP 0500/0510 field 48 (domain.md §F10): domestic debit amount N12 + debit count N3 + credit
+* CUP 0500/0510 field 48 (docs/domain.md#f10): domestic debit amount N12 + debit count N3 + credit
   amount N12 + credit count N3 + 对账应答码 N1, then the same 31 digits for foreign cards.
 
 >>> t = Totals(debit_count=3, debit_minor=6000, credit_count=0, credit_minor=0)
@@ -136,11 +136,11 @@ def _parse_cup_part(value: str, which: str) -> tuple[Totals, str]:
 
 # --------------------------------------------------------------------------- batch upload (0320)
 #
-# INTL (domain.md §F9 step 5): one 0320 per record, processing code = original's with the last
+# INTL (docs/domain.md#f9 step 5): one 0320 per record, processing code = original's with the last
 # digit '1', field 60 = original MTI (4) + original STAN (6) + 12 spaces, 62 = original invoice,
 # 37/38 = original RRN / approval code; the host answers 0330; then 0500 with 3 = 960000.
 #
-# CUP (domain.md §F10 step 3): 0320 with 60.3 = 201 and field 48 = count N2 (<= 8) followed by
+# CUP (docs/domain.md#f10 step 3): 0320 with 60.3 = 201 and field 48 = count N2 (<= 8) followed by
 # count records of 40 digits: card organisation N2 ('00' CUP, '01' foreign) + original STAN N6 +
 # PAN N20 (zero-left-padded) + amount N12; the end message is 0320 with 60.3 = 202 (after an
 # unbalanced 0510) or 207 (balanced), field 48 = total records uploaded N4.

@@ -1,8 +1,8 @@
 """Transaction kinds and how each is carried on the wire, per dialect family.
 
 The terminal builds requests from this table and the host recognises them with :func:`identify`,
-so the two sides cannot drift apart.  Sources: domain.md §2.3 (processing codes), §4 (CUP 60.1
-table with 25 and "引发冲正"), §F5, §F6, §F8.
+so the two sides cannot drift apart.  Sources: docs/domain.md#message-flows (processing codes), docs/domain.md#dialects-and-framing (CUP 60.1
+table with 25 and "引发冲正"), docs/domain.md#f5, docs/domain.md#f6, docs/domain.md#f8.
 
 =================  =====================  ==========================  =========  ========
 kind               INTL MTI / 3           CUP MTI / 3 / 60.1 / 25     reversible  advice

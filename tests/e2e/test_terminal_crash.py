@@ -1,4 +1,4 @@
-"""Crash points (a)-(g) of domain.md §3.1 with real child processes.
+"""Crash points (a)-(g) of docs/domain.md#crash-points with real child processes.
 
 Each case: ``python -m emulator.cli ... --crash-at X`` dies there like a power cut (``os._exit``, exit
 status 137, no cleanup), the next invocation recovers from the journal, and afterwards the

@@ -40,7 +40,7 @@ def x919_by_hand(key16: bytes, data: bytes) -> bytes:
 
 
 def cup_ecb_by_hand(mak8: bytes, data: bytes) -> bytes:
-    """银联ECB, the five steps of domain.md §4, with a single-length MAK."""
+    """银联ECB, the five steps of docs/domain.md#keys-and-mac, with a single-length MAK."""
     data += bytes(-len(data) % 8)
     result = bytes(8)
     for i in range(0, len(data), 8):
