@@ -51,7 +51,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from specs.scenario import _Y, ScenarioError, _compose, _Reader
+from specs.scenario.model import ScenarioError
+from specs.scenario.reader import _Y, _compose, _Reader
 
 #: The built-in dialects a profile may start from, and their family.
 BASE_DIALECTS: Mapping[str, str] = MappingProxyType({"intl-ascii": "intl", "intl-bcd": "intl", "cup": "cup"})

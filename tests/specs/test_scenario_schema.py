@@ -17,7 +17,7 @@ from specs.scenario_schema import json_schema, schema_text
 from .test_scenarios import BASE
 from .test_team_scenarios import REGRESSION, TEAM_PAIR
 
-SCHEMA_FILE = Path(s.__file__).with_name("scenario.schema.json")
+SCHEMA_FILE = Path(s.__file__).parent.parent / "scenario.schema.json"
 
 
 class _Loader(yaml.SafeLoader):
