@@ -1,59 +1,16 @@
-"""The POS terminal as a pure state machine: inputs in, actions out.
-
-Rules (after h11 ``_state.py``):
-
-1. Everything that decides what the terminal does lives in this file: the transition table first,
-   then the flows (one per operation, written as the domain spec writes them) and their guards.
-2. No sockets, no asyncio, no clock, no SQLite, no codec.  Time arrives inside the operator's input
-   (``now``) and as :class:`TimerExpired`; bytes, MACs on the wire and printing are the shell's
-   business; durable writes leave as actions (:class:`SaveReversal`, :class:`CommitApproval`, ...)
-   that the shell performs *in the order given*.  The order of actions is the crash-safety
-   contract: the pending reversal is stored before the request that needs it is sent, an approval
-   is journalled before the receipt is printed, the batch is closed only after the host closed it.
-   :class:`CrashPoint` markers sit at the points of docs/domain.md#crash-points where a power cut is
-   interesting; the shell dies there when told to (``--crash-at``).
-3. Local misuse raises :class:`TerminalUsageError` (starting an operation while one is running).
-   Anything the host, the network or the printer does is an input and never raises: a stray, late
-   or foreign answer is :class:`ResponseStray`, garbage is :class:`MessageUnreadable`.
-
-Theory of operation.  The table below is about *waiting*: which inputs each state accepts and where
-they lead.  An operation (sale, settle, ...) is a *flow*: a generator that reads like the flows
-F4-F10 of docs/domain.md — "send pending reversals; sign on if told to; store R; send the 0200; on 00 commit, then
-print; trickle one advice".  Each time a flow needs the outside world it yields what it waits for:
-
-* an exchange (a request and its answer)  -> CONNECTING / AWAITING_RESPONSE
-* a receipt at the printer                -> PRINTING
-* a pause before a repeat (backoff)       -> BACKING_OFF
-
-and the table's ``FLOW`` entries hand the matching input back to it.  When the flow returns its
-:class:`Result`, the state is DONE.  The link is kept across the exchanges of one operation and
-dropped after any exchange that failed (timeout, lost link, garbage), so a late answer can never
-reach a later exchange.
-
-A response matches when its MTI is the request MTI + 10 and fields 11 (STAN) and 41 (TID) equal
-the request's (docs/domain.md#requestresponse-matching-and-timers, jPOS QMUX key "41, 11").  Anything else is stray: ignored here and
-never taken for an approval; the timer keeps running.
-
-What the flows guarantee (docs/domain.md#invariants): no pending reversal is left behind when a financial
-request goes out (G5: reversals first, and a new STAN for every request); a financial request is
-never sent twice (only reversals, advices and uploads are repeated); an approval whose MAC fails
-is never committed and is reversed with reason A0; queued advices and pending reversals are gone
-before the 0500; the settlement state and the upload flags are durable, so an interrupted
-settlement resumes where it stopped.
-"""
+"""The terminal core (sans-IO): :class:`Terminal` runs each operation as a flow, a generator that
+yields what it waits for (an exchange, a print, a pause) and emits actions; the pure helpers it uses."""
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Generator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from emulator.messages import (
     INTL_SETTLE_AFTER_UPLOAD,
     INTL_SETTLE_FIRST,
-    Original,
     Profile,
     UploadItem,
     cup_record_upload,
@@ -68,8 +25,85 @@ from emulator.messages import (
     settlement_request,
 )
 from emulator.settings import TerminalSettings
+from emulator.terminal.books import (
+    APPROVED,
+    COMPLETED,
+    DECLINED,
+    PARAMETER_DOWNLOADS,
+    VOIDED,
+    Advice,
+    Books,
+    ClosedBatch,
+    Edit,
+    JournalRecord,
+    PendingReversal,
+    SettlementStage,
+    SettlementState,
+    State,
+    TerminalUsageError,
+    WorkingKeys,
+)
+from emulator.terminal.events import (
+    COMMAND_NAMES,
+    DURABLE_ACTIONS,
+    KIND_OF,
+    Action,
+    Adjust,
+    Backoff,
+    CloseBatch,
+    CommitApproval,
+    CompletionVoid,
+    Connect,
+    Connected,
+    ConnectFailed,
+    ConnectionLost,
+    CrashPoint,
+    DeleteReversal,
+    Disconnect,
+    DismissReceipt,
+    Echo,
+    Financial,
+    Finish,
+    Idle,
+    Input,
+    MarkUploaded,
+    MessageReceived,
+    MessageUnreadable,
+    Observed,
+    Operation,
+    Outcome,
+    ParkAdvice,
+    ParkReversal,
+    PreAuthVoid,
+    Print,
+    Printed,
+    Reference,
+    Refund,
+    RemoveAdvice,
+    Reprint,
+    ResponseMatched,
+    ResponseStray,
+    Result,
+    Reverse,
+    SaveAdvice,
+    SaveCounters,
+    SaveMarkers,
+    SaveReversal,
+    SaveSettlement,
+    SaveSignOn,
+    Send,
+    Settle,
+    SignOff,
+    SignOn,
+    StartTimer,
+    TimerExpired,
+    UpdateAdvice,
+    UpdateJournal,
+    UpdateReversal,
+    Void,
+)
+from emulator.terminal.table import FLOW, OPERATIONS, TRANSITIONS
 from specs import codes
-from specs.cards import Card
 from specs.codec import Message
 from specs.crypto import KEY_BLOCK_LAYOUT, check_pin, default_mac_algorithm, parse_key_block, pin_block
 from specs.dialects import response_mti
@@ -81,893 +115,8 @@ from specs.totals import (
     Totals,
     parse_cup_field_48,
     parse_cup_field_48_foreign,
-    totals_of,
 )
 from specs.transactions import layout
-
-#: CUP header 处理要求 values asking for a download (parameters, IC parameters, TMS software).
-PARAMETER_DOWNLOADS: Mapping[str, str] = {"1": "a parameter download", "5": "an IC parameter download",
-                                          "6": "a software (TMS) download"}
-
-
-class TerminalUsageError(RuntimeError):
-    """The terminal was driven wrongly by its local user (not by the host)."""
-
-
-class State(enum.Enum):
-    #: No operation in progress.
-    IDLE = "idle"
-    #: The running flow needs the link to the host; waiting for Connected or ConnectFailed.
-    CONNECTING = "connecting"
-    #: A request is on the wire; the response timer runs.
-    AWAITING_RESPONSE = "awaiting_response"
-    #: Waiting before a repeat (reversal, advice); TimerExpired ends the pause.
-    BACKING_OFF = "backing_off"
-    #: A receipt is at the printer; waiting for Printed or PrinterFailed.
-    PRINTING = "printing"
-    #: No operation in progress, but an approval's receipt never printed (a crash after the journal
-    #: commit, a printer failure): new transactions are refused until it is reprinted or dismissed
-    #: (with ``block_sales_while_receipt_pending``).  Its durable marker is the journal record's
-    #: ``printed`` flag.
-    RECEIPT_PENDING = "receipt_pending"
-    #: Outcome decided; see :attr:`Terminal.result`.
-    DONE = "done"
-
-
-# --------------------------------------------------------------------------- durable books
-
-#: Journal record statuses: the record stands / a void of it was approved / the pre-auth was
-#: completed / the host finally declined the (offline) advice that carried it.
-APPROVED, VOIDED, COMPLETED, DECLINED = "approved", "voided", "completed", "declined"
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class JournalRecord:
-    """One transaction of the terminal's journal, as the terminal journals it."""
-
-    invoice: str
-    stan: str
-    batch: str
-    kind: str
-    amount_minor: int
-    pan: str
-    expiry: str
-    rrn: str
-    auth_code: str
-    local_date: str
-    local_time: str
-    settlement_date: str | None = None
-    mti: str = "0200"
-    processing_code: str = "000000"
-    condition: str = "00"
-    status: str = APPROVED
-    original_invoice: str | None = None
-    tip_minor: int = 0
-    offline: bool = False
-    uploaded: bool = False
-    printed: bool = False
-    #: Who did it (CUP 63.1): every record names its operator (C14).
-    operator: str = ""
-    #: No receipt is owed for it although it never printed: the operator dismissed it
-    #: (``dismiss-receipt``), or it was journalled later, when the host took its queued advice.
-    receipt_waived: bool = False
-
-    @property
-    def receipt_pending(self) -> bool:
-        """Journalled, never printed and not waived: the customer holds no proof of it."""
-        return not self.printed and not self.receipt_waived
-
-    @property
-    def counts(self) -> bool:
-        """Counts in the settlement totals (and is uploaded): approved and of a settlement class."""
-        return self.status == APPROVED and self.kind in SETTLEMENT_CLASS
-
-    def original(self) -> Original:
-        return Original(rrn=self.rrn, auth_code=self.auth_code, batch=self.batch, stan=self.stan,
-                        local_date=self.local_date)
-
-    @property
-    def keeps_pan(self) -> bool:
-        """Still needs the full PAN after its batch closed: an approved pre-authorization not yet
-        completed or voided (its completion may come in a later batch).  Every other record keeps
-        only the masked PAN once its batch is closed (:func:`purged`)."""
-        return self.kind == "preauth" and self.status == APPROVED
-
-    @property
-    def pan_purged(self) -> bool:
-        return "*" in self.pan
-
-
-def purged(record: JournalRecord) -> JournalRecord:
-    """The record as kept once its batch closed: the PAN masked unless :attr:`~JournalRecord.keeps_pan`."""
-    return record if record.keeps_pan or record.pan_purged else replace(record, pan=mask_pan(record.pan))
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class PendingReversal:
-    """R: a reversal owed to the host for one financial request (docs/domain.md#f7)."""
-
-    stan: str
-    kind: str
-    #: The 0400 as built from the original request: no 52, no 64 (recomputed per send), no 39.
-    message: Mapping[str, str]
-    reason: str = "98"
-    attempts: int = 0
-    #: Answers that were neither final nor "try later" (e.g. 25 when only 00 is final).
-    refusals: int = 0
-    last_rc: str | None = None
-
-
-#: (invoice, changes) applied to one journal record.
-Edit = tuple[str, Mapping[str, Any]]
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Advice:
-    """Q: one store-and-forward advice (0220 / 0120), repeated with the repeat MTI (docs/domain.md#f6)."""
-
-    stan: str
-    kind: str
-    #: First-attempt form (MTI 0220/0120), no 64.
-    message: Mapping[str, str]
-    #: The journal record the advice is about (the offline sale, the adjusted sale, the refund).
-    invoice: str = ""
-    attempts: int = 0
-    #: Journal record to add when the host accepts (online advices: CUP refund, INTL completion
-    #: and pre-auth void); None when the journal already holds it (offline sale, adjust).
-    record: JournalRecord | None = None
-    on_accept: tuple[Edit, ...] = ()
-    on_decline: tuple[Edit, ...] = ()
-
-
-class SettlementStage(enum.Enum):
-    #: S persisted; the 0500 with our totals is (re)sent next.
-    STARTED = "started"
-    #: The host said unbalanced; records without an upload flag are uploaded next.
-    UPLOADING = "uploading"
-    #: Upload done (or CUP balanced); the closing message (INTL 960000, CUP 202/207) is next.
-    ENDING = "ending"
-    #: The host closed the batch; only the local close is left.
-    HOST_CLOSED = "host_closed"
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class SettlementState:
-    """S: an unfinished settlement (docs/domain.md#crash-points); blocks new transactions until closed."""
-
-    batch: str
-    stage: SettlementStage
-    #: ``balanced`` / ``unbalanced`` once the host compared the totals.
-    result: str | None = None
-    #: Records uploaded so far in this settlement.
-    uploaded: int = 0
-    #: The first settlement answer's response code.
-    first_rc: str | None = None
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class ClosedBatch:
-    """A batch the terminal closed: the totals it closed with and how the host agreed."""
-
-    batch: str
-    debit_count: int
-    debit_minor: int
-    credit_count: int
-    credit_minor: int
-    #: ``balanced`` / ``unbalanced`` (uploaded, or closed without upload by the flawed terminal).
-    result: str
-    uploaded: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"batch": self.batch, "debit_count": self.debit_count, "debit_minor": self.debit_minor,
-                "credit_count": self.credit_count, "credit_minor": self.credit_minor, "result": self.result,
-                "uploaded": self.uploaded}
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class WorkingKeys:
-    pik: bytes
-    mak: bytes
-    tdk: bytes | None = None
-
-
-@dataclass(kw_only=True, slots=True)
-class Books:
-    """The terminal's durable state as loaded from its journal (and mirrored by :meth:`apply`)."""
-
-    stan: int = 0
-    invoice: int = 0
-    batch: int = 1
-    signed_on: bool = False
-    #: The open batch's journal records.
-    records: list[JournalRecord] = field(default_factory=list)
-    #: Records of closed batches (for refunds, completions of older pre-auths).
-    history: list[JournalRecord] = field(default_factory=list)
-    reversals: list[PendingReversal] = field(default_factory=list)
-    advices: list[Advice] = field(default_factory=list)
-    settlement: SettlementState | None = None
-    #: The host told us to sign on again (header 处理要求 3, or 77/A0/99 with auto sign-on).
-    signon_required: bool = False
-    #: CUP header 处理要求 1/5/6: a parameter download the host asked for (shown in ``status``).
-    param_download: str = ""
-    #: The 0810 field-62 key block as received (keys under the TMK) and its 60.3 layout.
-    key_block: str = ""
-    key_mode: str = ""
-    clock_offset_seconds: float = 0.0
-    #: Reversals and advices set aside for manual follow-up: (what, stan, why).
-    parked: list[tuple[str, str, str]] = field(default_factory=list)
-    #: Business date (ISO) of the last approved sign-on, by the clock synced at that sign-on.
-    signon_date: str = ""
-    #: The host told us it wants a sign-on every business day (it answered 22 once).
-    daily_signon: bool = False
-    #: Batches closed so far, oldest first.
-    closed_batches: list[ClosedBatch] = field(default_factory=list)
-
-    def open_batch_totals(self) -> Totals:
-        return totals_of((r.kind, r.amount_minor) for r in self.records if r.counts)
-
-    def find(self, invoice: str) -> JournalRecord | None:
-        return next((r for r in (*self.records, *self.history) if r.invoice == invoice), None)
-
-    def apply(self, action: Action) -> None:
-        """Mirror one durable action in memory, exactly as :meth:`emulator.journal.Journal.apply`
-        performs it on disk (a test checks that the two agree)."""
-        match action:
-            case SaveCounters(stan=stan, invoice=invoice, batch=batch):
-                self.stan, self.invoice, self.batch = stan, invoice, batch
-            case SaveSignOn(signed_on=signed_on, key_block=block, key_mode=mode, clock_offset_seconds=offset,
-                            signon_date=day):
-                self.signed_on, self.key_block, self.key_mode = signed_on, block, mode
-                if offset is not None:
-                    self.clock_offset_seconds = offset
-                if day is not None:
-                    self.signon_date = day
-            case SaveMarkers(signon_required=required, param_download=param, daily_signon=daily):
-                if required is not None:
-                    self.signon_required = required
-                if param is not None:
-                    self.param_download = param
-                if daily is not None:
-                    self.daily_signon = daily
-            case AppendJournal(record=record):
-                self.records.append(record)
-            case CommitApproval(record=record, reversal_stan=stan, edits=edits):
-                self.records.append(record)
-                self._edit(edits)
-                self.reversals = [r for r in self.reversals if r.stan != stan]
-            case UpdateJournal(edits=edits):
-                self._edit(edits)
-            case SaveReversal(reversal=reversal):
-                self.reversals = [r for r in self.reversals if r.stan != reversal.stan] + [reversal]
-            case UpdateReversal(stan=stan, changes=changes):
-                self.reversals = [replace(r, **changes) if r.stan == stan else r for r in self.reversals]
-            case DeleteReversal(stan=stan):
-                self.reversals = [r for r in self.reversals if r.stan != stan]
-            case ParkReversal(stan=stan, why=why):
-                self.reversals = [r for r in self.reversals if r.stan != stan]
-                self.parked.append(("reversal", stan, why))
-            case SaveAdvice(advice=advice, record=record, edits=edits):
-                if record is not None:
-                    self.records.append(record)
-                self._edit(edits)
-                self.advices = [a for a in self.advices if a.stan != advice.stan] + [advice]
-            case UpdateAdvice(stan=stan, attempts=attempts):
-                self.advices = [replace(a, attempts=attempts) if a.stan == stan else a for a in self.advices]
-            case RemoveAdvice(stan=stan, record=record, edits=edits):
-                self.advices = [a for a in self.advices if a.stan != stan]
-                if record is not None:
-                    self.records.append(record)
-                self._edit(edits)
-            case ParkAdvice(stan=stan, why=why):
-                self.advices = [a for a in self.advices if a.stan != stan]
-                self.parked.append(("advice", stan, why))
-            case SaveSettlement(state=state):
-                self.settlement = state
-            case MarkUploaded(invoices=invoices):
-                self._edit(tuple((i, {"uploaded": True}) for i in invoices))
-            case CloseBatch(next_batch=next_batch, closed=closed):
-                self.history = [purged(r) for r in (*self.history, *self.records)]
-                self.records = []
-                self.settlement = None
-                self.batch = next_batch
-                if closed is not None:
-                    self.closed_batches.append(closed)
-            case _:
-                raise TerminalUsageError(f"{type(action).__name__} is not a durable action")
-
-    def _edit(self, edits: tuple[Edit, ...]) -> None:
-        for invoice, changes in edits:
-            self.records = [replace(r, **changes) if r.invoice == invoice else r for r in self.records]
-            self.history = [replace(r, **changes) if r.invoice == invoice else r for r in self.history]
-
-
-# --------------------------------------------------------------------------- inputs: operations
-#
-# Every operation carries ``now``, the terminal's clock (the business time: synced from the host's
-# 12/13 at sign-on, or the time the caller injects), and ``operator``, who does it (CUP 63.1; None:
-# the default operator of the settings, see ``TerminalSettings.default_operator``).
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Reference:
-    """Which original a void, refund, completion or adjust refers to; both None = the last eligible."""
-
-    invoice: str | None = None
-    rrn: str | None = None
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class SignOn:
-    now: datetime
-    operator: str | None = None
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class SignOff:
-    now: datetime
-    operator: str | None = None
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Echo:
-    now: datetime
-    operator: str | None = None
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Sale:
-    now: datetime
-    amount_minor: int
-    card: Card
-    pin: str | None = None
-    operator: str | None = None
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Balance:
-    now: datetime
-    card: Card
-    pin: str | None = None
-    operator: str | None = None
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class PreAuth:
-    now: datetime
-    amount_minor: int
-    card: Card
-    pin: str | None = None
-    operator: str | None = None
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class PreAuthVoid:
-    now: datetime
-    original: Reference = Reference()
-    operator: str | None = None
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Completion:
-    now: datetime
-    amount_minor: int
-    original: Reference = Reference()
-    operator: str | None = None
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class CompletionVoid:
-    now: datetime
-    original: Reference = Reference()
-    operator: str | None = None
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Void:
-    now: datetime
-    original: Reference = Reference()
-    operator: str | None = None
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Refund:
-    now: datetime
-    amount_minor: int
-    original: Reference = Reference()
-    #: The card, when the original's batch is closed (its PAN is no longer kept in full).
-    card: Card | None = None
-    operator: str | None = None
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class OfflineSale:
-    now: datetime
-    amount_minor: int
-    card: Card
-    operator: str | None = None
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Adjust:
-    """Tip adjust of a sale in the open batch: give the tip or the new total."""
-
-    now: datetime
-    original: Reference = Reference()
-    tip_minor: int | None = None
-    new_amount_minor: int | None = None
-    operator: str | None = None
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Settle:
-    now: datetime
-    operator: str | None = None
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Reverse:
-    """Send the pending reversals now, even one that is stuck."""
-
-    now: datetime
-    operator: str | None = None
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Reprint:
-    """Print a receipt again (``invoice`` None: the oldest pending one, else the last record)."""
-
-    now: datetime
-    invoice: str | None = None
-    operator: str | None = None
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class DismissReceipt:
-    """Waive a pending receipt without printing it (``invoice`` None: every pending one)."""
-
-    now: datetime
-    invoice: str | None = None
-    operator: str | None = None
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Idle:
-    """The terminal is idle: deliver what is owed (pending reversals)."""
-
-    now: datetime
-    operator: str | None = None
-
-
-Financial = (
-    Sale | Balance | PreAuth | PreAuthVoid | Completion | CompletionVoid | Void | Refund | OfflineSale | Adjust
-)
-Operation = SignOn | SignOff | Echo | Financial | Settle | Reverse | Reprint | DismissReceipt | Idle
-
-#: Operation -> transaction kind of :mod:`specs.transactions`.
-KIND_OF: Mapping[type, str] = {
-    Sale: "sale", Balance: "balance", PreAuth: "preauth", PreAuthVoid: "preauth_void", Completion: "completion",
-    CompletionVoid: "completion_void", Void: "void", Refund: "refund", OfflineSale: "offline_sale",
-    Adjust: "adjust",
-}
-
-COMMAND_NAMES: Mapping[type, str] = {
-    SignOn: "signon", SignOff: "signoff", Echo: "echo", Sale: "sale", Balance: "balance", PreAuth: "preauth",
-    PreAuthVoid: "preauth-void", Completion: "completion", CompletionVoid: "completion-void", Void: "void",
-    Refund: "refund", OfflineSale: "offline-sale", Adjust: "adjust", Settle: "settle", Reverse: "reverse",
-    Reprint: "reprint", DismissReceipt: "dismiss-receipt", Idle: "idle",
-}
-
-# --------------------------------------------------------------------------- inputs: the outside world
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Connected:
-    """The link to the host is up."""
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class ConnectFailed:
-    """No link could be made; nothing was written."""
-
-    reason: str
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class MessageReceived:
-    """A decoded message arrived (the shell has not judged whether it is ours).
-
-    Attributes:
-        message: the decoded message.
-        mac_valid: whether field 64 verified under the MAK the request was sent with; None when
-            the request carried no MAC.
-        processing_requirement: CUP header 处理要求 of the frame, when framed with a CUP header.
-    """
-
-    message: Message
-    mac_valid: bool | None = None
-    processing_requirement: str | None = None
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class MessageUnreadable:
-    """Bytes arrived that could not be framed or decoded."""
-
-    reason: str
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class TimerExpired:
-    """The response timer or a backoff pause ran out."""
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class ConnectionLost:
-    """The peer closed or reset the link."""
-
-    reason: str = ""
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Printed:
-    """The receipt came out of the printer."""
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class PrinterFailed:
-    """The printer failed (paper out, jam)."""
-
-    reason: str = "printer failure"
-
-
-# Produced by _classify from MessageReceived; the table is keyed on these, never on MessageReceived.
-@dataclass(frozen=True, kw_only=True, slots=True)
-class ResponseMatched:
-    message: Message
-    mac_valid: bool | None = None
-    processing_requirement: str | None = None
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class ResponseStray:
-    message: Message
-    why: str
-
-
-RemoteInput = (
-    Connected | ConnectFailed | MessageReceived | MessageUnreadable | TimerExpired | ConnectionLost | Printed |
-    PrinterFailed
-)
-Input = Operation | RemoteInput
-
-# --------------------------------------------------------------------------- actions
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Connect:
-    """Open the link to the host; answer with Connected or ConnectFailed."""
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Disconnect:
-    """Close the link (after a failed exchange, and at the end of the operation)."""
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Send:
-    """Write one request.  With ``mac_key`` the shell puts the MAC in field 64 first, and verifies
-    the answer's MAC with the same key (``MessageReceived.mac_valid``)."""
-
-    message: Message
-    mac_key: bytes | None = None
-    mac_algorithm: str = ""
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class StartTimer:
-    seconds: float
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Backoff:
-    """Pause before repeat number ``attempt`` (1 = the first repeat); the shell computes the wait
-    with tenacity and answers TimerExpired."""
-
-    attempt: int
-    purpose: str
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Print:
-    """Print a receipt; answer with Printed or PrinterFailed."""
-
-    lines: tuple[str, ...]
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class CrashPoint:
-    """A crash point of docs/domain.md#crash-points ("a".."g"): the shell dies here when armed for it."""
-
-    point: str
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class SaveCounters:
-    """Persist STAN, invoice and batch numbers (before the message that uses them leaves)."""
-
-    stan: int
-    invoice: int
-    batch: int
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class SaveSignOn:
-    """Persist the sign-on state: keys (as received, under the TMK), the clock offset and the
-    business date of the sign-on (None = unchanged)."""
-
-    signed_on: bool
-    key_block: str = ""
-    key_mode: str = ""
-    clock_offset_seconds: float | None = None
-    signon_date: str | None = None
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class SaveMarkers:
-    """Persist host instructions: sign on again; parameter download required; the host wants a
-    sign-on every business day (None = unchanged)."""
-
-    signon_required: bool | None = None
-    param_download: str | None = None
-    daily_signon: bool | None = None
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class AppendJournal:
-    record: JournalRecord
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class CommitApproval:
-    """One transaction: journal the approved record, apply its edits to originals (voided,
-    completed) and clear its pending reversal (``reversal_stan``, or None)."""
-
-    record: JournalRecord
-    reversal_stan: str | None = None
-    edits: tuple[Edit, ...] = ()
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class UpdateJournal:
-    edits: tuple[Edit, ...]
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class SaveReversal:
-    reversal: PendingReversal
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class UpdateReversal:
-    stan: str
-    changes: Mapping[str, Any]
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class DeleteReversal:
-    stan: str
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class ParkReversal:
-    """Move a reversal the host keeps refusing to the exception log (manual follow-up)."""
-
-    stan: str
-    why: str
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class SaveAdvice:
-    """One transaction: queue the advice; journal ``record`` (offline sale) and apply ``edits``
-    (tip adjust) at the same time."""
-
-    advice: Advice
-    record: JournalRecord | None = None
-    edits: tuple[Edit, ...] = ()
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class UpdateAdvice:
-    stan: str
-    attempts: int
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class RemoveAdvice:
-    """One transaction: the advice is done (accepted or finally declined): dequeue it, journal
-    ``record`` if any, apply ``edits``."""
-
-    stan: str
-    record: JournalRecord | None = None
-    edits: tuple[Edit, ...] = ()
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class ParkAdvice:
-    stan: str
-    why: str
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class SaveSettlement:
-    """Persist the settlement state S (None: no settlement in progress)."""
-
-    state: SettlementState | None
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class MarkUploaded:
-    invoices: tuple[str, ...]
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class CloseBatch:
-    """One transaction: the open batch's records become history, S is cleared, batch := next, and
-    the closed batch's totals are kept (``closed``)."""
-
-    batch: str
-    next_batch: int
-    closed: ClosedBatch | None = None
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Observed:
-    """The core's verdict on a message that arrived (for the wire trace; nothing to perform).
-
-    Attributes:
-        message: the message as received.
-        matched: True when the terminal took it as the answer to its outstanding request (MTI + 10,
-            same 11 and 41, while waiting), False when it set it aside as stray.
-        mac_verified: True / False when the terminal checked field 64 of its answer and it verified /
-            failed; None when it did not check (no MAC sent, verification off, or a stray message).
-        why: why a stray message was set aside.
-    """
-
-    message: Message
-    matched: bool
-    mac_verified: bool | None = None
-    why: str = ""
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Finish:
-    result: Result
-
-
-DURABLE_ACTIONS = (SaveCounters, SaveSignOn, SaveMarkers, AppendJournal, CommitApproval, UpdateJournal, SaveReversal,
-                   UpdateReversal, DeleteReversal, ParkReversal, SaveAdvice, UpdateAdvice, RemoveAdvice, ParkAdvice,
-                   SaveSettlement, MarkUploaded, CloseBatch)
-
-Action = (
-    Connect | Disconnect | Send | StartTimer | Backoff | Print | CrashPoint | SaveCounters | SaveSignOn |
-    SaveMarkers | AppendJournal | CommitApproval | UpdateJournal | SaveReversal | UpdateReversal | DeleteReversal |
-    ParkReversal | SaveAdvice | UpdateAdvice | RemoveAdvice | ParkAdvice | SaveSettlement | MarkUploaded |
-    CloseBatch | Observed | Finish
-)
-
-
-class Outcome(enum.StrEnum):
-    """How an operation ended.  A string enum: it compares equal to its value and prints as it.
-
-    >>> Outcome.APPROVED == "approved", f"{Outcome.NO_ANSWER}", Outcome("declined") is Outcome.DECLINED
-    (True, 'no_answer', True)
-    """
-
-    #: The host approved (or the terminal approved offline).
-    APPROVED = "approved"
-    #: The host answered with a decline code.
-    DECLINED = "declined"
-    #: Settlement: the host's totals equal ours; batch closed.
-    BALANCED = "balanced"
-    #: Settlement: the host's totals differ (INTL 95, CUP 对账应答码 2/3).
-    UNBALANCED = "unbalanced"
-    #: The request went out and no matching answer came (timeout, link lost, garbage).
-    NO_ANSWER = "no_answer"
-    #: No link could be made; nothing was sent.
-    CONNECT_FAILED = "connect_failed"
-    #: An approval arrived whose MAC did not verify: not committed, reversal A0 owed.
-    MAC_FAILED = "mac_failed"
-    #: Refused by the terminal itself; nothing was sent.
-    REFUSED = "refused"
-    #: Nothing was owed (``reverse``/idle with no pending reversal).
-    NOTHING_PENDING = "nothing_pending"
-
-    @property
-    def completed(self) -> bool:
-        """The exchange completed (the host answered), whatever it said."""
-        return self in (Outcome.APPROVED, Outcome.DECLINED, Outcome.BALANCED, Outcome.UNBALANCED,
-                        Outcome.NOTHING_PENDING)
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Result:
-    """What the operator sees, and what ``--json`` prints.
-
-    ``mti``, ``response_mti``, ``rc`` and ``stan`` describe the operation's own request (the 0200 of
-    a sale, the first 0500 of a settlement), not the housekeeping around it (reversals, advices,
-    uploads), which ``details`` reports.
-    """
-
-    command: str
-    outcome: Outcome
-    mti: str | None
-    response_mti: str | None
-    rc: str | None
-    stan: str | None
-    text: str
-    details: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"command": self.command, "outcome": self.outcome.value, "mti": self.mti,
-                "response_mti": self.response_mti, "rc": self.rc, "stan": self.stan, "text": self.text,
-                **self.details}
-
-
-# --------------------------------------------------------------------------- the table
-
-#: Table target: hand the input to the running flow; the next state is what the flow waits for
-#: next (CONNECTING, AWAITING_RESPONSE, BACKING_OFF, PRINTING) or DONE when it returns.
-FLOW = "flow"
-
-OPERATIONS: tuple[type, ...] = (SignOn, SignOff, Echo, Sale, Balance, PreAuth, PreAuthVoid, Completion,
-                                CompletionVoid, Void, Refund, OfflineSale, Adjust, Settle, Reverse, Reprint,
-                                DismissReceipt, Idle)
-#: Everything that can happen outside the operator's control, after _classify.
-EXTERNAL: tuple[type, ...] = (Connected, ConnectFailed, ResponseMatched, ResponseStray, MessageUnreadable,
-                              TimerExpired, ConnectionLost, Printed, PrinterFailed)
-
-
-def _ignore_in(state: State, *inputs: type) -> dict[type, State | str]:
-    return dict.fromkeys(inputs, state)
-
-
-TRANSITIONS: dict[State, dict[type, State | str]] = {
-    State.IDLE: {
-        **dict.fromkeys(OPERATIONS, FLOW),
-        **_ignore_in(State.IDLE, *EXTERNAL),  # late answers, link events and printer noise between operations
-    },
-    # Every operation starts its flow; a new transaction's flow refuses at once (see _start).
-    State.RECEIPT_PENDING: {
-        **dict.fromkeys(OPERATIONS, FLOW),
-        **_ignore_in(State.RECEIPT_PENDING, *EXTERNAL),
-    },
-    State.CONNECTING: {
-        Connected: State.AWAITING_RESPONSE,  # entry: durable writes, Send, StartTimer
-        ConnectFailed: FLOW,  # nothing was written
-        ConnectionLost: FLOW,
-        **_ignore_in(State.CONNECTING, ResponseMatched, ResponseStray, MessageUnreadable, TimerExpired, Printed,
-                     PrinterFailed),
-    },
-    State.AWAITING_RESPONSE: {
-        ResponseMatched: FLOW,
-        MessageUnreadable: FLOW,  # a garbled answer is no answer (reversal reason 06)
-        TimerExpired: FLOW,  # no answer in time (reversal reason 98)
-        ConnectionLost: FLOW,
-        # A stray answer is recorded by the shell and ignored; the timer keeps running.
-        **_ignore_in(State.AWAITING_RESPONSE, ResponseStray, Connected, ConnectFailed, Printed, PrinterFailed),
-    },
-    State.BACKING_OFF: {
-        TimerExpired: FLOW,
-        **_ignore_in(State.BACKING_OFF, Connected, ConnectFailed, ResponseMatched, ResponseStray, MessageUnreadable,
-                     ConnectionLost, Printed, PrinterFailed),
-    },
-    State.PRINTING: {
-        Printed: FLOW,
-        PrinterFailed: FLOW,
-        **_ignore_in(State.PRINTING, Connected, ConnectFailed, ResponseMatched, ResponseStray, MessageUnreadable,
-                     TimerExpired, ConnectionLost),
-    },
-    State.DONE: _ignore_in(State.DONE, *EXTERNAL),
-}
 
 # --------------------------------------------------------------------------- what flows wait for
 
