@@ -241,6 +241,24 @@ def clock_fields(now: datetime) -> ClockFields:
     return _clock_fields(now.replace(microsecond=0))
 
 
+def rrn_of(now: datetime, seq: int) -> str:
+    """The RRN (37) of the authorization row with id ``seq``: the business date (YYDDD) and the id.
+
+    >>> rrn_of(datetime(2026, 11, 22, 9, 30), 7)
+    '263260000007'
+    """
+    return f"{clock_fields(now).yyddd}{seq % 10_000_000:07d}"
+
+
+def auth_code_of(seq: int) -> str:
+    """The approval code (38) of the authorization row with id ``seq``.
+
+    >>> auth_code_of(2)
+    '015838'
+    """
+    return f"{(seq * 7919) % 1_000_000:06d}"
+
+
 @functools.lru_cache(maxsize=8)
 def _clock_fields(now: datetime) -> ClockFields:
     return ClockFields(f"{now:%H%M%S}", f"{now:%m%d}", f"{now:%y%j}", now.isoformat(timespec="seconds"))
@@ -914,8 +932,7 @@ class Host:
     def _approve(self, ctx: _Ctx, *, effect: Callable[[int], None] | None = None) -> str:
         """Post the request: RRN, approval code, settlement date; ``effect`` runs once the row exists."""
         rrn = self._next_rrn(ctx)  # the RRN comes from the row's own id
-        seq = ctx.row["id"]
-        auth_code = f"{(seq * 7919) % 1_000_000:06d}"
+        auth_code = auth_code_of(ctx.row["id"])
         ctx.row.update(rrn=rrn, auth_code=auth_code, status="approved")
         self._answer_approval(ctx, rrn, auth_code)
         if effect is not None:
@@ -1185,7 +1202,7 @@ class Host:
         rrn, auth_code = upload["rrn"], upload["auth_code"]
         seq = self.ledger.reserve_authorization_id()
         if not rrn:
-            rrn, auth_code = f"{ctx.now:%y%j}{seq % 10_000_000:07d}", auth_code or f"{(seq * 7919) % 1_000_000:06d}"
+            rrn, auth_code = rrn_of(ctx.now, seq), auth_code or auth_code_of(seq)
         previous = earlier or {}
         row_id = self.ledger.insert_authorization(dict(
             id=seq, received_at=ctx.now.isoformat(timespec="seconds"), business_date=ctx.business_date.isoformat(),
@@ -1265,7 +1282,7 @@ class Host:
     def _next_rrn(self, ctx: _Ctx) -> str:
         """The RRN of this request's row: made from the id the ledger hands the row (no counter of its own)."""
         seq = ctx.row["id"] = self.ledger.reserve_authorization_id()
-        return f"{clock_fields(ctx.now).yyddd}{seq % 10_000_000:07d}"
+        return rrn_of(ctx.now, seq)
 
     def _base_response(self, request: Message, now: datetime) -> Message:
         response: Message = {"t": response_mti(request["t"])}
